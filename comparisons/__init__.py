@@ -1,0 +1,1 @@
+"""Load generation, scenarios and reports that measure the Flash engines against each other."""

@@ -1,0 +1,1 @@
+"""Demo applications used by the tests, the comparisons and the README."""

@@ -1,0 +1,89 @@
+"""Every knob of the server in one place.
+
+`Limits` bounds what a client may send (the protocol core enforces them);
+`Config` adds where to listen, how long to wait and how many workers and
+threads to use. The CLI fills a `Config`; tests and benchmarks build one
+directly. Defaults are documented next to each field and in the README.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Limits:
+    """Request-size limits. Each one, when exceeded, gets its own status."""
+
+    #: Longest request line in octets (414 beyond). RFC 9112 s.3 asks for at
+    #: least 8000.
+    max_request_line: int = 8190
+    #: Longest single header field line in octets (431 beyond).
+    max_field_size: int = 8190
+    #: Most header fields in one request (431 beyond).
+    max_header_fields: int = 100
+    #: Whole header section, request line included (431 beyond).
+    max_header_size: int = 65536
+    #: Largest request body, by Content-Length or decoded chunks (413 beyond).
+    max_body_size: int = 256 * 1024 * 1024
+    #: Longest chunk-size line, extensions included (400 beyond).
+    max_chunk_line: int = 4096
+    #: Largest trailer section of a chunked body (431 beyond).
+    max_trailer_size: int = 8192
+    #: Refuse HTTP/1.1 requests without a Host field (RFC 9112 s.3.2 says
+    #: MUST); off only to replay old corpora that omit it.
+    require_host: bool = True
+
+
+@dataclass
+class Config:
+    """Everything an engine needs to know besides the app itself."""
+
+    #: HOST:PORT to listen on; port 0 picks a free port (printed at start-up).
+    bind: str = "127.0.0.1:8000"
+    #: listen() backlog.
+    backlog: int = 2048
+    #: Worker processes under the supervisor; 0 = serve in this process.
+    workers: int = 0
+    #: Threads per process for engines that use a pool (event, worker).
+    threads: int = 0
+    #: Seconds an idle keep-alive connection is kept open.
+    keep_alive: float = 5.0
+    #: Seconds a client has to deliver a complete request head once it began.
+    header_timeout: float = 10.0
+    #: Seconds a worker may be silent before the supervisor kills it; also the
+    #: time a CGI child may run.
+    timeout: float = 30.0
+    #: Seconds in-flight requests get to finish after SIGTERM.
+    graceful_timeout: float = 30.0
+    #: Most connections served at once by one process (engines that bound it).
+    max_connections: int = 10000
+    #: Recycle a worker after this many requests (0 = never), plus jitter.
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    #: Each worker binds its own SO_REUSEPORT socket instead of inheriting one.
+    reuse_port: bool = False
+    #: Access log destination: None (off), "-" (stderr) or a file path.
+    access_log: str | None = None
+    log_level: str = "info"
+    #: Log the engine's counters every N seconds (0 = off).
+    stats_interval: float = 0.0
+    #: Serve the counters as JSON at this path on the same listener (off if None).
+    stats_path: str | None = None
+    #: Warn with a stack when a single-threaded loop is held longer (ms, 0 = off).
+    debug_blocking_ms: float = 0.0
+    #: Monkey-patch the standard library (gevent, eventlet engines).
+    patch: bool = False
+    #: Directory of CGI programs (cgi engine); None runs the WSGI app via CGI.
+    cgi_dir: str | None = None
+    #: Value of the Server response header.
+    server_header: str = "flash"
+    limits: Limits = field(default_factory=Limits)
+
+    def host_port(self) -> tuple[str, int]:
+        """Split `bind` into (host, port); accepts `[::1]:8000` for IPv6."""
+        host, sep, port = self.bind.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"--bind must be HOST:PORT, got {self.bind!r}")
+        host = host.strip("[]") or "0.0.0.0"
+        return host, int(port)

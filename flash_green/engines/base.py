@@ -1,0 +1,211 @@
+"""What every engine shares: its description, counters, and stopping.
+
+An engine is one concurrency model. It receives an already-bound listening
+socket (from the runner, or inherited from the supervisor after fork), a
+`Config` and a WSGI app, and serves until asked to stop. It never parses HTTP
+or builds an environ itself: that is `flash_green.http` and `flash_green.wsgi`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, ClassVar
+
+from ..config import Config
+from ..wsgi import WSGIContext
+
+log = logging.getLogger("flash.engine")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can and cannot do; the cross-engine suite reads this."""
+
+    #: Serves several clients at once (a slow client does not block others).
+    concurrent: bool
+    #: Runs handlers truly in parallel on several cores (processes).
+    parallel: bool
+    #: A blocking handler (time.sleep) stalls every other client.
+    blocking_handler_stalls: bool
+    #: Accepts --threads N.
+    threads: bool = False
+    #: Forks per request (each request pays a process start).
+    fork_per_request: bool = False
+    #: Runs under the supervisor by nature (prefork, worker).
+    multiprocess: bool = False
+
+
+@dataclass
+class Counters:
+    """Live counters of one engine process (`--stats`)."""
+
+    connections_total: int = 0
+    connections_open: int = 0
+    requests: int = 0
+    bytes_sent: int = 0
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+    started: float = field(default_factory=time.time)
+
+    def snapshot(self) -> dict:
+        return asdict(self)
+
+
+class Engine:
+    """Base class: one subclass per concurrency model (gunicorn's workers)."""
+
+    name: ClassVar[str] = ""
+    #: One line for `flash_green engines`.
+    summary: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
+        self.config = config
+        self.app = app
+        self.listener = listener
+        self.counters = Counters()
+        self.stopping = False
+        host, port = listener.getsockname()[:2]
+        self.wsgi = WSGIContext(
+            app, host, port,
+            server_header=config.server_header,
+            multithread=self.capabilities.threads,
+            multiprocess=config.workers > 0 or self.capabilities.multiprocess,
+            access_log=logging.getLogger("flash.access") if config.access_log else None,
+        )
+
+    @classmethod
+    def validate(cls, config: Config) -> None:
+        """Refuse options this model cannot honour, with a clear message."""
+        if config.threads and not cls.capabilities.threads:
+            raise ValueError(f"engine {cls.name!r} does not use a thread pool: drop --threads")
+
+    def run(self) -> None:
+        """Install stop signals, then serve until stopped."""
+        self.install_signal_handlers()
+        self.serve()
+
+    def serve(self) -> None:
+        raise NotImplementedError
+
+    def request_stop(self, graceful: bool = True) -> None:
+        """Stop accepting; let in-flight requests finish (graceful) or not.
+
+        Called from a signal handler in the main thread: it must only set
+        flags and wake the loop.
+        """
+        raise NotImplementedError
+
+    def install_signal_handlers(self) -> None:
+        def on_signal(signum, frame):
+            log.info("received %s, stopping gracefully", signal.Signals(signum).name)
+            self.request_stop(graceful=True)
+            self._arm_graceful_deadline()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGQUIT, lambda s, f: self.request_stop(graceful=False))
+
+    def _arm_graceful_deadline(self) -> None:
+        """After --graceful-timeout, whatever is still running is cut off."""
+        def expire():
+            log.warning("graceful timeout (%ss) expired; exiting", self.config.graceful_timeout)
+            os._exit(0)
+
+        timer = threading.Timer(self.config.graceful_timeout, expire)
+        timer.daemon = True
+        timer.start()
+
+    def stats(self) -> dict:
+        """Counters for `--stats`; engines add their scheduler's own numbers."""
+        return self.counters.snapshot()
+
+
+class Waker:
+    """A self-pipe: lets a signal handler or another thread wake a poll loop."""
+
+    def __init__(self) -> None:
+        self.rfd, self.wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake(self) -> None:
+        try:
+            os.write(self.wfd, b"x")
+        except BlockingIOError:
+            pass
+
+    def clear(self) -> None:
+        try:
+            while os.read(self.rfd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
+class BlockingServer(Engine):
+    """Base of the models whose connection code is plain blocking code.
+
+    The accept loop waits on the listener and a Waker together, so a stop
+    request wakes it at once. Connections between two requests are "idle":
+    on stop they are shut down for reading, which ends their blocked recv;
+    busy ones finish their request first (see `serve_connection`).
+    """
+
+    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
+        super().__init__(config, app, listener)
+        self.waker = Waker()
+        self.idle: set[socket.socket] = set()
+        self.idle_lock = threading.Lock()
+
+    def accept_loop(self, handle: Callable[[socket.socket, object], None]) -> None:
+        listener = self.listener
+        listener.setblocking(False)
+        poller = select.poll()
+        poller.register(listener, select.POLLIN)
+        poller.register(self.waker.rfd, select.POLLIN)
+        while not self.stopping:
+            for fd, _ in poller.poll():
+                if fd == self.waker.rfd:
+                    self.waker.clear()
+                    continue
+                try:
+                    sock, peer = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:
+                    log.warning("accept failed: %s", exc)
+                    continue
+                sock.setblocking(True)
+                handle(sock, peer)
+
+    def request_stop(self, graceful: bool = True) -> None:
+        self.stopping = True
+        self.waker.wake()
+        with self.idle_lock:
+            idle = list(self.idle)
+        for sock in idle:
+            try:
+                sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        if not graceful:
+            os._exit(0)
+
+    def mark_idle(self, sock: socket.socket, idle: bool) -> bool:
+        """Track whether `sock` waits between requests; False if stopping."""
+        with self.idle_lock:
+            if idle:
+                self.idle.add(sock)
+            else:
+                self.idle.discard(sock)
+        return not self.stopping

@@ -1,0 +1,24 @@
+"""Sans-IO HTTP/1.1, server side: bytes in, events out; response in, bytes out.
+
+No sockets, no threads, no engines: every engine drives this same core.
+"""
+
+from .connection import CLOSED, END, NEED_DATA, PAUSED, Request, ServerConnection
+from .errors import HTTPError, render_error, status_line_text
+from .response import ResponseError, ResponseWriter, build_head, http_date
+
+__all__ = [
+    "CLOSED",
+    "END",
+    "HTTPError",
+    "NEED_DATA",
+    "PAUSED",
+    "Request",
+    "ResponseError",
+    "ResponseWriter",
+    "ServerConnection",
+    "build_head",
+    "http_date",
+    "render_error",
+    "status_line_text",
+]

@@ -47,8 +47,19 @@ def as_json(environ, start_response):
     return [body]
 
 
+def read_body(environ) -> bytes:
+    """The whole request body, the PEP 3333 way (read(CONTENT_LENGTH)), or to
+    its end for chunked bodies when the server sets wsgi.input_terminated."""
+    length = environ.get("CONTENT_LENGTH", "")
+    if length.isdigit():
+        return environ["wsgi.input"].read(int(length))
+    if environ.get("wsgi.input_terminated"):
+        return environ["wsgi.input"].read()
+    return b""
+
+
 def echo(environ, start_response):
-    body = environ["wsgi.input"].read()
+    body = read_body(environ)
     start_response("200 OK", [("Content-Type", environ.get("CONTENT_TYPE") or "application/octet-stream"),
                               ("Content-Length", str(len(body)))])
     return [body]

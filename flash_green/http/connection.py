@@ -431,7 +431,7 @@ class ServerConnection:
     @property
     def body_unread(self) -> bool:
         """True while part of the current request body has not been parsed."""
-        return _BODY_LENGTH <= self._state <= _END_PENDING
+        return _BODY_LENGTH <= self._state < _END_PENDING
 
     @property
     def continue_pending(self) -> bool:
@@ -446,7 +446,7 @@ class ServerConnection:
         Returns False (and the connection must close) if the request was not
         read to its end.
         """
-        if self._state != _DONE:
+        if self._state != _DONE and self._state != _END_PENDING:
             self._state = _CLOSED
             return False
         self._state = _IDLE

@@ -1,0 +1,136 @@
+"""A tiny raw HTTP/1.1 client for tests: exact bytes out, framed responses in."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+
+@dataclass
+class Response:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    version: str = "HTTP/1.1"
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+
+class Client:
+    """One connection. `send` raw bytes, `read_response` parses one response."""
+
+    def __init__(self, address, timeout: float = 15.0) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _more(self) -> bytes:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise EOFError("server closed the connection")
+        self.buf += data
+        return data
+
+    def _read_until(self, mark: bytes) -> bytes:
+        while True:
+            at = self.buf.find(mark)
+            if at >= 0:
+                out, self.buf = self.buf[:at], self.buf[at + len(mark):]
+                return out
+            self._more()
+
+    def _read_exact(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            self._more()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_response(self, head_request: bool = False) -> Response:
+        head = self._read_until(b"\r\n\r\n").decode("latin-1")
+        lines = head.split("\r\n")
+        version, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
+        resp = Response(int(status), reason, headers, b"", version)
+        if head_request or resp.status in (204, 304) or 100 <= resp.status < 200:
+            return resp
+        te = resp.header("transfer-encoding")
+        length = resp.header("content-length")
+        if te and "chunked" in te.lower():
+            resp.body = self._read_chunked()
+        elif length is not None:
+            resp.body = self._read_exact(int(length))
+        else:
+            resp.body = self.read_to_eof()
+        return resp
+
+    def _read_chunked(self) -> bytes:
+        parts = []
+        while True:
+            size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+            if size == 0:
+                self._read_until(b"\r\n")
+                return b"".join(parts)
+            parts.append(self._read_exact(size))
+            assert self._read_exact(2) == b"\r\n"
+
+    def read_to_eof(self) -> bytes:
+        while self._more_or_eof():
+            pass
+        out, self.buf = self.buf, b""
+        return out
+
+    def _more_or_eof(self) -> bool:
+        try:
+            self._more()
+            return True
+        except EOFError:
+            return False
+
+    def closed_by_server(self) -> bool:
+        """True when the server has closed its side (EOF or reset)."""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+                version: str = "HTTP/1.1") -> Response:
+        self.send(build_request(method, path, body, headers, version))
+        return self.read_response(head_request=method == "HEAD")
+
+
+def build_request(method: str, path: str, body: bytes = b"", headers: dict | None = None,
+                  version: str = "HTTP/1.1") -> bytes:
+    lines = [f"{method} {path} {version}", "Host: localhost"]
+    headers = dict(headers or {})
+    if body and "Transfer-Encoding" not in headers:
+        headers.setdefault("Content-Length", str(len(body)))
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def chunked(*pieces: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"

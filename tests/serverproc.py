@@ -1,0 +1,95 @@
+"""Start and stop a real server process through the CLI, on an ephemeral port."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
+
+
+@dataclass
+class ServerProcess:
+    """`python -m flash_green serve APP --engine NAME -b 127.0.0.1:0 ARGS...`."""
+
+    engine: str
+    app: str = "tests.suite_app:app"
+    args: list[str] = field(default_factory=list)
+    start_timeout: float = 30.0
+    proc: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    stderr_path: str = ""
+
+    def start(self) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "flash_green", "serve", self.app, "--engine", self.engine,
+               "-b", f"{self.host}:0", *self.args]
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.stderr_path = f"/tmp/flash-test-{os.getpid()}-{id(self)}.log"
+        self._stderr = open(self.stderr_path, "w+b")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, cwd=ROOT,
+                                     env=env, start_new_session=True)
+        self.port = self._read_port()
+        return self
+
+    def _read_port(self) -> int:
+        deadline = time.monotonic() + self.start_timeout
+        line = b""
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                line += chunk
+                match = _LISTENING.search(line.decode(errors="replace"))
+                if match:
+                    return int(match.group(2))
+            elif self.proc.poll() is not None:
+                break
+        self.stop()
+        raise RuntimeError(f"server {self.engine} did not start: {line!r}\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL the whole process group if needed."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.stdout.close()
+        self._stderr.close()
+        return self.proc.returncode

@@ -1,0 +1,64 @@
+"""The app the cross-engine suite serves: the demo app plus test-only routes.
+
+    /v/...        the demo app wrapped in wsgiref.validate (PEP 3333 checks)
+    /flask/...    a small Flask app
+    /hold?name=N  writes <dir>/N.started, then waits for <dir>/N.release
+                  (polling, bounded to 20 s): a handler the test can keep
+                  busy for exactly as long as it needs, with no sleeps in
+                  the test itself. <dir> comes from FLASH_TEST_HOLD_DIR.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+from flask import Flask, request
+
+from flash_green.apps.demo import app as demo_app
+
+HOLD_DIR = os.environ.get("FLASH_TEST_HOLD_DIR", "/tmp")
+
+flask_app = Flask("suite")
+
+
+@flask_app.route("/flask/hello")
+def flask_hello():
+    return "Hello from Flask"
+
+
+@flask_app.route("/flask/echo", methods=["POST"])
+def flask_echo():
+    return request.get_data()
+
+
+_validated = validator(demo_app)
+
+
+def hold(environ, start_response):
+    name = parse_qs(environ.get("QUERY_STRING", "")).get("name", ["hold"])[0]
+    name = "".join(c for c in name if c.isalnum() or c in "-_")
+    started = os.path.join(HOLD_DIR, name + ".started")
+    release = os.path.join(HOLD_DIR, name + ".release")
+    with open(started, "w"):
+        pass
+    deadline = time.monotonic() + 20
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    body = f"released {name}\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path.startswith("/v/"):
+        environ["PATH_INFO"] = path[2:]
+        return _validated(environ, start_response)
+    if path.startswith("/flask/"):
+        return flask_app(environ, start_response)
+    if path == "/hold":
+        return hold(environ, start_response)
+    return demo_app(environ, start_response)

@@ -152,7 +152,9 @@ class Histogram:
         if not 0.0 <= percent <= 100.0:
             raise ValueError("percent must be within [0, 100]")
         # The rank of the wanted observation (1-based); at least the first one.
-        rank = max(1, math.ceil(percent / 100.0 * self.total))
+        # Rounding first stops float noise (99.99 / 100 * 20000 is not quite
+        # 19998) from pushing the rank one observation too far.
+        rank = max(1, math.ceil(round(percent / 100.0 * self.total, 6)))
         seen = 0
         for index, count in enumerate(self.counts):
             if count:

@@ -511,7 +511,7 @@ class LoadResult:
 class _Slot(ResponseParser):
     """One connection slot: a socket (or none, between connections) plus its parser."""
 
-    __slots__ = ("sock", "fd", "connecting", "outstanding", "started", "deadline", "out", "retry_at")
+    __slots__ = ("sock", "fd", "connecting", "outstanding", "started", "deadline", "out", "retry_at", "dial_reserved")
 
     def __init__(self, head_request: bool) -> None:
         super().__init__(head_request)
@@ -523,6 +523,7 @@ class _Slot(ResponseParser):
         self.deadline = 0.0  # the current socket operation times out at this time
         self.out: memoryview | None = None  # unsent request bytes, when the kernel buffer was full
         self.retry_at = 0.0
+        self.dial_reserved = False  # a keep-alive re-dial holding one unit of budget
 
 
 class _Engine:
@@ -605,6 +606,11 @@ class _Engine:
             self._connect_failed(c, now, "connect")
             return
         c.connecting = False
+        if c.dial_reserved:
+            # The dial succeeded: its unit of budget goes back to real requests.
+            c.dial_reserved = False
+            assert self.budget is not None
+            self.budget += 1
         self.ep.modify(c.fd, _EPOLLIN)
         if self.running:
             self._ready(c, now)
@@ -637,7 +643,9 @@ class _Engine:
 
     def _connect_failed(self, c: _Slot, now: float, kind: str) -> None:
         self.errors[kind] += max(1, c.outstanding)
-        if not self.new_conn and self.budget is not None and self.budget > 0:
+        if c.dial_reserved:
+            c.dial_reserved = False  # the reserved unit is spent on this failure
+        elif not self.new_conn and self.budget is not None and self.budget > 0:
             # A keep-alive dial holds no request, yet must consume budget or a
             # closed port would never let a count-bounded run finish.
             self.budget -= 1
@@ -667,7 +675,13 @@ class _Engine:
                 self.idle.append(c)
             else:
                 self._start_new_conn(c, now, now)
-        elif self.open_loop or self.budget is None or self.budget > 0:
+        elif self.open_loop or self.budget is None:
+            self._open(c, now)
+        elif self.budget > 0:
+            # Reserve a unit so parallel re-dials cannot overspend the budget
+            # if they all fail; a successful connect gives it back.
+            self.budget -= 1
+            c.dial_reserved = True
             self._open(c, now)
 
     def _start_new_conn(self, c: _Slot, now: float, started: float) -> None:
@@ -801,7 +815,7 @@ class _Engine:
                 self._send_batch(c, now, intended)
 
     def _drained(self) -> bool:
-        return not any(c.outstanding for c in self.slots)
+        return not any(c.outstanding or c.dial_reserved for c in self.slots)
 
     # -- the loop ----------------------------------------------------------
 

@@ -14,6 +14,8 @@ from .base import Capabilities, Engine
 
 REGISTRY: dict[str, str] = {
     "sequential": "flash_green.engines.sequential:SequentialEngine",
+    "threaded": "flash_green.engines.threaded:ThreadedEngine",
+    "greenlet": "flash_green.engines.greenlet:GreenletEngine",
 }
 
 

@@ -1,0 +1,135 @@
+"""v3 - threaded: one thread per connection, for the connection's whole life.
+
+What changed from v1 (sequential)
+    The accept loop no longer serves the connection itself: it starts a
+    thread that runs the very same blocking connection loop
+    (`flash_green.blocking.serve_connection`) and goes back to accepting.
+    Nothing else changed, and that is the lesson: blocking code becomes
+    concurrent when each wait happens on its own thread, because the kernel
+    parks a thread blocked in recv/send/sleep and runs another. A slow
+    client or a `/sleep` handler now stalls only its own thread.
+
+The model
+    accept -> thread(serve_connection) -> keep-alive requests -> close.
+    The thread is held while the connection is open, including the idle
+    time between keep-alive requests; `--keep-alive` and `--header-timeout`
+    are socket timeouts that release threads held by idle or trickling
+    clients. `--max-connections N` bounds the threads: at N, the accept loop
+    stops accepting until a thread ends, so new connections wait in the
+    kernel's listen backlog (`--backlog`) instead of being refused. We chose
+    waiting over an immediate 503 because a 503 sent before the request was
+    read races the client's request bytes (closing with unread input sends
+    an RST that can destroy the 503), and because waiting is what a burst
+    wants; when the backlog fills, the kernel drops SYNs and clients retry.
+
+What it costs per connection
+    A thread: about 28 KB of RSS here (its stack pages actually touched,
+    the thread state, the socket) and an 8 MB *virtual* stack reservation
+    (`ulimit -s`), so thousands of threads are fine for RSS but eat address
+    space and scheduler time. Starting a thread per connection costs tens of
+    microseconds; keep-alive amortises it.
+
+The GIL
+    Handlers do not run Python in parallel: only one thread holds the
+    interpreter at a time. Threads overlap their *waiting* (sockets, sleep,
+    upstream calls release the GIL), not their CPU work; `/cpu` requests on
+    two threads take as long as on one. Use processes (`--workers`) for
+    CPU-bound apps.
+
+What breaks it
+    Many idle keep-alive connections: each pins a thread until the
+    keep-alive timeout, so 10,000 idle browsers mean 10,000 threads (or,
+    with the bound, a full server that queues new clients behind idle
+    ones). Slow clients pin threads the same way: a slowloris attacker with
+    N connections takes N threads for up to `--header-timeout` each. v4
+    (epoll) and v5 (event) fix exactly this by waiting without a thread.
+
+When to use it
+    Small and medium deployments with blocking handlers and a known number
+    of clients (intranet apps, internal APIs), behind a proxy that absorbs
+    slow clients and keep-alive. It is the model of
+    `socketserver.ThreadingMixIn` / `http.server.ThreadingHTTPServer` and,
+    with a bounded pool instead of a thread per accept, of cheroot and of
+    Apache's worker MPM.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Callable
+
+from ..blocking import serve_connection
+from ..config import Config
+from .base import BlockingServer, Capabilities
+
+log = logging.getLogger("flash.engine.threaded")
+
+
+class ThreadedEngine(BlockingServer):
+    name = "threaded"
+    summary = ("v3: a thread per connection (keep-alive included); handlers overlap "
+               "their waits, idle clients pin threads")
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False)
+
+    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
+        super().__init__(config, app, listener)
+        # Requests really do run on several threads at once (PEP 3333).
+        self.wsgi.base_environ["wsgi.multithread"] = True
+        self.slots = threading.BoundedSemaphore(config.max_connections)
+        self.active = 0
+        self.all_done = threading.Condition()
+
+    def serve(self) -> None:
+        self.accept_loop(self.start_connection_thread)
+        self.wait_for_connections()
+
+    def start_connection_thread(self, sock: socket.socket, peer) -> None:
+        """Serve `sock` on a new thread once a slot is free (else keep waiting)."""
+        if not self.wait_for_slot():
+            sock.close()
+            return
+        with self.all_done:
+            self.active += 1
+        thread = threading.Thread(target=self.run_connection, args=(sock, peer),
+                                  name=f"conn-{peer[1] if isinstance(peer, tuple) else peer}",
+                                  daemon=True)
+        thread.start()
+
+    def wait_for_slot(self) -> bool:
+        """Block the accept loop while --max-connections threads are busy.
+
+        While we wait here nothing is accepted, so further clients queue in
+        the listen backlog. The timeout only lets a stop request through: a
+        signal handler cannot safely notify a condition the loop waits on.
+        """
+        while not self.slots.acquire(timeout=0.25):
+            if self.stopping:
+                return False
+        if self.stopping:
+            self.slots.release()
+            return False
+        return True
+
+    def run_connection(self, sock: socket.socket, peer) -> None:
+        try:
+            serve_connection(sock, peer, self)
+        except Exception:
+            log.exception("connection thread for %s failed", peer)
+        finally:
+            self.slots.release()
+            with self.all_done:
+                self.active -= 1
+                self.all_done.notify_all()
+
+    def wait_for_connections(self) -> None:
+        """After a stop: let every in-flight request finish, then return.
+
+        Idle connections were shut down for reading by `request_stop`, and
+        busy ones close after their current response (`engine.stopping`);
+        `--graceful-timeout` (armed by the signal handler) bounds the wait.
+        """
+        with self.all_done:
+            while self.active:
+                self.all_done.wait()

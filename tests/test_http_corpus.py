@@ -1,0 +1,418 @@
+"""gunicorn's request corpus, replayed against our sans-IO core.
+
+Every `.http` file of `../shared/corpus/gunicorn` (next to the repository) is
+converted to wire bytes as its README says and fed to `ServerConnection`
+whole, one byte at a time and in seeded random splits, then driven to the end
+with `receive_data(b"")`. Whatever the split, the outcome must be the same:
+
+* a valid row yields exactly the requests EXPECTED.tsv declares, each with a
+  sane head (and a connection that stops after a non-persistent request);
+* an invalid row raises `HTTPError` with a 4xx/5xx status, at the latest when
+  the input ends.
+
+Where our policy differs from gunicorn's verdict, `POLICY` below says so, with
+the reason, and the test asserts what we do instead. Nothing is skipped
+silently: the only skips carry their reason in the test report.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from flash_green.config import Limits
+from flash_green.http import CLOSED, END, NEED_DATA, PAUSED, HTTPError, Request, ServerConnection
+from flash_green.wsgi import InputStream, WSGIContext
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "gunicorn")
+
+TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+RANDOM_SPLITS = 3
+
+
+def http_file_to_bytes(text: bytes) -> bytes:
+    """The corpus README's converter: layout newlines out, escapes in."""
+    data = text.replace(b"\n", b"")
+    data = data.replace(b"\\r\\n", b"\r\n")
+    data = data.replace(b"\\0", b"\x00").replace(b"\\n", b"\n").replace(b"\\t", b"\t")
+    data = re.sub(rb"\\x([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), data)
+    if b"\\" in data:
+        raise ValueError("unknown escape left in file")
+    return data
+
+
+# -- what a replay must produce -------------------------------------------------
+
+@dataclass(frozen=True)
+class Accept:
+    """Parses into `requests` requests (the last may be cut short at EOF)."""
+
+    requests: int
+    #: The last request's body is shorter than announced: EOF inside it is a 400.
+    eof_in_body: bool = False
+    #: (key, value) the WSGI environ must hold; None = the key must be absent.
+    environ: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class Reject:
+    """Raises HTTPError with exactly `status` (any 4xx/5xx when None)."""
+
+    status: int | None = None
+
+
+@dataclass(frozen=True)
+class Replay:
+    limits: Limits
+    expect: Accept | Reject
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Our verdict on a row where it differs from (or needs more than) gunicorn's."""
+
+    why: str
+    replays: tuple[Replay, ...] = field(default=())
+    skip: bool = False
+
+
+DEFAULT = Limits()
+NO_HOST = Limits(require_host=False)
+#: gunicorn counts a field line with its CRLF, we count the field line alone
+#: (RFC 9112 s.5): gunicorn's limit N is our N - 2.
+GUNICORN_FIELD_SIZE = 8190 - 2
+
+#: valid/040's `Transfer_Encoding: tricked` and `Content_Length: -1E23` must
+#: not alias the real fields.
+UNDERSCORE_DROPPED = (("HTTP_TRANSFER_ENCODING", None), ("CONTENT_LENGTH", "7"))
+
+HOST_REASON = ("HTTP/1.1 without Host: we answer 400 (RFC 9112 s.3.2 MUST); "
+               "replayed with require_host=False it is valid")
+
+
+def no_host(requests: int = 1, **accept) -> Policy:
+    return Policy(HOST_REASON, (Replay(DEFAULT, Reject(400)),
+                                Replay(NO_HOST, Accept(requests, **accept))))
+
+
+def strict(why: str, limits: Limits = DEFAULT, status: int = 400) -> Policy:
+    """gunicorn accepts the row only in a compatibility mode; we refuse it."""
+    return Policy(why, (Replay(limits, Reject(status)),))
+
+
+def limited(why: str, limits: Limits, status: int, default: Accept | Reject) -> Policy:
+    """A limit row: `default` under our defaults, `status` under `limits`."""
+    return Policy(why, (Replay(DEFAULT, default), Replay(limits, Reject(status))))
+
+
+POLICY: dict[str, Policy] = {
+    # -- valid rows ----------------------------------------------------------
+    **{f"valid/{name}.http": no_host() for name in (
+        "004", "005", "006", "007", "010", "011", "013", "014", "021", "025", "025_line",
+        "029", "030", "031", "100")},
+    "valid/018.http": no_host(2),
+    "valid/022.http": no_host(2),
+    "valid/023.http": no_host(2),
+    "valid/009.http": Policy(
+        "Transfer-Encoding (even identity) with Content-Length: we reject both "
+        "(RFC 9112 s.6.3 allows it; no smuggling by disagreement)",
+        (Replay(DEFAULT, Reject(400)), Replay(NO_HOST, Reject(400)))),
+    "valid/012.http": Policy(
+        "Content-Type in a trailer: we refuse content-format fields in trailers "
+        "(RFC 9110 s.6.5.1); no Host either",
+        (Replay(DEFAULT, Reject(400)), Replay(NO_HOST, Reject(400)))),
+    "valid/024.http": Policy(
+        "an 8189-octet request line and an 8204-octet field: over our default field size "
+        "(431); valid with the row's limits (line 8200; field 8210 with CRLF = 8208); "
+        "414 once the line limit is below 8189",
+        (Replay(DEFAULT, Reject(431)),
+         Replay(Limits(max_request_line=8200, max_field_size=8208), Accept(1)),
+         Replay(Limits(max_request_line=8188, max_field_size=8208), Reject(414)))),
+    "valid/026.http": Policy(
+        "an 8204-octet field: over our default field size (431); valid with the row's "
+        "limit (8210 with CRLF = 8208); 431 one octet below the field",
+        (Replay(DEFAULT, Reject(431)),
+         Replay(Limits(max_field_size=8208), Accept(1)),
+         Replay(Limits(max_field_size=8203), Reject(431)))),
+    "valid/028.http": strict("space before colon: RFC 9112 s.5.1 says reject (400); "
+                             "gunicorn strips it only in an unsafe compat mode"),
+    "valid/031compat.http": strict("lower-case method: we refuse it like gunicorn's default "
+                                   "(RFC 9110 allows any token; lower case is a typo or a probe)"),
+    "valid/031compat2.http": strict("lower-case method: as valid/031compat"),
+    "valid/compat_obs_fold.http": strict("obs-fold: RFC 9112 s.5.2 lets a server reject it; we do (400)"),
+    "valid/compat_obs_fold_huge.http": strict("obs-fold: as valid/compat_obs_fold"),
+    "valid/040_compat.http": Policy(
+        "header_map=dangerous is not implemented: `_` names parse but never reach the environ",
+        (Replay(DEFAULT, Accept(1, environ=UNDERSCORE_DROPPED)),)),
+    "valid/040.http": Policy(
+        "`_` names parse but are dropped from the environ (checked here too)",
+        (Replay(DEFAULT, Accept(1, environ=UNDERSCORE_DROPPED)),)),
+    "valid/099.http": Policy(
+        "the file's body is shorter than its Content-Length: the head parses, "
+        "EOF in the body is a 400",
+        (Replay(DEFAULT, Accept(1, eof_in_body=True)),)),
+    **{f"valid/pp_0{n}.http": strict("PROXY protocol is not implemented: the PROXY "
+                                     "preamble is a malformed request line (400)")
+       for n in (1, 2, 4, 5)},
+    "valid/pp_03.http": Policy("no PROXY preamble at all: a plain valid request",
+                               (Replay(DEFAULT, Accept(1)),)),
+    # -- invalid rows ----------------------------------------------------------
+    "invalid/006.http": limited(
+        "4112-octet request line: RFC 9112 s.3 says support at least 8000, our default "
+        "is 8190 so we accept it; 414 with gunicorn's 4094",
+        Limits(max_request_line=4094), 414, Accept(1)),
+    "invalid/007.http": limited(
+        "an 8203-octet field: 431 under our default and gunicorn's",
+        Limits(max_field_size=GUNICORN_FIELD_SIZE), 431, Reject(431)),
+    "invalid/008.http": limited(
+        "fields of 8189 and 4108 octets: within our per-field limit (8190 without CRLF) "
+        "so accepted; 431 with gunicorn's 8190 counted with CRLF",
+        Limits(max_field_size=GUNICORN_FIELD_SIZE), 431, Accept(1)),
+    "invalid/017.http": limited(
+        "an 8189-octet field: within our limit (CRLF not counted); 431 with gunicorn's; "
+        "HTTP/1.1 without Host, so 400 with our defaults",
+        Limits(max_field_size=GUNICORN_FIELD_SIZE, require_host=False), 431, Reject(400)),
+    "invalid/limit_header_default_01.http": limited(
+        "an 8190-octet field: exactly our limit (CRLF not counted), accepted; 431 with "
+        "gunicorn's 8190 counted with CRLF",
+        Limits(max_field_size=GUNICORN_FIELD_SIZE), 431, Accept(1)),
+    "invalid/009.http": limited("103 fields: over our default 100 too",
+                                Limits(max_header_fields=100), 431, Reject(431)),
+    "invalid/010.http": limited("limit_request_field_size=10 -> max_field_size=8",
+                                Limits(max_field_size=8, require_host=False), 431, Reject(400)),
+    "invalid/011.http": limited("limit_request_fields=2 -> max_header_fields=2",
+                                Limits(max_header_fields=2), 431, Accept(1)),
+    "invalid/012.http": limited("limit_request_field_size=98 -> max_field_size=96",
+                                Limits(max_field_size=96), 431, Accept(1)),
+    "invalid/013.http": strict("obs-fold is always rejected (400): we never unfold, "
+                               "so the row's size limit is not reached"),
+    "invalid/019.http": Policy("X-Forwarded-Proto/-Ssl scheme check is a gunicorn proxy "
+                               "feature we do not implement (not HTTP parsing)", skip=True),
+    "invalid/040.http": Policy(
+        "header_map=refuse is not implemented: we accept and drop `_` names from the "
+        "environ (PEP 3333 aliasing), so Content_Length cannot pose as Content-Length",
+        (Replay(DEFAULT, Accept(1, environ=UNDERSCORE_DROPPED)),)),
+    "invalid/chunked_07.http": Policy(
+        "header_map=refuse is not implemented: Transfer_Encoding is dropped, the real "
+        "Transfer-Encoding frames the body (no Host: replayed with require_host=False)",
+        (Replay(DEFAULT, Reject(400)),
+         Replay(NO_HOST, Accept(1, environ=(("HTTP_TRANSFER_ENCODING", "chunked"),))))),
+    "invalid/pp_01.http": strict("PROXY protocol is not implemented: rejected as a malformed "
+                                 "request line, not for gunicorn's reason"),
+    "invalid/pp_02.http": strict("PROXY protocol is not implemented: as invalid/pp_01"),
+    "invalid/pp_03.http": strict("PROXY protocol is not implemented: as invalid/pp_01"),
+}
+
+#: Invalid rows whose status is not the plain 400 (the rest must be 400).
+STATUS = {
+    "invalid/018.http": 505,  # HTTP/111: digits where a version goes
+    "invalid/prefix_06.http": 505,
+    "invalid/version_01.http": 505,
+    "invalid/version_02.http": 505,
+}
+
+
+# -- the rows -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    file: str
+    verdict: str
+    expects: str
+    config: str
+
+    def data(self) -> bytes:
+        with open(os.path.join(CORPUS, self.file), "rb") as f:
+            return http_file_to_bytes(f.read())
+
+    def replays(self) -> tuple[Replay, ...]:
+        policy = POLICY.get(self.file)
+        if policy is not None:
+            return policy.replays
+        if self.verdict == "valid":
+            if self.config != "-":
+                raise AssertionError(f"{self.file} needs a policy entry for {self.config}")
+            return (Replay(DEFAULT, Accept(declared_requests(self.expects))),)
+        status = STATUS.get(self.file, 400)
+        # The real reason, not a missing Host, must reject the row.
+        return (Replay(DEFAULT, Reject()), Replay(NO_HOST, Reject(status)))
+
+
+def declared_requests(expects: str) -> int:
+    match = re.match(r"(\d+) requests?;", expects)
+    assert match, f"no request count in {expects!r}"
+    return int(match.group(1))
+
+
+def load_rows() -> list:
+    path = os.path.join(CORPUS, "EXPECTED.tsv")
+    if not os.path.exists(path):
+        return [pytest.param(None, marks=pytest.mark.skip(reason=f"corpus not found at {CORPUS}"),
+                             id="no-corpus")]
+    params = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("#") or not line.strip():
+                continue
+            cols = line.rstrip("\n").split("\t")
+            row = Row(cols[0], cols[1], cols[2], cols[3])
+            policy = POLICY.get(row.file)
+            marks = [pytest.mark.skip(reason=policy.why)] if policy and policy.skip else []
+            params.append(pytest.param(row, marks=marks, id=row.file))
+    return params
+
+
+ROWS = load_rows()
+
+
+# -- driving the core -----------------------------------------------------------
+
+@dataclass
+class Outcome:
+    requests: list[Request] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    trailers: list[list[tuple[str, str]]] = field(default_factory=list)
+    error: HTTPError | None = None
+
+    def summary(self) -> tuple:
+        """Everything that must not depend on how the bytes were split."""
+        heads = [(r.method, r.target, r.path, r.query, r.version, r.headers, r.keep_alive,
+                  r.chunked, r.content_length, r.expect_continue) for r in self.requests]
+        status = self.error.status if self.error else None
+        return heads, self.bodies, self.trailers, status
+
+
+def drive(pieces: list[bytes], limits: Limits) -> Outcome:
+    """Feed `pieces` then EOF; collect requests until the connection ends."""
+    conn = ServerConnection(limits)
+    feed = iter([*pieces, b""])
+    out = Outcome()
+    try:
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                piece = next(feed, None)
+                assert piece is not None, "NEED_DATA after EOF: the parser would hang"
+                conn.receive_data(piece)
+            elif type(event) is Request:
+                out.requests.append(event)
+                out.bodies.append(b"")
+            elif type(event) is bytes:
+                assert event, "an empty body piece"
+                out.bodies[-1] += event
+            elif event is END:
+                out.trailers.append(conn.trailers)
+            elif event is PAUSED:
+                if not out.requests[-1].keep_alive:
+                    break  # the rest is never read: the connection closes
+                assert conn.start_next_cycle()
+            else:
+                assert event is CLOSED, event
+                break
+    except HTTPError as exc:
+        out.error = exc
+    return out
+
+
+def splits(data: bytes, seed: str) -> list[list[bytes]]:
+    """Whole, byte by byte, and RANDOM_SPLITS seeded random cuttings."""
+    ways = [[data], [data[i:i + 1] for i in range(len(data))]]
+    rng = random.Random(seed)
+    for _ in range(RANDOM_SPLITS):
+        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 12))))
+        ways.append([data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])])
+    return ways
+
+
+def check_head(request: Request) -> None:
+    """A parsed head is sane: tokens, versions, trimmed values, a split target."""
+    assert TOKEN.fullmatch(request.method) and request.method.upper() == request.method
+    assert request.version in ("HTTP/1.0", "HTTP/1.1")
+    assert request.target and not re.search(r"[\x00-\x20\x7f]", request.target)
+    if request.target.startswith("/"):
+        rebuilt = request.path + ("?" + request.query if "?" in request.target else "")
+        assert rebuilt == request.target
+    for name, value in request.headers:
+        assert TOKEN.fullmatch(name) and name == name.lower(), name
+        assert not re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value), value
+        assert value == value.strip(" \t")
+    if request.chunked:
+        assert request.content_length is None
+    assert not (request.version == "HTTP/1.0" and request.chunked)
+
+
+def field_lines(data: bytes) -> int:
+    """Field lines in the first head of `data` (an independent count)."""
+    head = data.lstrip(b"\r\n")
+    return head[:head.find(b"\r\n\r\n")].count(b"\r\n")
+
+
+def check_environ(request: Request, expected: tuple[tuple[str, str | None], ...]) -> None:
+    ctx = WSGIContext(lambda e, s: [], "localhost", 80)
+    environ = ctx.environ(ctx.connection_environ(("127.0.0.1", 1)), request, InputStream(None))
+    for key, value in expected:
+        assert environ.get(key) == value, key
+    assert environ.get("CONTENT_LENGTH") == request.header("content-length")
+
+
+# -- the test -------------------------------------------------------------------
+
+@pytest.mark.parametrize("row", ROWS)
+def test_corpus_row(row: Row) -> None:
+    data = row.data()
+    for replay in row.replays():
+        outcomes = [drive(pieces, replay.limits) for pieces in splits(data, row.file)]
+        first = outcomes[0]
+        for other in outcomes[1:]:
+            assert other.summary() == first.summary(), f"{row.file}: result depends on the split"
+        if isinstance(replay.expect, Accept):
+            check_accepted(row, data, first, replay.expect)
+        else:
+            check_rejected(row, first, replay.expect)
+
+
+def check_accepted(row: Row, data: bytes, out: Outcome, expect: Accept) -> None:
+    assert len(out.requests) == expect.requests, (row.file, out.requests, out.error)
+    if expect.eof_in_body:
+        assert out.error is not None and out.error.status == 400, out.error
+        assert len(out.bodies[-1]) < out.requests[-1].content_length
+    else:
+        assert out.error is None, f"{row.file}: {out.error}"
+        assert len(out.trailers) == expect.requests, "every request ended"
+    for request, body in zip(out.requests, out.bodies):
+        check_head(request)
+        if request.content_length is not None and not expect.eof_in_body:
+            assert len(body) == request.content_length
+        check_environ(request, expect.environ)
+    assert len(out.requests[0].headers) == field_lines(data)
+
+
+def check_rejected(row: Row, out: Outcome, expect: Reject) -> None:
+    assert out.error is not None, f"{row.file} was accepted: {out.requests}"
+    assert 400 <= out.error.status <= 599
+    if expect.status is not None:
+        assert out.error.status == expect.status, (row.file, str(out.error))
+    for request in out.requests:
+        check_head(request)
+
+
+def test_every_policy_entry_names_a_corpus_file() -> None:
+    """A renamed corpus file must not leave a stale (never applied) policy row."""
+    if not os.path.isdir(CORPUS):
+        pytest.skip(f"corpus not found at {CORPUS}")
+    files = {p.values[0].file for p in ROWS}
+    assert set(POLICY) <= files, set(POLICY) - files
+    assert set(STATUS) <= files
+
+
+def test_gunicorn_field_limit_mapping() -> None:
+    """Our field limit excludes the CRLF: a line of exactly max_field_size passes."""
+    line = b"X: " + b"y" * 20
+    request = b"GET / HTTP/1.0\r\n" + line + b"\r\n\r\n"
+    assert drive([request], replace(DEFAULT, max_field_size=len(line))).error is None
+    assert drive([request], replace(DEFAULT, max_field_size=len(line) - 1)).error.status == 431

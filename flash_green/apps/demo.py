@@ -5,6 +5,8 @@
     /echo               the request body, echoed (POST/PUT)
     /sleep?ms=N         blocks N ms in time.sleep (the blocking handler)
     /cpu?n=N            pure-Python CPU work (the GIL scenario)
+    /upstream?port=P&ms=N  calls the slow upstream (comparisons/upstream.py) on
+                        127.0.0.1:P with a plain blocking socket (I/O-bound)
     /stream?chunks=N    a generator body with no length (chunked on 1.1)
     /download?bytes=N   N bytes with a length (large download)
     /static/<path>      files under STATIC_ROOT (traversal -> 404)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from urllib.parse import parse_qs
 
@@ -69,6 +72,22 @@ def sleep(environ, start_response):
     ms = _int_arg(environ, "ms", 100, 60_000)
     time.sleep(ms / 1000)
     body = f"slept {ms} ms\n".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def upstream(environ, start_response):
+    """Fetch from a slow third party: one HTTP/1.0 call over a plain socket.
+
+    Plain blocking code on purpose: a thread waits, a patched green thread
+    switches out, a single-threaded loop stalls.
+    """
+    port = _int_arg(environ, "port", 0, 65535)
+    ms = _int_arg(environ, "ms", 50, 60_000)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(f"GET /?ms={ms} HTTP/1.0\r\nHost: upstream\r\n\r\n".encode())
+        reply = b"".join(iter(lambda: sock.recv(65536), b""))
+    body = reply.partition(b"\r\n\r\n")[2]
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
 
@@ -152,6 +171,7 @@ ROUTES = {
     "/echo": echo,
     "/sleep": sleep,
     "/cpu": cpu,
+    "/upstream": upstream,
     "/stream": stream,
     "/download": download,
     "/headers": headers,

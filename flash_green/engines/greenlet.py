@@ -1,0 +1,123 @@
+"""greenlet: a greenlet per connection on a hand-written epoll hub.
+
+The model
+    One OS thread. Each connection runs the plain blocking connection loop
+    (`flash_green.blocking.serve_connection`, the very function `sequential`
+    and `threaded` run) in its own greenlet, over a `CooperativeSocket` whose
+    `recv`/`sendall`/`accept` switch to the hub greenlet instead of blocking.
+    The hub (`flash_green.greenhub`: epoll, a timer heap, one waiter per fd)
+    switches back when the fd is ready. Blocking-style code becomes concurrent
+    without threads, generators or `async`: this is what gevent and eventlet
+    do, with only the `greenlet` package underneath, so every step can be read.
+
+What it costs per connection
+    One greenlet: a small object plus the slice of C stack it used, copied to
+    the heap while it is switched out (a few KB for an idle keep-alive
+    connection; measured in comparisons/bench_green.py). A switch is a stack
+    copy, no system call and no kernel scheduler.
+
+What breaks it
+    Anything that blocks without going through the hub: `time.sleep`, a
+    plain socket, a C driver doing its own I/O, CPU work. It stalls the one
+    thread and so every connection (the suite asserts it with a handler that
+    polls with `time.sleep`). The demo app's `/green/sleep` and
+    `/green/upstream` use `greenhub.sleep` and `greenhub.create_connection`
+    and cooperate; gevent and eventlet go further and monkey-patch the
+    standard library so unmodified code cooperates. One core only: run it
+    under `--workers N` for more.
+
+When to use it
+    To understand gevent and eventlet. In production use gevent, which has
+    the same model with a C loop, DNS, SSL, monkey-patching and years of
+    fixes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from .. import greenhub
+from ..blocking import serve_connection
+from ..config import Config
+from .base import BlockingServer, Capabilities
+
+log = logging.getLogger("flash.engine.greenlet")
+
+
+class GreenletEngine(BlockingServer):
+    name = "greenlet"
+    summary = "a greenlet per connection on our own epoll hub; blocking code, cooperative sockets"
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+
+    def __init__(self, config: Config, app: Callable, listener) -> None:
+        super().__init__(config, app, listener)
+        self.hub: greenhub.Hub | None = None
+        self._open = 0
+        self._slot_free: greenhub.Event | None = None
+        self._drained: greenhub.Event | None = None
+
+    def serve(self) -> None:
+        # Created here, not in __init__: under the supervisor this runs after
+        # fork, so each worker owns its own epoll instance.
+        self.hub = hub = greenhub.Hub()
+        greenhub.install(hub)
+        try:
+            hub.run(self._main)
+        finally:
+            greenhub.install(None)
+            hub.close()
+
+    def _main(self) -> None:
+        hub = self.hub
+        self._slot_free = greenhub.Event(hub)
+        self._drained = greenhub.Event(hub)
+        listener = greenhub.CooperativeSocket(self.listener, hub)
+        hub.spawn(self._close_on_stop, listener)
+        self._accept_until_stopped(listener)
+        if self._open:
+            self._drained.wait()
+        log.info("all connections finished")
+
+    def _accept_until_stopped(self, listener: greenhub.CooperativeSocket) -> None:
+        limit = self.config.max_connections
+        while not self.stopping:
+            while self._open >= limit and not self.stopping:
+                self._slot_free.clear()
+                self._slot_free.wait()
+            try:
+                sock, peer = listener.accept()
+            except OSError as exc:
+                if self.stopping:
+                    return
+                log.warning("accept failed: %s", exc)
+                continue
+            self._open += 1
+            self.hub.spawn(self._serve_one, sock, peer)
+
+    def _serve_one(self, sock: greenhub.CooperativeSocket, peer) -> None:
+        try:
+            serve_connection(sock, peer, self)
+        finally:
+            self._open -= 1
+            self._slot_free.set()
+            if self._open == 0 and self.stopping:
+                self._drained.set()
+
+    def _close_on_stop(self, listener: greenhub.CooperativeSocket) -> None:
+        """Wait on the Waker; on stop, close the listener (its accept fails).
+
+        The signal handler itself only sets a flag and writes to the Waker
+        pipe: it may run inside any greenlet, so it must not switch.
+        """
+        while not self.stopping:
+            self.hub.wait_readable(self.waker.rfd)
+            self.waker.clear()
+        listener.close()
+        self._slot_free.set()
+
+    def stats(self) -> dict:
+        snapshot = super().stats()
+        if self.hub is not None:
+            snapshot["hub"] = vars(self.hub.stats).copy()
+        return snapshot

@@ -61,6 +61,10 @@ def _serve(sock, peer, engine, config) -> None:
     keep_alive_timeout = config.keep_alive
     header_timeout = config.header_timeout
     timeout = None
+    # A new connection's first request is owed an answer even if a stop
+    # arrives before its bytes do (a graceful restart must not drop it);
+    # only the wait between two requests counts as idle.
+    served = False
 
     def recv_body() -> bytes:
         return recv(RECV_SIZE)
@@ -77,10 +81,11 @@ def _serve(sock, peer, engine, config) -> None:
                 if wanted != timeout:
                     sock.settimeout(wanted)
                     timeout = wanted
-                if idle and not engine.mark_idle(sock, True):
+                between_requests = idle and served
+                if between_requests and not engine.mark_idle(sock, True):
                     return
                 data = recv(RECV_SIZE)
-                if idle:
+                if between_requests:
                     engine.mark_idle(sock, False)
                 conn.receive_data(data)
                 continue
@@ -93,7 +98,9 @@ def _serve(sock, peer, engine, config) -> None:
             return
 
         request = event
+        served = True
         counters.requests += 1
+        engine.heartbeat()
         body = InputStream(body_from_connection(conn, recv_body, sendall)
                            if request.has_body else None)
         environ = wsgi.environ(conn_environ, request, body)

@@ -23,6 +23,10 @@ from ..wsgi import WSGIContext
 
 log = logging.getLogger("flash.engine")
 
+#: Longest a healthy engine loop goes without calling `Engine.heartbeat()`
+#: (seconds). The supervisor kills a worker silent for `--timeout`.
+HEARTBEAT_INTERVAL = 1.0
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -72,6 +76,10 @@ class Engine:
         self.listener = listener
         self.counters = Counters()
         self.stopping = False
+        #: Set by an engine whose own loop calls `heartbeat()` at least every
+        #: HEARTBEAT_INTERVAL. Until then the supervisor beats from a thread,
+        #: which cannot notice a stuck single-threaded loop.
+        self.loop_heartbeat = False
         host, port = listener.getsockname()[:2]
         self.wsgi = WSGIContext(
             app, host, port,
@@ -94,6 +102,14 @@ class Engine:
 
     def serve(self) -> None:
         raise NotImplementedError
+
+    def heartbeat(self) -> None:
+        """Proof of life for the supervisor: call it from the engine's loop.
+
+        A no-op outside the supervisor, which replaces it per worker. It must
+        be called by the code that would stop if the worker got stuck (the
+        accept loop, each request), never from a helper thread.
+        """
 
     def request_stop(self, graceful: bool = True) -> None:
         """Stop accepting; let in-flight requests finish (graceful) or not.
@@ -173,8 +189,11 @@ class BlockingServer(Engine):
         poller = select.poll()
         poller.register(listener, select.POLLIN)
         poller.register(self.waker.rfd, select.POLLIN)
+        self.loop_heartbeat = True
+        wait_ms = HEARTBEAT_INTERVAL * 1000
         while not self.stopping:
-            for fd, _ in poller.poll():
+            self.heartbeat()
+            for fd, _ in poller.poll(wait_ms):
                 if fd == self.waker.rfd:
                     self.waker.clear()
                     continue

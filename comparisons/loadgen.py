@@ -22,7 +22,9 @@ Modes
 -----
 * **closed-loop keep-alive** (default): each connection sends its next
   request the moment the previous response completes. The rate you measure
-  is the server's throughput at that concurrency.
+  is the server's throughput at that concurrency. A server that closes
+  after each response (``Connection: close``) makes the slot reconnect:
+  the handshake then costs throughput but is outside the latency.
 * **pipelining** (``pipeline=K``): each write carries K requests; the next
   write happens once all K responses are in. It shows per-request overhead
   once syscalls and wake-ups are amortised.
@@ -443,9 +445,10 @@ class LoadResult:
     ``requests`` counts completed responses of any status during the
     measured window (after warm-up); ``sent`` counts requests written;
     ``scheduled`` (open loop only) counts requests whose intended send time
-    fell in the window. ``connections_opened`` counts connections open at
-    the start of the window plus those opened during it (so new-conn runs show
-    about one per request, keep-alive runs about ``concurrency``).
+    fell in the window. ``connections_opened`` counts connections established
+    before the window and still open at its start, plus those established
+    during it (so new-conn runs show about one per request, keep-alive runs
+    about ``concurrency``; failed dials are not counted).
     ``latency_ms`` holds p50/p90/p99/p99.9/max/mean.
     ``histogram`` is kept (ours only; wrk gives no histogram) so that runs
     can be merged later; it is left out of ``to_dict()`` unless asked for.
@@ -565,9 +568,8 @@ class _Engine:
         self.bytes_read = 0
         # Connections carried into the window count as used in it, so a
         # keep-alive run reports its connections, not zero.
-        self.connections_opened = len(self.by_fd)
+        self.connections_opened = sum(1 for c in self.by_fd.values() if not c.connecting)
         self.measure_start = now
-        self.index_at_start = self.next_index
 
     # -- connection lifecycle -------------------------------------------
 
@@ -581,7 +583,6 @@ class _Engine:
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.connections_opened += 1
         err = sock.connect_ex(self.target.sockaddr)
         if err and err != errno.EINPROGRESS:
             log.debug("connect failed: %s", os.strerror(err))
@@ -606,6 +607,7 @@ class _Engine:
             self._connect_failed(c, now, "connect")
             return
         c.connecting = False
+        self.connections_opened += 1
         if c.dial_reserved:
             # The dial succeeded: its unit of budget goes back to real requests.
             c.dial_reserved = False
@@ -747,7 +749,9 @@ class _Engine:
 
     def _after_response(self, c: _Slot, now: float) -> None:
         """All outstanding responses arrived; decide what the slot does next."""
-        if c.closing or self.new_conn:
+        if c.closing or self.new_conn or c.out is not None:
+            # (An answer before the whole request was written, such as a 413
+            # to an upload, leaves the connection out of step: start afresh.)
             self._close(c)
             self._recycle(c, now)
         elif self.open_loop:
@@ -948,7 +952,7 @@ class _Engine:
                 c.outstanding = left
                 if left:
                     continue
-                if inline_next and not c.closing:
+                if inline_next and not c.closing and c.out is None:
                     c.started = t
                     c.outstanding = k
                     self.sent += k
@@ -974,8 +978,7 @@ class _Engine:
         """This process's counters, in a picklable form the parent merges."""
         scheduled = None
         if self.rate is not None:
-            due = int((self.measure_end - self.t0) * self.rate)
-            scheduled = max(0, due - self.index_at_start)
+            scheduled = int((self.measure_end - self.t0) * self.rate) - int((self.measure_start - self.t0) * self.rate)
         return {
             "completed": self.completed,
             "sent": self.sent,
@@ -1052,6 +1055,7 @@ def _worker(
         engine.run()
         conn.send(("ok", engine.partial()))
     except BaseException as exc:  # report, don't hang the parent
+        barrier.abort()  # siblings waiting to start fail now, not after 60 s
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
@@ -1272,9 +1276,12 @@ class Slowloris:
     busy forever. A scenario runs this in the background while measuring
     normal clients with ``run_load`` and asks: are they still served?
 
-    It is bounded: the background thread stops after ``duration`` seconds, or
-    once every connection has sent ``max_bytes`` bytes, or when every
-    connection is closed (and ``reopen`` is off). ``reopen=True`` replaces
+    ``start()`` dials every connection in parallel (non-blocking, so a server
+    whose listen backlog is full costs ``connect_timeout`` once, not once per
+    connection) and returns when they are connected or failed; a background
+    thread then trickles. It is bounded: the thread stops after ``duration``
+    seconds, or once every connection has sent ``max_bytes`` bytes, or when
+    no connection is left (with ``reopen`` off). ``reopen=True`` replaces
     connections the server closes, as a real attacker would. ``stop()`` (or
     leaving the ``with`` block) closes everything.
     """
@@ -1297,8 +1304,9 @@ class Slowloris:
         self.reopen = reopen
         self.connect_timeout = connect_timeout
         self.stats = SlowlorisStats()
-        self.sockets: dict[int, socket.socket] = {}
-        self._progress: dict[int, int] = {}  # fd -> bytes of the head sent so far
+        self.sockets: dict[int, socket.socket] = {}  # every socket we hold, dialling or connected
+        self._dialling: dict[int, float] = {}  # fd -> connect deadline
+        self._progress: dict[int, int] = {}  # connected fd -> bytes of the head sent so far
         self._prefix = f"GET {self.target.path} HTTP/1.1\r\nHost: {self.target.host_header}\r\n".encode("latin-1")
         self._filler = b"X-Slow: a\r\n"
         self._ep = select.epoll()
@@ -1314,36 +1322,73 @@ class Slowloris:
         index = (index - len(prefix)) % len(self._filler)
         return self._filler[index : index + 1]
 
-    def _connect(self) -> None:
-        try:
-            sock = socket.create_connection(self.target.sockaddr[:2], timeout=self.connect_timeout)
-        except OSError as exc:
-            log.debug("slowloris connect failed: %s", exc)
+    def _dial(self) -> None:
+        sock = socket.socket(self.target.family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex(self.target.sockaddr)
+        if err and err != errno.EINPROGRESS:
+            log.debug("slowloris connect failed: %s", os.strerror(err))
+            sock.close()
             self.stats.failed += 1
             return
-        sock.setblocking(False)
-        self.sockets[sock.fileno()] = sock
-        self._progress[sock.fileno()] = 0
-        self._ep.register(sock.fileno(), _EPOLLIN)
-        self.stats.opened += 1
+        fd = sock.fileno()
+        self.sockets[fd] = sock
+        self._dialling[fd] = time.perf_counter() + self.connect_timeout
+        self._ep.register(fd, _EPOLLOUT)
 
     def _drop(self, fd: int) -> None:
         sock = self.sockets.pop(fd)
-        del self._progress[fd]
+        self._progress.pop(fd, None)
+        self._dialling.pop(fd, None)
         self._ep.unregister(fd)
         sock.close()
 
-    def _server_closed(self, fd: int) -> None:
+    def _expire_dials(self, now: float) -> None:
+        for fd, deadline in list(self._dialling.items()):
+            if deadline <= now:
+                self.stats.failed += 1
+                self._drop(fd)
+
+    def _handle(self, fd: int) -> None:
+        """One epoll event on a held socket: a finished dial, or the server talking/closing."""
+        sock = self.sockets[fd]
+        if fd in self._dialling:
+            del self._dialling[fd]
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                self.stats.failed += 1
+                self._drop(fd)
+                return
+            self.stats.opened += 1
+            self._progress[fd] = 0
+            self._ep.modify(fd, _EPOLLIN)
+            return
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            # A server that answers (408, 400) before closing.
+            self.stats.responses += data.count(b"HTTP/1.")
+            return
         self.stats.closed_by_server += 1
         self._drop(fd)
         if self.reopen and not self._stop.is_set():
-            self._connect()
+            self._dial()
 
     def start(self) -> "Slowloris":
-        """Open the connections (blocking, each bounded by ``connect_timeout``) and start trickling."""
+        """Dial the connections, wait (at most ``connect_timeout``) until they are up, start trickling."""
         raise_nofile_limit(self.connections + 64)
         for _ in range(self.connections):
-            self._connect()
+            self._dial()
+        while self._dialling:
+            now = time.perf_counter()
+            self._expire_dials(now)
+            wait = min(self._dialling.values(), default=now) - now
+            for fd, _ in self._ep.poll(max(0.0, wait)):
+                if fd != self._wake_r:
+                    self._handle(fd)
         self._thread = threading.Thread(target=self._run, name="slowloris", daemon=True)
         self._thread.start()
         return self
@@ -1356,20 +1401,19 @@ class Slowloris:
             now = perf()
             if now >= end or not self.sockets:
                 return
+            self._expire_dials(now)
             if now >= next_tick:
-                busy = False
-                for fd, sock in list(self.sockets.items()):
-                    sent = self._progress[fd]
+                busy = bool(self._dialling)
+                for fd, sent in list(self._progress.items()):
                     if self.max_bytes is not None and sent >= self.max_bytes:
                         continue
                     busy = True
                     try:
-                        written = sock.send(self._byte(sent))
+                        written = self.sockets[fd].send(self._byte(sent))
                     except BlockingIOError:
                         continue
                     except OSError:
-                        self._server_closed(fd)
-                        continue
+                        continue  # reset by the server: the read side reports it
                     self._progress[fd] = sent + written
                     self.stats.bytes_sent += written
                 if not busy:
@@ -1378,17 +1422,7 @@ class Slowloris:
             for fd, _ in self._ep.poll(max(0.0, min(next_tick, end) - perf())):
                 if fd == self._wake_r:
                     return
-                try:
-                    data = self.sockets[fd].recv(65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if data:
-                    # A server that answers (408, 400) before closing.
-                    self.stats.responses += data.count(b"HTTP/1.")
-                else:
-                    self._server_closed(fd)
+                self._handle(fd)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the trickling to end by itself (its bounds); True if it has."""
@@ -1399,7 +1433,8 @@ class Slowloris:
 
     @property
     def open_count(self) -> int:
-        return len(self.sockets)
+        """Connections currently established (dials in progress excluded)."""
+        return len(self._progress)
 
     def stop(self) -> SlowlorisStats:
         """Stop trickling, close every connection, return the stats."""

@@ -346,7 +346,7 @@ def test_processes_merge_their_results(canned: CannedServer) -> None:
 def test_open_loop_sends_about_the_scheduled_number(canned: CannedServer) -> None:
     result = run_load(canned.url, concurrency=4, duration=0.5, rate=200, prefer_wrk=False)
     assert result.mode == "open-loop"
-    assert result.scheduled is not None and 80 <= result.scheduled <= 101
+    assert result.scheduled is not None and 80 <= result.scheduled <= 150
     assert 0.5 * result.scheduled <= result.sent <= result.scheduled + 1
     assert 0 < result.requests <= result.sent
     assert no_errors(result)

@@ -120,7 +120,9 @@ def build_head(
             continue
         lines.append(f"{name}: {value}\r\n")
     block = "".join(lines)
-    if not _APP_HEADER_BLOCK.fullmatch(block):
+    # The line count catches a value carrying a whole "\r\nName: v" of its
+    # own, which the per-line pattern alone would take for a second field.
+    if not _APP_HEADER_BLOCK.fullmatch(block) or block.count("\n") != len(lines):
         raise ResponseError("app header has an invalid name or a CR/LF/NUL in its value")
     chunked = False
     if length is not None:

@@ -83,17 +83,19 @@ class InputStream:
         return data
 
     def readline(self, size: int | None = -1) -> bytes:
+        limited = size is not None and size >= 0
         while True:
             end = self._buf.find(b"\n")
             if end >= 0:
                 end += 1
                 break
-            if size is not None and 0 <= size <= len(self._buf):
+            if limited and size <= len(self._buf):
+                end = size
                 break
             if not self._fill():
                 end = len(self._buf)
                 break
-        if size is not None and 0 <= size < end:
+        if limited and size < end:
             end = size
         line, self._buf = self._buf[:end], self._buf[end:]
         return line

@@ -15,6 +15,8 @@ from .base import Capabilities, Engine
 REGISTRY: dict[str, str] = {
     "sequential": "flash_green.engines.sequential:SequentialEngine",
     "threaded": "flash_green.engines.threaded:ThreadedEngine",
+    "epoll": "flash_green.engines.epoll:EpollEngine",
+    "event": "flash_green.engines.event:EventEngine",
     "greenlet": "flash_green.engines.greenlet:GreenletEngine",
 }
 

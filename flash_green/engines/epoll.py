@@ -1,0 +1,524 @@
+"""v4 - epoll: one thread, non-blocking sockets, a state machine per connection.
+
+What changed from v3 (threaded)
+    No thread waits for a client any more. Every socket is non-blocking, and
+    one loop asks the kernel (`select.epoll`) which sockets are ready. Each
+    connection is an explicit state machine, a `Channel`, whose callbacks
+    (`on_readable`, `on_writable`, `on_timeout`) advance it as far as they
+    can without waiting and then return to the loop. An idle keep-alive
+    connection is now about a kilobyte of Python objects plus the kernel's
+    socket, not a thread: 10,000 idle clients are cheap, and slowloris
+    clients cost only the bytes they trickled.
+
+The state machine (each arrow is one callback's work)
+    READING   --recv, parse: a whole request, body included-->  app runs inline
+              --> WRITING
+    WRITING   --send; socket full-->  wait for EPOLLOUT  --> WRITING
+    WRITING   --response done, keep-alive-->  READING (pipelined bytes
+              already buffered are parsed at once, in order)
+    READING   --bad input-->  REJECTING (error response)  --> LINGERING
+              (half-closed, input drained)  --> CLOSED
+    any state --timeout, socket error, Connection: close-->  CLOSED
+
+    In v3 the same sequence was a plain loop of blocking calls
+    (`serve_connection`), and the "state" lived in the thread's stack. Here
+    every wait is a return to the loop, so the state must be saved by hand
+    in the Channel's fields. Tasklets, greenlets and asyncio exist to hide
+    exactly this machine; read it once to see what they do for you.
+
+Back-pressure
+    The next piece of a response is pulled from the app's iterable only
+    when the previous piece has gone to the kernel, so a client that stops
+    reading a 10 MB download pins one 64 KB piece, not 10 MB. Input is not
+    read while a response is being written, so a client that pipelines
+    without reading is throttled by its own TCP window. Request bodies are
+    read whole before the app runs (bounded by --max-body-size), because
+    `wsgi.input.read()` is a blocking call: it could only wait for the
+    socket by blocking the loop. 100-continue is answered when the body is
+    due.
+
+Timers
+    Keep-alive (between requests), header (from the first byte of a head:
+    absolute, so trickling does not extend it), body and write (inactivity,
+    re-armed on progress; the write timeout is --timeout) and linger. Each
+    kind has a fixed length, so each is a `DeadlineQueue` (O(1) per
+    operation); the loop sleeps in epoll until the earliest deadline.
+
+Level- vs edge-triggered: level
+    A callback reads at most 64 KB and returns, so one busy client cannot
+    starve the others; level-triggered epoll simply reports the rest on the
+    next pass. Edge-triggered would oblige us to drain every socket until
+    EAGAIN on every event (an extra, failing recv per request, and the
+    starvation we just avoided), or else lose wake-ups - and this machine
+    deliberately leaves input unread while it writes. Interest changes
+    (EPOLLIN <-> EPOLLOUT) are needed only when a write blocks, so the
+    keep-alive hot path makes no epoll_ctl call at all.
+
+What it costs per connection
+    About a kilobyte of RSS (Channel, ServerConnection, socket object, a
+    timer entry; see comparisons/bench_inprocess.py) plus kernel socket
+    buffers. No thread, no stack, no switch: per request one recv, the
+    parse, the app, one send.
+
+What breaks it (the seed's lesson)
+    One slow handler blocks every connection. The app runs on the loop
+    thread, so a `/sleep`, a blocking upstream call, a slow query or a CPU
+    burn stops the whole server for its duration (the cross-engine suite
+    asserts it: `blocking_handler_stalls`). It also uses one core, and the
+    code is inside out: every blocking call of v3 became a state and a
+    callback.
+
+When to use it
+    Servers whose handlers never block: proxies, static files, chat and
+    push servers holding many idle connections (nginx, HAProxy, Redis and
+    Node are this model in C and JavaScript). For WSGI apps, which block,
+    use v5 (event): the same loop, with the app on a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import time
+from typing import Callable
+
+from ..config import Config
+from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection, render_error
+from ..wsgi import Exchange, InputStream, body_from_pieces
+from ._loop import DeadlineQueue
+from .base import Capabilities, Engine, Waker
+
+log = logging.getLogger("flash.engine.epoll")
+
+RECV_SIZE = 65536
+#: Connections accepted per readiness of the listener; level-triggered epoll
+#: reports the rest next pass, so a connection storm cannot starve the others.
+ACCEPT_BATCH = 64
+#: After an error response: how long and how much we keep reading and
+#: dropping so that our close does not turn into an RST (see blocking.linger).
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1 << 20
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+
+# Channel states (small ints: compared on every event).
+READING, WRITING, REJECTING, LINGERING, CLOSED, IN_POOL = range(6)
+
+
+class Channel:
+    """One connection's state machine, driven by the loop's callbacks."""
+
+    __slots__ = ("engine", "sock", "fd", "peer", "conn", "state", "body", "exchange",
+                 "pending", "out", "want_out", "timer", "base_environ", "linger_left")
+
+    def __init__(self, engine: "EpollEngine", sock: socket.socket, peer) -> None:
+        self.engine = engine
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.peer = peer
+        self.conn = ServerConnection(engine.config.limits, engine.config.server_header)
+        self.state = READING
+        #: Pieces of the current request body.
+        self.body: list[bytes] = []
+        self.exchange: Exchange | None = None
+        #: The rest of the current response, pulled one piece at a time.
+        self.pending = None
+        #: The part of a piece the socket did not take yet.
+        self.out: bytes | memoryview | None = None
+        #: Registered for EPOLLOUT (a write is blocked) instead of EPOLLIN.
+        self.want_out = False
+        self.timer: DeadlineQueue | None = None
+        #: The connection's part of environ, built at its first request.
+        self.base_environ: dict | None = None
+        self.linger_left = 0
+
+    # -- callbacks from the loop -------------------------------------------------
+
+    def on_event(self, events: int) -> None:
+        if self.state == WRITING or self.state == REJECTING:
+            self.on_writable()
+        else:
+            self.on_readable()
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.close()
+            return
+        if self.state == LINGERING:
+            self.drop_input(data)
+            return
+        self.conn.receive_data(data)
+        self.advance()
+
+    def on_writable(self) -> None:
+        if self.flush():
+            self.advance()
+
+    def on_timeout(self) -> None:
+        log.debug("connection from %s timed out in state %d", self.peer, self.state)
+        self.close()
+
+    # -- reading ----------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Parse what is buffered; run each complete request, in order.
+
+        Loops rather than recursing, so a client that pipelines a thousand
+        requests in one packet costs no stack depth.
+        """
+        conn = self.conn
+        while self.state == READING:
+            try:
+                event = conn.next_event()
+            except HTTPError as exc:
+                self.reject(exc)
+                return
+            if type(event) is bytes:
+                self.body.append(event)
+            elif type(event) is Request:
+                self.body = []
+            elif event is END:
+                self.dispatch()
+            elif event is NEED_DATA:
+                self.wait_for_input()
+                return
+            else:  # CLOSED: the client hung up between two requests
+                self.close()
+                return
+
+    def wait_for_input(self) -> None:
+        """Choose the timeout that bounds the wait for the next bytes."""
+        engine = self.engine
+        conn = self.conn
+        if conn.request is not None:
+            # Inside a body: ask for it if the client waits for our go-ahead.
+            interim = conn.send_continue()
+            if interim and not self.send_interim(interim):
+                return
+            self.arm(engine.read_timers)
+        elif conn.buffered:
+            # Part of a head: its deadline counts from the first byte.
+            if self.timer is not engine.read_timers:
+                self.arm(engine.read_timers)
+        elif engine.stopping:
+            self.close()
+        else:
+            self.arm(engine.idle_timers)
+
+    def send_interim(self, data: bytes) -> bool:
+        """Send `100 Continue`; False (and closed) if that failed.
+
+        Nothing else is queued on the socket at this point and its buffer
+        holds kilobytes, so a short send can only mean a broken connection.
+        """
+        try:
+            sent = self.sock.send(data)
+        except OSError:
+            sent = 0
+        if sent != len(data):
+            self.close()
+            return False
+        return True
+
+    # -- running the app ----------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """v4: run the app right here, on the loop thread; everyone else waits."""
+        self.disarm()
+        self.engine.counters.requests += 1
+        self.state = WRITING
+        self.pending = iter(self.start_exchange().run())
+        self.flush()
+
+    def start_exchange(self) -> Exchange:
+        wsgi = self.engine.wsgi
+        if self.base_environ is None:
+            self.base_environ = wsgi.connection_environ(self.peer)
+        body = InputStream(body_from_pieces(self.body))
+        self.body = []
+        environ = wsgi.environ(self.base_environ, self.conn.request, body)
+        self.exchange = Exchange(wsgi, self.conn, environ, keep_alive=not self.engine.stopping)
+        return self.exchange
+
+    # -- writing ----------------------------------------------------------------
+
+    def flush(self) -> bool:
+        """Send until the response is done (True) or the socket is full."""
+        out = self.out
+        pending = self.pending
+        send = self.sock.send
+        while True:
+            if out:
+                try:
+                    sent = send(out)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self.close()
+                    return False
+                if sent < len(out):
+                    self.out = memoryview(out)[sent:]
+                    self.wait_writable()
+                    return False
+            out = next(pending, None)
+            if out is None:
+                break
+        self.out = None
+        if self.state == REJECTING:
+            self.linger()
+            return False
+        return self.finish_response()
+
+    def wait_writable(self) -> None:
+        """The socket is full: sleep until EPOLLOUT; each partial send re-arms
+        the write timeout, so only a client that reads nothing is cut off."""
+        if not self.want_out:
+            self.engine.epoll.modify(self.fd, EPOLLOUT)
+            self.want_out = True
+        self.arm(self.engine.write_timers)
+
+    def finish_response(self) -> bool:
+        """The response is out: count it, then read the next request or close."""
+        engine = self.engine
+        exchange = self.exchange
+        self.exchange = self.pending = None
+        engine.count_response(exchange)
+        if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
+            self.close()
+            return False
+        self.state = READING
+        self.watch_input()
+        return True
+
+    def watch_input(self) -> None:
+        if self.want_out:
+            self.engine.epoll.modify(self.fd, EPOLLIN)
+            self.want_out = False
+
+    # -- bad input ----------------------------------------------------------------
+
+    def reject(self, exc: HTTPError) -> None:
+        """Answer the core's verdict, then linger and close."""
+        engine = self.engine
+        engine.counters.errors_4xx += exc.status < 500
+        log.info("bad request from %s: %s %s", self.peer, exc.status, exc.reason)
+        self.disarm()
+        self.state = REJECTING
+        self.pending = iter((render_error(exc.status, exc.reason, engine.config.server_header),))
+        self.flush()
+
+    def linger(self) -> None:
+        """Half-close, then read and drop what the client still sends (bounded)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.close()
+            return
+        self.state = LINGERING
+        self.pending = None
+        self.linger_left = LINGER_BYTES
+        self.watch_input()
+        self.arm(self.engine.linger_timers)
+
+    def drop_input(self, data: bytes) -> None:
+        self.linger_left -= len(data)
+        if not data or self.linger_left <= 0:
+            self.close()
+
+    # -- timers and closing ---------------------------------------------------------
+
+    def arm(self, queue: DeadlineQueue) -> None:
+        timer = self.timer
+        if timer is not queue:
+            if timer is not None:
+                timer.cancel(self)
+            self.timer = queue
+        queue.arm(self, time.monotonic())
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel(self)
+            self.timer = None
+
+    @property
+    def idle(self) -> bool:
+        """Between two requests, with nothing buffered (a stop may close it)."""
+        return self.state == READING and self.conn.request is None and not self.conn.buffered
+
+    def close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.disarm()
+        pending, self.pending = self.pending, None
+        close_pending = getattr(pending, "close", None)
+        if close_pending is not None:
+            close_pending()  # runs the Exchange's cleanup: the app iterable's close()
+        try:
+            self.sock.shutdown(socket.SHUT_WR)  # FIN after our last byte, not RST
+        except OSError:
+            pass
+        self.sock.close()  # closing the fd also removes it from the epoll set
+        self.engine.forget(self)
+
+
+class EpollEngine(Engine):
+    """The loop: accept, wait in epoll, run callbacks, expire timers, stop."""
+
+    name = "epoll"
+    summary = ("v4: one thread, epoll and a state machine per connection; idle clients are "
+               "cheap, one blocking handler stalls everyone")
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    channel_class: type[Channel] = Channel
+
+    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
+        super().__init__(config, app, listener)
+        self.epoll = select.epoll()
+        self.waker = Waker()
+        self.channels: dict[int, Channel] = {}
+        self.accepting = False
+        self.stop_begun = False
+        self.idle_timers = DeadlineQueue(config.keep_alive)
+        self.read_timers = DeadlineQueue(config.header_timeout)
+        self.write_timers = DeadlineQueue(config.timeout)
+        self.linger_timers = DeadlineQueue(LINGER_SECONDS)
+        self.timer_queues = (self.idle_timers, self.read_timers, self.write_timers,
+                             self.linger_timers)
+
+    # -- the loop -------------------------------------------------------------------
+
+    def serve(self) -> None:
+        self.listener.setblocking(False)
+        self.epoll.register(self.waker.rfd, EPOLLIN)
+        self.resume_accepting()
+        try:
+            self.run_loop()
+        finally:
+            self.shut_down()
+
+    def run_loop(self) -> None:
+        channels = self.channels
+        poll = self.epoll.poll
+        listen_fd = self.listener.fileno()
+        wake_fd = self.waker.rfd
+        while channels or not self.stopping:
+            for fd, events in poll(self.poll_timeout()):
+                channel = channels.get(fd)
+                if channel is not None:
+                    channel.on_event(events)
+                elif fd == listen_fd:
+                    self.accept()
+                elif fd == wake_fd:
+                    self.on_wake()
+            self.expire_timers()
+
+    def poll_timeout(self) -> float:
+        """Seconds until the earliest deadline (-1: none, sleep until an event)."""
+        earliest = None
+        for queue in self.timer_queues:
+            deadline = queue.first_deadline()
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        if earliest is None:
+            return -1
+        return max(0.0, earliest - time.monotonic())
+
+    def expire_timers(self) -> None:
+        now = time.monotonic()
+        for queue in self.timer_queues:
+            for channel in queue.pop_expired(now):
+                channel.timer = None
+                channel.on_timeout()
+
+    # -- connections ------------------------------------------------------------------
+
+    def accept(self) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # Out of fds (EMFILE) and the like: stop accepting until a
+                # connection closes, rather than spin on a ready listener.
+                log.warning("accept failed: %s; pausing accepts", exc)
+                self.pause_accepting()
+                return
+            sock.setblocking(False)
+            self.add_channel(sock, peer)
+            if len(self.channels) >= self.config.max_connections:
+                self.pause_accepting()
+                return
+
+    def add_channel(self, sock: socket.socket, peer) -> None:
+        channel = self.channel_class(self, sock, peer)
+        self.channels[channel.fd] = channel
+        self.epoll.register(channel.fd, EPOLLIN)
+        channel.arm(self.idle_timers)
+        counters = self.counters
+        counters.connections_total += 1
+        counters.connections_open += 1
+
+    def forget(self, channel: Channel) -> None:
+        """A channel closed: drop it, and accept again if we were full."""
+        del self.channels[channel.fd]
+        self.counters.connections_open -= 1
+        if not self.accepting and not self.stopping and len(self.channels) < self.config.max_connections:
+            self.resume_accepting()
+
+    def pause_accepting(self) -> None:
+        if self.accepting:
+            self.epoll.unregister(self.listener.fileno())
+            self.accepting = False
+
+    def resume_accepting(self) -> None:
+        self.epoll.register(self.listener.fileno(), EPOLLIN)
+        self.accepting = True
+
+    def count_response(self, exchange: Exchange) -> None:
+        counters = self.counters
+        counters.bytes_sent += exchange.sent
+        status = exchange.status
+        if status >= 500:
+            counters.errors_5xx += 1
+        elif status >= 400:
+            counters.errors_4xx += 1
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def request_stop(self, graceful: bool = True) -> None:
+        """Signal-handler safe: set the flag and wake the loop, nothing else."""
+        self.stopping = True
+        self.waker.wake()
+        if not graceful:
+            os._exit(0)
+
+    def on_wake(self) -> None:
+        self.waker.clear()
+        self.check_stop()
+
+    def check_stop(self) -> None:
+        if self.stopping and not self.stop_begun:
+            self.begin_stop()
+
+    def begin_stop(self) -> None:
+        """Stop accepting and close idle connections; busy ones finish their
+        request and close after it (the loop ends when none is left)."""
+        self.stop_begun = True
+        self.pause_accepting()
+        for channel in list(self.channels.values()):
+            if channel.idle:
+                channel.close()
+
+    def shut_down(self) -> None:
+        for channel in list(self.channels.values()):
+            channel.close()
+        self.epoll.close()
+        self.waker.close()

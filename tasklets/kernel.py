@@ -18,7 +18,7 @@ the source by ``yield from``.
    the pass began.  A tasklet that reschedules itself goes to the back of the
    queue and waits for the next pass, so it cannot starve the others.
 2. *Reconcile* epoll: drop registrations nobody needs any more (see "lazy
-   unregistration" below).
+   unregistration" in ``_reconcile_fds``).
 3. *Poll* epoll.  The timeout is 0 if someone is ready to run, else the time
    until the earliest timer, else infinite.  Every fd event wakes the tasklet
    parked on that fd and direction.
@@ -114,7 +114,7 @@ def running_kernel_or_none() -> Kernel | None:
 class KernelStats:
     """A snapshot of the kernel's counters (all cumulative since the kernel was made)."""
 
-    loop_iterations: int        # passes through the main loop
+    loop_iterations: int        # iterations of the main loop (run ready tasklets, poll)
     epoll_waits: int            # calls to epoll.poll()
     epoll_wait_seconds: float   # wall time spent inside epoll.poll()
     epoll_events: int           # (fd, events) pairs epoll returned
@@ -197,7 +197,7 @@ class _TimeoutScope:
     def __init__(self, task: Tasklet, seconds: float) -> None:
         self.task = task
         self.seconds = seconds
-        self._timer: list | None = None
+        self._timer: tuple | None = None
         self.expired = False
 
     def __repr__(self) -> str:
@@ -496,9 +496,7 @@ class Kernel:
                 if self._instrumented:
                     self._run_ready_instrumented()
                 else:
-                    self._run_ready()
-            if self._stale_fds:
-                self._reconcile_fds()
+                    self._run_ready(until_all)
             if self._stopping and not until_all:
                 return
             if not (self._tasklets if until_all else self._live_non_daemon):
@@ -511,44 +509,68 @@ class Kernel:
             # few dozen steps, and the switch cost stays a switch cost.
             if ready and self._n_steps - self._steps_at_last_poll < self._poll_every:
                 continue
+            if self._stale_fds:
+                self._reconcile_fds()
             self._poll()
 
-    def _run_ready(self) -> None:
-        """Step every tasklet that is ready now, once.  The hot loop: keep it lean."""
+    def _run_ready(self, until_all: bool) -> None:
+        """Step the ready tasklets, pass after pass, until it is time to poll.  The hot loop.
+
+        One pass steps exactly the tasklets that were ready when it began:
+        whatever they make ready (themselves included) is appended behind
+        them and waits for the next pass.  Passes follow each other here
+        without returning to ``_loop`` - returning costs more than a switch
+        - until ``poll_every`` steps have run, nobody is ready, or the loop
+        should end.
+        """
         ready = self._ready
         popleft = ready.popleft
         append = ready.append
         schedule = SCHEDULE
-        batch = len(ready)
-        # Only the tasklets ready *now* run in this pass: whatever they make
-        # ready (themselves included) is appended behind them and waits.
-        self._n_steps += batch
-        for left in range(batch - 1, -1, -1):
-            task = popleft()
-            self.current = task
-            task.steps += 1
-            try:
-                exc = task._throw
-                if exc is None:
-                    trap = task._gen.send(task._value)
-                else:
-                    task._throw = None
-                    trap = task._gen.throw(exc)
-            except StopIteration as stop:
-                self._finish(task, stop.value, None)
-                continue
-            except BaseException as error:
-                self._finish(task, None, error)
-                if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                    self._n_steps -= left  # the rest of the batch stays queued
-                    raise
-                continue
-            if trap is schedule and task._pending is None:
-                task._value = None
-                append(task)
-            else:
-                self._trap(task, trap)
-        self.current = None
+        budget = self._poll_every - (self._n_steps - self._steps_at_last_poll)
+        steps = 0             # counted locally, added to _n_steps once at the end
+        someone_ended = False
+        try:
+            while True:
+                batch = len(ready)
+                # (An ascending range: CPython 3.11 iterates it measurably
+                # faster than a descending one.)
+                for done in range(1, batch + 1):
+                    task = popleft()
+                    self.current = task
+                    task.steps += 1
+                    try:
+                        if task._throw is None:
+                            trap = task._gen.send(task._value)
+                        else:
+                            exc, task._throw = task._throw, None
+                            trap = task._gen.throw(exc)
+                    except StopIteration as stop:
+                        self._finish(task, stop.value, None)
+                        someone_ended = True
+                        continue
+                    except BaseException as error:
+                        self._finish(task, None, error)
+                        someone_ended = True
+                        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                            steps += done  # the rest of the batch stays queued
+                            raise
+                        continue
+                    if trap is schedule and task._pending is None:
+                        task._value = None
+                        append(task)
+                    else:
+                        self._trap(task, trap)
+                steps += batch
+                if steps >= budget or not ready or self._stopping:
+                    break
+                if someone_ended:  # maybe the last tasklet that kept the loop running?
+                    someone_ended = False
+                    if not (self._tasklets if until_all else self._live_non_daemon):
+                        break
+        finally:
+            self._n_steps += steps
+            self.current = None
 
     def _run_ready_instrumented(self) -> None:
         """The same pass as ``_run_ready``, with tracing and long-block detection.
@@ -560,7 +582,7 @@ class Kernel:
         longblock, traptrace, schedtrace = self._longblock, self._traptrace, self._schedtrace
         batch = len(self._ready)
         self._n_steps += batch
-        for left in range(batch - 1, -1, -1):
+        for done in range(1, batch + 1):
             task = self._ready.popleft()
             self.current = task
             task.steps += 1
@@ -587,7 +609,7 @@ class Kernel:
             if ended is not None:
                 self._finish(task, *ended)
                 if isinstance(ended[1], (KeyboardInterrupt, SystemExit)):
-                    self._n_steps -= left
+                    self._n_steps -= batch - done  # the rest of the batch stays queued
                     raise ended[1]
                 continue
             if traptrace:
@@ -658,7 +680,6 @@ class Kernel:
     def _expire_timers(self, now: float) -> None:
         """Wake the sleepers and fire the timeouts whose deadline is ``now`` or earlier."""
         while (owner := self._timers.pop_due(now)) is not None:
-            owner._timer = None
             if isinstance(owner, Tasklet):
                 self._wake(owner, None)
             else:
@@ -746,13 +767,12 @@ class Kernel:
         self._wake(task, None)
 
     def _trap_sleep(self, task: Tasklet, trap: Sleep) -> None:
-        task._timer = self._timers.push(time.monotonic() + trap.seconds, task)
+        self._timers.push(time.monotonic() + trap.seconds, task)
         task._state = SLEEP
         task._unwait = self._undo_sleep
 
     def _undo_sleep(self, task: Tasklet) -> None:
-        self._timers.cancel(task._timer)
-        task._timer = None
+        self._timers.cancel(task)
 
     def _trap_read_wait(self, task: Tasklet, trap: ReadWait) -> None:
         self._wait_fd(task, trap.fd, self._readers, select.EPOLLIN, READ_WAIT, self._undo_read)
@@ -921,7 +941,7 @@ class Kernel:
 
     def _push_deadline(self, task: Tasklet, seconds: float) -> _TimeoutScope:
         scope = _TimeoutScope(task, seconds)
-        scope._timer = self._timers.push(time.monotonic() + seconds, scope)
+        self._timers.push(time.monotonic() + seconds, scope)
         if task._deadlines is None:
             task._deadlines = []
         task._deadlines.append(scope)
@@ -931,8 +951,7 @@ class Kernel:
         popped = task._deadlines.pop()
         assert popped is scope, "timeout scopes must nest"
         if scope._timer is not None:
-            self._timers.cancel(scope._timer)
-            scope._timer = None
+            self._timers.cancel(scope)
         if task._pending is scope:
             # It expired, but the operation finished first: the result wins.
             task._pending = None

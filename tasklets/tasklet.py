@@ -81,7 +81,7 @@ class Tasklet:
         self._throw: BaseException | None = None
         self._unwait: Callable[[Tasklet], None] | None = None
         self._waiting_on: Any = None
-        self._timer: list | None = None
+        self._timer: tuple | None = None
         self._deadlines: list | None = None
         self._pending: Any = None
         self._joiners: list[Tasklet] | None = None

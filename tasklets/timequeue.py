@@ -8,15 +8,20 @@ A heap answers both cheaply: push and pop are O(log n), peeking at the
 earliest deadline is O(1).  What a heap cannot do cheaply is remove an
 arbitrary entry - and timers are removed all the time: every
 ``timeout_after`` whose operation finishes in time cancels its timer.  So
-cancellation is *lazy*: the entry stays in the heap with its owner set to
-``None`` and is thrown away when it reaches the top.  When dead entries
-outnumber live ones the heap is rebuilt, so a server that sets and cancels a
-million timeouts does not grow a million-entry heap.
+cancellation is *lazy*: the entry stays in the heap and is thrown away when
+it reaches the top.  When dead entries outnumber live ones the heap is
+rebuilt, so a server that sets and cancels a million timeouts does not grow
+a million-entry heap.
 
-Each entry is a 3-item list ``[deadline, sequence, owner]``.  The sequence
-number breaks ties between equal deadlines in FIFO order (and keeps the heap
-from ever comparing two owners).  A list rather than a tuple because
-cancelling mutates it.
+How does a popped entry know it is dead?  Each entry is a tuple
+``(deadline, sequence, owner)`` and the owner (a Tasklet or a timeout
+scope) holds its one live entry in its ``_timer`` attribute.  Cancelling
+sets ``owner._timer = None``; an entry is live exactly while
+``owner._timer is entry``.  Tuples rather than mutable lists because a
+million sleeping tasklets means a million entries, and a tuple is 40% smaller.
+
+The sequence number breaks ties between equal deadlines in FIFO order, and
+keeps the heap from ever comparing two owners.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import heapq
 import itertools
 from typing import Any
 
-#: A heap entry: [deadline, sequence, owner-or-None].
-TimerEntry = list
+#: A heap entry: (deadline, sequence, owner).
+TimerEntry = tuple
 
 # Rebuild the heap when at least this many entries are dead *and* they are
 # the majority.  Small heaps never bother.
@@ -34,7 +39,7 @@ _COMPACT_MIN_DEAD = 256
 
 
 class TimerQueue:
-    """Deadlines (``time.monotonic()`` seconds) mapped to owners, earliest first."""
+    """Deadlines (``time.monotonic()`` seconds) of owners with a ``_timer`` slot, earliest first."""
 
     __slots__ = ("_heap", "_sequence", "_dead", "set_count", "cancelled_count", "fired_count")
 
@@ -51,16 +56,16 @@ class TimerQueue:
         """Number of live (not cancelled, not fired) timers."""
         return len(self._heap) - self._dead
 
-    def push(self, deadline: float, owner: Any) -> TimerEntry:
-        """Add a timer; keep the returned entry to cancel it later."""
-        entry = [deadline, next(self._sequence), owner]
+    def push(self, deadline: float, owner: Any) -> None:
+        """Set ``owner``'s timer (it must not have a live one)."""
+        entry = (deadline, next(self._sequence), owner)
+        owner._timer = entry
         heapq.heappush(self._heap, entry)
         self.set_count += 1
-        return entry
 
-    def cancel(self, entry: TimerEntry) -> None:
-        """Forget a timer that has not fired.  O(1): the entry is only marked dead."""
-        entry[2] = None
+    def cancel(self, owner: Any) -> None:
+        """Cancel ``owner``'s live timer.  O(1): the heap entry just becomes dead."""
+        owner._timer = None
         self._dead += 1
         self.cancelled_count += 1
         if self._dead >= _COMPACT_MIN_DEAD and self._dead * 2 > len(self._heap):
@@ -69,31 +74,32 @@ class TimerQueue:
     def next_deadline(self) -> float | None:
         """The earliest live deadline, or None when no timer is set."""
         heap = self._heap
-        while heap and heap[0][2] is None:  # drop dead entries from the top
+        while heap and heap[0][2]._timer is not heap[0]:  # drop dead entries from the top
             heapq.heappop(heap)
             self._dead -= 1
         return heap[0][0] if heap else None
 
     def pop_due(self, now: float) -> Any:
-        """Remove and return the owner of the earliest timer due at ``now``, else None.
+        """Remove the earliest timer due at ``now`` and return its owner, else None.
 
         Call it in a loop until it returns None.  Due timers come out in
-        deadline order, ties in the order they were set.
+        deadline order, ties in the order they were set.  The owner's
+        ``_timer`` is reset to None: the timer has fired.
         """
         heap = self._heap
         while heap and heap[0][0] <= now:
             entry = heapq.heappop(heap)
             owner = entry[2]
-            if owner is None:  # cancelled earlier: skip the corpse
+            if owner._timer is not entry:  # cancelled earlier: skip the corpse
                 self._dead -= 1
                 continue
-            entry[2] = None
+            owner._timer = None
             self.fired_count += 1
             return owner
         return None
 
     def _compact(self) -> None:
         """Drop every dead entry at once and restore the heap property: O(n)."""
-        self._heap[:] = [entry for entry in self._heap if entry[2] is not None]
+        self._heap[:] = [entry for entry in self._heap if entry[2]._timer is entry]
         heapq.heapify(self._heap)
         self._dead = 0

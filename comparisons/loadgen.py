@@ -15,8 +15,9 @@ loop reads with ``recv_into`` into one preallocated buffer and finds response
 boundaries with ``bytes.find``/``startswith``. After the first response on a
 connection, a response whose head is byte-for-byte the previous one (the
 common case for a fixed reply) is framed with one ``startswith`` call and no
-parsing at all. ``processes=N`` forks N such loops (spawned, synchronised on
-a barrier) and merges their histograms and counters.
+parsing at all. ``processes=N`` starts N such loops in worker processes
+(fresh interpreters that connect, then start measuring together on the
+parent's signal) and merges their histograms and counters.
 
 Modes
 -----
@@ -75,16 +76,17 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import errno
 import json
 import logging
 import math
-import multiprocessing
 import os
 import resource
 import select
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -1036,77 +1038,121 @@ def _split(total: int, parts: int, index: int) -> int:
     return total // parts + (1 if index < total % parts else 0)
 
 
-def _worker(
-    cfg: LoadConfig,
-    concurrency: int,
-    budget: int | None,
-    rate: float | None,
-    cpus: set[int] | None,
-    barrier: Any,
-    conn: Any,
-) -> None:
-    """Body of one generator process: connect, wait for the others, run, send counters back."""
+def _worker_main() -> int:
+    """Body of one generator process (``python -m comparisons.loadgen --worker``).
+
+    A tiny line protocol on stdin/stdout keeps the processes in step: the
+    parent sends the job as one JSON line; the worker connects and answers
+    ``ready``; the parent, once every worker is ready, sends ``go``; the
+    worker runs and answers with its counters as one JSON line. A closed
+    stdin before ``go`` means the parent is gone, and the worker exits.
+    """
+    logging.basicConfig(level=logging.WARNING, format="loadgen worker: %(message)s")
     try:
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        engine = _Engine(cfg, concurrency, budget, rate)
+        job = json.loads(sys.stdin.readline())
+        fields_ = dict(job["cfg"])
+        fields_["body"] = base64.b64decode(fields_["body"])
+        cfg = LoadConfig(**fields_)
+        if job["cpus"]:
+            os.sched_setaffinity(0, set(job["cpus"]))
+        engine = _Engine(cfg, job["concurrency"], job["budget"], job["rate"])
         engine.prepare()
-        barrier.wait(timeout=60)  # all processes start measuring together
+        print("ready", flush=True)
+        if sys.stdin.readline().strip() != "go":
+            return 1
         engine.run()
-        conn.send(("ok", engine.partial()))
-    except BaseException as exc:  # report, don't hang the parent
-        barrier.abort()  # siblings waiting to start fail now, not after 60 s
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
+        print(json.dumps(engine.partial()), flush=True)
+    except Exception as exc:  # report to the parent rather than die silently
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 1
+    return 0
+
+
+class _Worker:
+    """The parent's handle on one worker process: start it, and read its stdout lines with a deadline."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "comparisons.loadgen", "--worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        )
+        self._buf = b""
+        self.send(json.dumps(job))
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def read_line(self, deadline: float) -> str:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buf:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError(f"generator process {self.proc.pid} did not report in time")
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"generator process {self.proc.pid} exited (code {self.proc.wait()})")
+            self._buf += chunk
+        line, _, self._buf = self._buf.partition(b"\n")
+        return line.decode()
+
+    def close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
 
 
 def _run_processes(cfg: LoadConfig) -> list[dict[str, Any]]:
+    """Run ``cfg.processes`` worker processes, started together, and collect their counters.
+
+    Workers are fresh interpreters (``-m comparisons.loadgen --worker``), not
+    forks: the caller may have threads running (a test server, a
+    ``Slowloris``), and unlike multiprocessing's "spawn" nothing requires the
+    caller's script to guard its main module.
+    """
     procs_n = cfg.processes
-    cpus = _cpu_set(cfg.cpu)
-    cpu_list = sorted(cpus) if cpus else []
-    # "spawn", not fork: the caller may have threads (test servers, Slowloris).
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(procs_n)
-    procs = []
-    pipes = []
-    for i in range(procs_n):
-        budget = _split(cfg.requests, procs_n, i) if cfg.requests is not None else None
-        rate = cfg.rate / procs_n if cfg.rate is not None else None
-        # One CPU per process when there are enough, else all share the set.
-        mine = {cpu_list[i]} if len(cpu_list) >= procs_n else cpus
-        recv_end, send_end = ctx.Pipe(duplex=False)
-        proc = ctx.Process(
-            target=_worker,
-            args=(cfg, _split(cfg.concurrency, procs_n, i), budget, rate, mine, barrier, send_end),
-            daemon=True,
-        )
-        proc.start()
-        send_end.close()
-        procs.append(proc)
-        pipes.append(recv_end)
-    run_time = cfg.warmup + (cfg.duration if cfg.duration is not None else cfg.time_limit)
-    deadline = time.monotonic() + min(run_time, cfg.time_limit) + cfg.timeout + 90
-    partials: list[dict[str, Any]] = []
+    cpu_list = sorted(_cpu_set(cfg.cpu) or ())
+    cfg_fields = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    cfg_fields.update(body=base64.b64encode(cfg.body).decode(), cpu=None, processes=1)
+    workers: list[_Worker] = []
     try:
-        for proc, pipe in zip(procs, pipes):
-            if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"generator process {proc.pid} did not report")
-            try:
-                status, payload = pipe.recv()
-            except EOFError:
-                raise RuntimeError(f"generator process {proc.pid} died (exit code {proc.exitcode})") from None
-            if status != "ok":
-                raise RuntimeError(f"generator process failed: {payload}")
-            partials.append(payload)
+        for i in range(procs_n):
+            # One CPU per process when there are enough, else all share the set.
+            cpus = [cpu_list[i]] if len(cpu_list) >= procs_n else cpu_list
+            workers.append(_Worker({
+                "cfg": cfg_fields,
+                "concurrency": _split(cfg.concurrency, procs_n, i),
+                "budget": _split(cfg.requests, procs_n, i) if cfg.requests is not None else None,
+                "rate": cfg.rate / procs_n if cfg.rate is not None else None,
+                "cpus": cpus,
+            }))
+        start_deadline = time.monotonic() + 60 + cfg.timeout
+        for worker in workers:
+            line = worker.read_line(start_deadline)
+            if line != "ready":
+                raise RuntimeError(f"generator process failed: {line}")
+        for worker in workers:
+            worker.send("go")  # all processes start measuring together
+        run_time = cfg.warmup + (cfg.duration if cfg.duration is not None else cfg.time_limit)
+        deadline = time.monotonic() + min(run_time, cfg.time_limit) + cfg.timeout + 30
+        partials = [json.loads(worker.read_line(deadline)) for worker in workers]
     finally:
-        for proc in procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-        for pipe in pipes:
-            pipe.close()
+        for worker in workers:
+            worker.close()
+    for partial in partials:
+        if "error" in partial:
+            raise RuntimeError(f"generator process failed: {partial['error']}")
     return partials
 
 
@@ -1594,6 +1640,9 @@ def idle_connections(url: str, count: int, **kwargs: Any) -> IdleConnections:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m comparisons.loadgen URL -c 100 -d 5 [...]``; ``--ceiling`` measures the generator."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--worker"]:  # internal: one process of a processes=N run
+        return _worker_main()
     parser = argparse.ArgumentParser(prog="python -m comparisons.loadgen", description=__doc__.splitlines()[0])
     parser.add_argument("url", nargs="?", help="http://host:port/path (omit with --ceiling)")
     parser.add_argument("-c", "--concurrency", type=int, default=50)

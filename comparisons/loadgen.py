@@ -395,7 +395,17 @@ def _new_statuses() -> list[int]:
 
 @dataclass
 class LoadConfig:
-    """Everything one run needs. Picklable, so it travels to worker processes."""
+    """Everything one run needs (plain data, so it travels to worker processes as JSON).
+
+    ``concurrency`` connections in total (split across ``processes``);
+    ``duration`` seconds measured after ``warmup`` seconds of unmeasured load,
+    and/or ``requests`` requests in total (None for no bound; with neither,
+    ``time_limit`` ends the run); ``pipeline`` requests per write;
+    ``new_conn`` for a connection per request; ``rate`` for an open loop of
+    that many requests per second in total; ``method``/``headers``/``body``
+    shape the request; ``timeout`` bounds every socket operation; ``cpu``
+    pins the generator process(es).
+    """
 
     url: str
     concurrency: int = 50
@@ -977,7 +987,7 @@ class _Engine:
         self.ep.close()
 
     def partial(self) -> dict[str, Any]:
-        """This process's counters, in a picklable form the parent merges."""
+        """This process's counters, in a JSON-able form the parent merges."""
         scheduled = None
         if self.rate is not None:
             scheduled = int((self.measure_end - self.t0) * self.rate) - int((self.measure_start - self.t0) * self.rate)

@@ -31,7 +31,11 @@ class Target:
         return self.engine + ("[" + " ".join(self.args) + "]" if self.args else "")
 
     def capabilities(self) -> engines.Capabilities:
-        return engines.get(self.engine).capabilities
+        caps = engines.get(self.engine).capabilities
+        if self.hybrid:
+            from flash_green.supervisor import supervised_capabilities
+            caps = supervised_capabilities(caps, int(self.args[self.args.index("--workers") + 1]))
+        return caps
 
     @property
     def hybrid(self) -> bool:
@@ -44,7 +48,9 @@ SUITE_ARGS = ("--keep-alive", "1", "--header-timeout", "2", "--graceful-timeout"
               "--max-body-size", str(16 * 1024 * 1024), "--log-level", "info")
 
 #: Hybrids: N processes of an in-process engine under the supervisor.
-EXTRA_TARGETS: list[Target] = []
+EXTRA_TARGETS: list[Target] = [
+    Target("sequential", ("--workers", "2")),
+]
 
 
 def suite_targets() -> list:

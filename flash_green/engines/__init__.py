@@ -18,6 +18,8 @@ REGISTRY: dict[str, str] = {
     "epoll": "flash_green.engines.epoll:EpollEngine",
     "event": "flash_green.engines.event:EventEngine",
     "greenlet": "flash_green.engines.greenlet:GreenletEngine",
+    "prefork": "flash_green.engines.prefork:PreforkEngine",
+    "worker": "flash_green.engines.worker:WorkerEngine",
 }
 
 

@@ -1,0 +1,121 @@
+"""worker: N processes, each with a fixed pool of threads (Apache worker MPM).
+
+The model
+    The supervisor forks N workers (`--workers`, default 2). In each, the
+    main thread runs the accept loop and a fixed pool of T threads
+    (`--threads`, default 4) runs the blocking connection loop, one
+    connection per thread, handed over through a queue. The accept loop
+    accepts only while a pool thread is idle: when all T are busy it stops
+    accepting, so new connections wait in the shared listen backlog, where
+    another process with an idle thread picks them up. N x T connections are
+    served at once; processes give parallelism, threads overlap waits.
+
+What forking buys
+    Parallelism past the GIL (N interpreters on N cores) and crash
+    isolation: a process that dies takes only its T connections with it.
+    Threads make a process cheap per connection: T connections share one
+    interpreter and one copy of the app.
+
+What it costs
+    Per process: an interpreter and the app (no shared state between
+    processes). Per connection: a pool thread (its stack, ~tens of KB
+    touched) for the connection's whole life, idle keep-alive time included.
+    Handlers inside one process share a GIL: CPU-bound work scales with N,
+    not with T.
+
+What breaks it
+    More open connections than N x T: idle keep-alive clients and slow
+    clients pin threads until `--keep-alive` / `--header-timeout` release
+    them, and everyone else waits. That is why Apache grew the event MPM
+    (v5 here): wait for idle connections in epoll, hand only ready requests
+    to the pool. A stuck handler holds one thread; only a stuck accept loop
+    silences the heartbeat.
+
+When to use it
+    Blocking, I/O-bound apps with a known client count, behind a proxy that
+    absorbs slow clients: the classic Apache worker / gunicorn gthread setup
+    (gthread keeps idle keep-alive connections in a selector instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from typing import Callable
+
+from ..blocking import serve_connection
+from ..config import Config
+from ..supervisor import DEFAULT_WORKERS, supervised_capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
+
+log = logging.getLogger("flash.engine.worker")
+
+#: Pool threads per process when --threads is not given.
+DEFAULT_THREADS = 4
+
+
+class WorkerEngine(BlockingServer):
+    """Each worker process runs this: accept loop + a bounded thread pool."""
+
+    name = "worker"
+    summary = (f"supervisor x thread pool: N processes (default {DEFAULT_WORKERS}) x "
+               f"T threads (default {DEFAULT_THREADS}); parallel, N x T connections at once")
+    capabilities = supervised_capabilities(
+        Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False, threads=True),
+        DEFAULT_WORKERS)
+
+    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
+        super().__init__(config, app, listener)
+        self.pool_size = config.threads or DEFAULT_THREADS
+        self.wsgi.base_environ["wsgi.multithread"] = True
+        self.handoff: queue.SimpleQueue[tuple[socket.socket, object] | None] = queue.SimpleQueue()
+        self.idle_threads = threading.Semaphore(self.pool_size)
+
+    def serve(self) -> None:
+        pool = [threading.Thread(target=self.pool_thread, name=f"pool-{i}", daemon=True)
+                for i in range(self.pool_size)]
+        for thread in pool:
+            thread.start()
+        if self.wait_for_idle_thread():
+            self.accept_loop(self.hand_over)
+        for _ in pool:
+            self.handoff.put(None)
+        # In-flight requests finish; --graceful-timeout (armed by the signal
+        # handler) bounds the wait.
+        for thread in pool:
+            thread.join()
+
+    def hand_over(self, sock: socket.socket, peer) -> None:
+        """Give the connection to the idle thread we reserved, then reserve
+        the next one before accepting again."""
+        self.handoff.put((sock, peer))
+        self.wait_for_idle_thread()
+
+    def wait_for_idle_thread(self) -> bool:
+        """Block the accept loop until a pool thread is free (False if stopping).
+
+        While all threads are busy nothing is accepted here, and the backlog
+        feeds the other processes. Beats while waiting: a full pool is busy,
+        not stuck. The timeout lets a stop request through (a signal handler
+        cannot safely release a semaphore the loop holds).
+        """
+        while not self.idle_threads.acquire(timeout=HEARTBEAT_INTERVAL):
+            self.heartbeat()
+            if self.stopping:
+                return False
+        return not self.stopping
+
+    def pool_thread(self) -> None:
+        while True:
+            item = self.handoff.get()
+            if item is None:
+                return
+            sock, peer = item
+            try:
+                serve_connection(sock, peer, self)
+            except Exception:
+                log.exception("pool thread failed on %s", peer)
+            finally:
+                self.idle_threads.release()

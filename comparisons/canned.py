@@ -8,6 +8,11 @@ ceiling. It answers every request head it sees with the same fixed
 against it is the most it can measure; ``comparisons.loadgen.ceiling()`` runs
 exactly that experiment.
 
+It is Python too, and costs roughly as much CPU per request as the
+generator does, so on a small machine the "ceiling" is the lower of the
+two; ``LoadResult.generator_cpu`` says which (near 1.0: the generator), and
+``--processes`` gives the canned server more cores when there are some.
+
 **Reading results:** if a server's measured rate is close to (say within
 20 % of) the generator's ceiling measured with the same concurrency, pipelining
 and CPU pinning, the number says more about the generator than the server; use

@@ -461,7 +461,9 @@ class LoadResult:
     before the window and still open at its start, plus those established
     during it (so new-conn runs show about one per request, keep-alive runs
     about ``concurrency``; failed dials are not counted).
-    ``latency_ms`` holds p50/p90/p99/p99.9/max/mean.
+    ``latency_ms`` holds p50/p90/p99/p99.9/max/mean. ``generator_cpu`` is
+    the share of one core each generator process used (ours only): near 1.0
+    the generator, not the server, was the bottleneck.
     ``histogram`` is kept (ours only; wrk gives no histogram) so that runs
     can be merged later; it is left out of ``to_dict()`` unless asked for.
     """
@@ -483,6 +485,7 @@ class LoadResult:
     pipeline: int = 1
     rate: float | None = None
     scheduled: int | None = None
+    generator_cpu: float | None = None
     histogram: Histogram | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -509,7 +512,8 @@ class LoadResult:
         lines = [
             f"{self.tool} {self.mode} {self.url} {shape}",
             f"  {self.requests} requests in {self.duration:.2f}s = {self.rps:,.0f} req/s, "
-            f"{self.bytes_read / 1e6:.1f} MB read, {self.connections_opened} connections opened",
+            f"{self.bytes_read / 1e6:.1f} MB read, {self.connections_opened} connections opened"
+            + (f", generator CPU {self.generator_cpu:.0%}" if self.generator_cpu is not None else ""),
             "  latency ms: " + "  ".join(f"{key} {lat.get(key, 0.0):.3f}" for key in ("p50", "p90", "p99", "p99.9", "max", "mean")),
             "  errors: " + "  ".join(f"{kind} {self.errors.get(kind, 0)}" for kind in ERROR_KINDS),
         ]
@@ -568,6 +572,7 @@ class _Engine:
         self.t0 = 0.0  # open loop: the schedule's time zero
         self.next_index = 0  # open loop: index of the next scheduled request
         self.measure_end = 0.0
+        self.cpu_seconds = 0.0
         self._reset_stats(time.perf_counter())
 
     def _reset_stats(self, now: float) -> None:
@@ -582,6 +587,9 @@ class _Engine:
         # keep-alive run reports its connections, not zero.
         self.connections_opened = sum(1 for c in self.by_fd.values() if not c.connecting)
         self.measure_start = now
+        # CPU of this thread only (the loop's), so a server thread in the
+        # same process (as in tests) is not charged to the generator.
+        self.cpu_start = time.thread_time()
 
     # -- connection lifecycle -------------------------------------------
 
@@ -981,6 +989,7 @@ class _Engine:
                     self._after_response(c, t)
 
         self.measure_end = now
+        self.cpu_seconds = time.thread_time() - self.cpu_start
         self.running = False
         for c in self.slots:
             self._close(c)
@@ -1002,6 +1011,7 @@ class _Engine:
             "start": self.measure_start,
             "end": self.measure_end,
             "scheduled": scheduled,
+            "cpu_seconds": self.cpu_seconds,
         }
 
 
@@ -1182,6 +1192,7 @@ def _combine(cfg: LoadConfig, partials: list[dict[str, Any]]) -> LoadResult:
     scheduled = None
     if cfg.rate is not None:
         scheduled = sum(p["scheduled"] for p in partials)
+    cpu = sum(p["cpu_seconds"] for p in partials) / (duration * len(partials))
     return LoadResult(
         url=cfg.url,
         mode=cfg.mode,
@@ -1200,6 +1211,7 @@ def _combine(cfg: LoadConfig, partials: list[dict[str, Any]]) -> LoadResult:
         pipeline=cfg.pipeline,
         rate=cfg.rate,
         scheduled=scheduled,
+        generator_cpu=round(min(cpu, 1.0), 3),
         histogram=hist,
     )
 
@@ -1296,6 +1308,10 @@ def ceiling(
     Compare a server's result against the ceiling measured with the same
     concurrency, pipelining, processes and pinning: near the ceiling, the
     generator (or the CPU it shares with the server) is what was measured.
+    The canned server is Python too and costs about as much CPU per request
+    as the generator, so with one process each the ceiling is the lower of
+    the two: look at ``generator_cpu`` (near 1.0: the generator was the
+    limit), and give the canned server ``server_processes`` if cores allow.
     ``use_wrk=True`` measures wrk's ceiling instead.
     """
     from comparisons.canned import CannedServer

@@ -306,6 +306,7 @@ def test_keepalive_counts_are_consistent(canned: CannedServer) -> None:
     assert result.bytes_read == 2000 * len(RESPONSE)
     assert result.histogram is not None and result.histogram.total == 2000
     assert result.rps == pytest.approx(result.requests / result.duration)
+    assert result.generator_cpu is not None and 0.0 <= result.generator_cpu <= 1.0
     data = result.to_dict()
     assert data["mode"] == "keepalive" and data["tool"] == "flash" and "histogram" not in data
     json.dumps(result.to_dict(include_histogram=True))

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -28,6 +28,7 @@ from comparisons.histogram import Histogram
 from comparisons.loadgen import (
     IdleConnections,
     LoadConfig,
+    LoadResult,
     ProtocolError,
     ResponseParser,
     Slowloris,
@@ -161,15 +162,15 @@ def behaviour() -> Iterator[BehaviourServer]:
     server.close()
 
 
-def load(url: str, **kwargs: object) -> object:
+def load(url: str, **kwargs: Any) -> LoadResult:
     """Our generator, count-bounded, never wrk."""
     kwargs.setdefault("duration", None)
     kwargs.setdefault("prefer_wrk", False)
-    return run_load(url, **kwargs)  # type: ignore[arg-type]
+    return run_load(url, **kwargs)
 
 
-def no_errors(result: object) -> bool:
-    return all(count == 0 for count in result.errors.values())  # type: ignore[attr-defined]
+def no_errors(result: LoadResult) -> bool:
+    return all(count == 0 for count in result.errors.values())
 
 
 # ---------------------------------------------------------------------------

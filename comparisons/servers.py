@@ -1,0 +1,332 @@
+"""The server under test: what to run, in its own pinned process, and what it costs.
+
+A `Target` is one row of the comparison tables: a registered engine (with
+the options of a variant or a hybrid, e.g. ``threaded --workers 2``) or a
+peer. `ServerUnderTest` starts it as a child process in its own session,
+pinned to the server's CPUs (so it never competes with the load generator
+for a core), waits until it answers, and stops it by its PID. While a
+scenario runs, `ResourceSampler` samples the CPU time and RSS of the
+server's whole process tree (supervisor and workers) with psutil.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import psutil
+
+from flash_green import engines
+from flash_green.loader import bind_listener
+
+from .peers import Peer
+
+log = logging.getLogger(__name__)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_APP = "flash_green.apps.demo:app"
+_LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:/\s]+):(\d+)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row of the tables: an engine (plus options) or a peer."""
+
+    label: str
+    engine: str | None = None
+    args: tuple[str, ...] = ()
+    peer: Peer | None = None
+    #: Serves several clients at once (levels beyond 1000 run only if so).
+    concurrent: bool = True
+    #: Runs handlers on several cores (processes).
+    parallel: bool = False
+    summary: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.peer is not None:
+            return "peer"
+        return "hybrid" if "--workers" in self.args else "engine"
+
+    @property
+    def is_peer(self) -> bool:
+        return self.peer is not None
+
+
+def engine_target(spec: str) -> Target:
+    """``"threaded"`` or ``"threaded --workers 2"`` -> a Target (EngineUnavailable, KeyError)."""
+    name, *args = spec.split()
+    cls = engines.get(name)
+    caps = cls.capabilities
+    workers = _option_value(args, "--workers", "-w")
+    multiprocess = caps.multiprocess or (workers is not None and workers > 1)
+    return Target(
+        label=spec.strip(), engine=name, args=tuple(args),
+        concurrent=caps.concurrent or multiprocess, parallel=caps.parallel or multiprocess,
+        summary=cls.summary,
+    )
+
+
+def peer_target(peer: Peer) -> Target:
+    return Target(label=peer.label, peer=peer, concurrent=peer.concurrent, parallel=peer.parallel,
+                  summary=peer.settings)
+
+
+def _option_value(args: Sequence[str], *names: str) -> int | None:
+    for i, arg in enumerate(args):
+        if arg in names and i + 1 < len(args) and args[i + 1].isdigit():
+            return int(args[i + 1])
+        for name in names:
+            if arg.startswith(name + "=") and arg[len(name) + 1:].isdigit():
+                return int(arg[len(name) + 1:])
+    return None
+
+
+class ServerFailed(RuntimeError):
+    """The server did not start or answer; the message carries its log tail."""
+
+
+@dataclass
+class ServerUnderTest:
+    """A target running in a child process (its own session), pinned to ``cpus``."""
+
+    target: Target
+    cpus: Sequence[int] | None = None
+    keep_alive: float = 5.0
+    app: str = DEFAULT_APP
+    log_path: str = os.devnull
+    start_timeout: float = 20.0
+    host: str = "127.0.0.1"
+    port: int = 0
+    command: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+
+    def url(self, path: str = "/") -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    # -- starting --------------------------------------------------------
+
+    def start(self) -> "ServerUnderTest":
+        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self._log = open(self.log_path, "ab")
+        listener = None
+        if self.target.peer is not None:
+            # The harness binds (TCP_NODELAY, big backlog); the peer inherits the fd.
+            listener = bind_listener(self.host, 0, 4096)
+            self.port = listener.getsockname()[1]
+            self.command = self.target.peer.command(listener.fileno(), self.app, self.keep_alive)
+            pass_fds: tuple[int, ...] = (listener.fileno(),)
+        else:
+            self.command = [sys.executable, "-m", "flash_green", "serve", self.app,
+                            "--engine", self.target.engine or "", "-b", f"{self.host}:0",
+                            "--keep-alive", str(self.keep_alive), "--log-level", "warning",
+                            *self.target.args]
+            pass_fds = ()
+        argv = self._pinned(self.command)
+        self._log.write(f"\n$ {' '.join(argv)}\n".encode())
+        self._log.flush()
+        try:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env,
+                                         pass_fds=pass_fds, start_new_session=True)
+        finally:
+            if listener is not None:
+                listener.close()  # the child holds it now; a dead child must mean "refused"
+        if self.cpus and not shutil.which("taskset"):
+            os.sched_setaffinity(self.proc.pid, set(self.cpus))
+        try:
+            if self.target.peer is None:
+                self.port = self._read_port()
+            self._wait_ready()
+        except ServerFailed:
+            self.stop()
+            raise
+        return self
+
+    def _pinned(self, argv: list[str]) -> list[str]:
+        if not self.cpus:
+            return argv
+        taskset = shutil.which("taskset")
+        # Without taskset the affinity is set right after spawn (before any worker forks).
+        return [taskset, "-c", ",".join(map(str, self.cpus)), *argv] if taskset else argv
+
+    def _read_port(self) -> int:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + self.start_timeout
+        seen = b""
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                seen += chunk
+                match = _LISTENING.search(seen.decode(errors="replace"))
+                if match:
+                    return int(match.group(2))
+            elif self.proc.poll() is not None:
+                break
+        raise ServerFailed(f"{self.target.label} did not announce its port: {seen[-300:]!r}\n{self.log_tail()}")
+
+    def _wait_ready(self) -> None:
+        """Until GET / answers (workers may boot after the socket is bound)."""
+        deadline = time.monotonic() + self.start_timeout
+        request = f"GET / HTTP/1.1\r\nHost: {self.host}\r\nConnection: close\r\n\r\n".encode()
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            try:
+                with socket.create_connection((self.host, self.port), timeout=2) as sock:
+                    sock.sendall(request)
+                    if sock.recv(16).startswith(b"HTTP/1."):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)  # polling a child's start-up, not synchronising with it
+        raise ServerFailed(f"{self.target.label} did not answer GET /\n{self.log_tail()}")
+
+    # -- observing ---------------------------------------------------------
+
+    def processes(self) -> list[psutil.Process]:
+        """The server's process tree (the supervisor and its workers)."""
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def rss(self) -> int:
+        """Resident memory of the whole tree, in bytes."""
+        total = 0
+        for proc in self.processes():
+            try:
+                total += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - size))
+                return handle.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    # -- stopping ------------------------------------------------------------
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM our child, then SIGKILL its session (our processes only) if it lingers."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s ignored SIGTERM for %ss; killing its process group", self.target.label, timeout)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # stray workers of the session we created
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._log.close()
+
+    def __enter__(self) -> "ServerUnderTest":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class ServerStats:
+    """What the server used while a measurement ran."""
+
+    cpu_percent: float = 0.0
+    rss_peak_mb: float = 0.0
+    processes: int = 0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"cpu_percent": round(self.cpu_percent, 1), "rss_peak_mb": round(self.rss_peak_mb, 2),
+                "processes": self.processes}
+
+
+class ResourceSampler:
+    """Samples a server's tree every ``interval`` s: CPU time used and peak RSS.
+
+    CPU percent is CPU seconds over wall seconds (100 = one core busy), over
+    every process seen in the tree, so a supervisor with two busy workers
+    shows ~200.
+    """
+
+    def __init__(self, server: ServerUnderTest, interval: float = 0.2) -> None:
+        self.server = server
+        self.interval = interval
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._peak = 0
+        self._procs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+        self._started = 0.0
+
+    def _sample(self) -> None:
+        rss = 0
+        procs = self.server.processes()
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    rss += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                continue
+            used = times.user + times.system
+            self._first.setdefault(proc.pid, used)
+            self._last[proc.pid] = used
+        self._peak = max(self._peak, rss)
+        self._procs = max(self._procs, len(procs))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> "ResourceSampler":
+        self._sample()
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> ServerStats:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+        wall = max(time.monotonic() - self._started, 1e-9)
+        cpu = sum(self._last[pid] - self._first[pid] for pid in self._last)
+        self.stats = ServerStats(cpu_percent=100 * cpu / wall, rss_peak_mb=self._peak / 2**20,
+                                 processes=self._procs)
+        return self.stats

@@ -285,16 +285,32 @@ class Exchange:
 
     def run(self) -> Iterable[bytes]:
         """Call the app; return the framed response as an iterable of bytes."""
-        request = self.conn.request
-        if request.method == "CONNECT":
-            return self._error(501, "CONNECT is not supported by a WSGI server")
+        refused = self.refuse()
+        if refused is not None:
+            return refused
         try:
             result = self.ctx.app(self.environ, self.start_response)
-        except HTTPError as exc:
+        except Exception as exc:
+            return self.failed(exc)
+        return self.respond(result)
+
+    def refuse(self) -> list[bytes] | None:
+        """A response the server gives without calling the app, if any."""
+        if self.conn.request.method == "CONNECT":
+            return self._error(501, "CONNECT is not supported by a WSGI server")
+        return None
+
+    def failed(self, exc: Exception) -> list[bytes]:
+        """The response for an app that raised instead of returning a body."""
+        if isinstance(exc, HTTPError):
             return self._error(exc.status, exc.reason)
-        except Exception:
-            log.exception("application error on %s %s", request.method, request.target)
-            return self._error(500, "application error")
+        request = self.conn.request
+        log.error("application error on %s %s", request.method, request.target, exc_info=exc)
+        return self._error(500, "application error")
+
+    def respond(self, result: Iterable[bytes]) -> Iterable[bytes]:
+        """Frame what the app returned (engines that call the app themselves,
+        e.g. a tasklet handler run with `yield from`, start here)."""
         if type(result) is list and not self._pending and self._status_line is not None:
             return self._run_list(result)
         return self._run_iterable(result)

@@ -17,7 +17,10 @@ REGISTRY: dict[str, str] = {
     "threaded": "flash_green.engines.threaded:ThreadedEngine",
     "epoll": "flash_green.engines.epoll:EpollEngine",
     "event": "flash_green.engines.event:EventEngine",
+    "tasklets": "flash_green.engines.tasklets:TaskletsEngine",
     "greenlet": "flash_green.engines.greenlet:GreenletEngine",
+    "gevent": "flash_green.engines.gevent:GeventEngine",
+    "eventlet": "flash_green.engines.eventlet:EventletEngine",
     "prefork": "flash_green.engines.prefork:PreforkEngine",
     "worker": "flash_green.engines.worker:WorkerEngine",
 }

@@ -1,0 +1,293 @@
+"""tasklets - generator tasklets on our own epoll kernel (the `tasklets` package).
+
+The model
+    One thread, one `tasklets.Kernel`. An accept tasklet spawns one tasklet
+    per connection; each runs the connection loop below, which reads like the
+    blocking loop of `sequential` and `threaded` but every wait is a
+    `yield` of a trap (`yield from sock.recv(...)`, `yield read_trap`). The
+    kernel parks the tasklet on epoll and resumes it when the socket is ready;
+    in between, every other connection runs. This is the explicit state
+    machine of the `epoll` engine, written as straight-line code: the
+    generator's frame *is* the connection's state.
+
+    Plain WSGI apps run inline in the connection's tasklet. Apps marked with
+    `@tasklet_app` are generators: the engine runs them with `yield from`, so
+    they may `yield from tasklets.sleep(...)` or talk to an upstream over a
+    `tasklets.io.Socket` and every other connection keeps being served
+    (see `flash_green.apps.tasklet_demo`).
+
+What it costs per connection
+    A generator frame, a `ServerConnection`, a `Socket` wrapper and a
+    `Tasklet` handle: about 1-2 KB of RSS, no thread, no stack. 10,000 idle
+    keep-alive connections are ~15 MB. A switch is a generator resume (well
+    under a microsecond), so the loop spends its time in the HTTP core and
+    the app, not in scheduling.
+
+What breaks it
+    Anything that blocks the thread: a plain WSGI app calling `time.sleep`,
+    a blocking socket, a slow database driver, or CPU work stalls *every*
+    connection (the blocking-handler scenario; the suite asserts it). The
+    cure is a tasklet handler (cooperate) or `run_in_thread` (offload), or
+    the `event` engine. One process uses one core: run `--workers N` for
+    more. Its colour is contagious: code that waits must be a generator and
+    be called with `yield from`, all the way up.
+
+When to use it
+    Many connections, mostly idle or waiting on I/O, handlers that are cheap
+    or written as tasklets: chat, proxies, long polling, API gateways. With
+    `--workers N` (one kernel per core) it is the hybrid that uses all cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sleep
+from tasklets.io import Socket
+from tasklets.traps import ReadWait
+
+from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
+from ..wsgi import Exchange, InputStream, body_from_pieces
+from .base import HEARTBEAT_INTERVAL, Capabilities, Engine
+
+log = logging.getLogger("flash.engine.tasklets")
+
+RECV_SIZE = 65536
+#: How long a connection stays to drop what a client still sends after an
+#: error response, so that our 4xx is not destroyed by a reset (see linger).
+LINGER_SECONDS = 1.0
+
+
+def tasklet_app(app: Callable) -> Callable:
+    """Mark a WSGI-shaped generator function as a tasklet handler.
+
+    `app(environ, start_response)` is then a generator: it may `yield from`
+    tasklet operations and `return` the WSGI body iterable. The tasklets
+    engine runs it with `yield from`; other engines cannot, and refuse it.
+    """
+    app.__tasklet_app__ = True
+    return app
+
+
+class ConnectionState:
+    """What the deadline sweeper needs to know about one connection."""
+
+    __slots__ = ("task", "deadline", "idle")
+
+    def __init__(self) -> None:
+        self.task = None
+        self.deadline = 0.0
+        self.idle = False
+
+
+class TaskletsEngine(Engine):
+    name = "tasklets"
+    summary = "generator tasklets on our own epoll kernel; one thread, a tasklet per connection"
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+
+    def serve(self) -> None:
+        self.loop_heartbeat = True
+        blocking_ms = self.config.debug_blocking_ms
+        self.kernel = Kernel(longblock_ms=blocking_ms or None)
+        self.is_tasklet_app = getattr(self.app, "__tasklet_app__", False)
+        self.connections: dict[int, ConnectionState] = {}
+        self.slots = Semaphore(self.config.max_connections)
+        try:
+            self.kernel.run(self._main, name="main")
+        finally:
+            self.kernel.close()
+
+    def request_stop(self, graceful: bool = True) -> None:
+        # Runs in a signal handler, possibly in the middle of a tasklet step:
+        # only hand the work to the loop.
+        self.stopping = True
+        self.kernel.call_soon_threadsafe(self._begin_stop, graceful)
+
+    def stats(self) -> dict:
+        stats = super().stats()
+        stats["kernel"] = self.kernel.stats().__dict__ if hasattr(self, "kernel") else {}
+        return stats
+
+    # -- the tasklets -------------------------------------------------------------
+
+    def _main(self) -> Generator:
+        self.listener_socket = Socket(self.listener)
+        self.kernel.spawn(self._sweep_deadlines, name="deadlines", daemon=True)
+        yield from self._accept_loop()
+
+    def _accept_loop(self) -> Generator:
+        listener = self.listener_socket
+        spawn = self.kernel.spawn
+        while not self.stopping:
+            yield from self.slots.acquire()
+            try:
+                sock, peer = yield from listener.accept()
+            except (ClosedError, OSError) as exc:
+                self.slots.release()
+                if not self.stopping:
+                    log.warning("accept failed: %s", exc)
+                    continue
+                return
+            state = ConnectionState()
+            state.task = spawn(self._connection, sock, peer, state, name=f"conn-{sock.fileno()}")
+
+    def _sweep_deadlines(self) -> Generator:
+        """Once per second: cut off idle and trickling connections, and beat.
+
+        Discussion: one sweep over all connections per second instead of a
+        timer per recv keeps the per-request path free of heap pushes; a
+        deadline is then honoured to within a second, which is all the
+        keep-alive and header timeouts need.
+        """
+        cancel = self.kernel.cancel
+        while True:
+            self.heartbeat()
+            yield from sleep(min(HEARTBEAT_INTERVAL, 1.0))
+            now = time.monotonic()
+            for state in list(self.connections.values()):
+                if state.deadline and now > state.deadline:
+                    state.deadline = 0.0
+                    cancel(state.task)
+
+    def _begin_stop(self, graceful: bool) -> None:
+        self.listener_socket.close()
+        for state in list(self.connections.values()):
+            if state.idle or not graceful:
+                self.kernel.cancel(state.task)
+
+    def _connection(self, sock: Socket, peer: Any, state: ConnectionState) -> Generator:
+        """The tasklet twin of `flash_green.blocking.serve_connection`."""
+        key = id(state)
+        self.connections[key] = state
+        counters = self.counters
+        counters.connections_total += 1
+        counters.connections_open += 1
+        try:
+            yield from self._serve(sock, peer, state)
+        except (Cancelled, ClosedError, ConnectionError):
+            pass
+        except OSError as exc:
+            log.debug("connection from %s ended: %s", peer, exc)
+        finally:
+            del self.connections[key]
+            counters.connections_open -= 1
+            self.slots.release()
+            sock.close()
+
+    def _serve(self, sock: Socket, peer: Any, state: ConnectionState) -> Generator:
+        config = self.config
+        wsgi = self.wsgi
+        counters = self.counters
+        conn = ServerConnection(config.limits, config.server_header)
+        conn_environ = wsgi.connection_environ(peer)
+        raw = sock.socket
+        recv = raw.recv
+        read_trap = ReadWait(raw.fileno())
+        keep_alive_timeout = config.keep_alive
+        header_timeout = config.header_timeout
+        send_timeout = config.timeout
+        monotonic = time.monotonic
+        fresh = True  # a new connection's first bytes are usually already here
+
+        while True:
+            try:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    idle = conn.buffered == 0 and not fresh
+                    if idle and self.stopping:
+                        return
+                    try:
+                        data = recv(RECV_SIZE)
+                    except BlockingIOError:
+                        # Discussion: wait first, then read. After a response
+                        # the next request has rarely arrived yet, so this
+                        # saves an EAGAIN recv per keep-alive request.
+                        state.idle = idle
+                        state.deadline = monotonic() + (keep_alive_timeout if idle else header_timeout)
+                        yield read_trap
+                        state.idle = False
+                        continue
+                    fresh = False
+                    conn.receive_data(data)
+                    continue
+                if event is CLOSED or type(event) is not Request:
+                    return
+                state.deadline = monotonic() + header_timeout if event.has_body else 0.0
+                pieces = yield from self._read_body(sock, conn) if event.has_body else []
+                state.deadline = 0.0
+            except HTTPError as exc:
+                yield from self._send_error(sock, exc)
+                return
+
+            counters.requests += 1
+            # A tasklet handler and a client that stops reading the response
+            # are bounded by --timeout (a plain app cannot be interrupted).
+            state.deadline = monotonic() + send_timeout
+            environ = wsgi.environ(conn_environ, event, InputStream(body_from_pieces(pieces)))
+            exchange = Exchange(wsgi, conn, environ, keep_alive=not self.stopping)
+            if self.is_tasklet_app:
+                out = yield from self._run_tasklet_app(exchange, environ)
+            else:
+                out = exchange.run()
+            for data in out:
+                yield from sock.sendall(data)
+            state.deadline = 0.0
+            counters.bytes_sent += exchange.sent
+            if exchange.status >= 500:
+                counters.errors_5xx += 1
+            elif exchange.status >= 400:
+                counters.errors_4xx += 1
+            if not exchange.keep_alive or not conn.start_next_cycle() or self.stopping:
+                return
+
+    def _read_body(self, sock: Socket, conn: ServerConnection) -> Generator[Any, Any, list[bytes]]:
+        """The whole request body, before the app runs (bounded by max_body_size).
+
+        A plain WSGI app reads `wsgi.input` synchronously; reading the socket
+        there would block the loop, so the body is read here, cooperatively.
+        """
+        interim = conn.send_continue()
+        if interim:
+            yield from sock.sendall(interim)
+        pieces = []
+        while True:
+            event = conn.next_event()
+            if type(event) is bytes:
+                pieces.append(event)
+            elif event is NEED_DATA:
+                conn.receive_data((yield from sock.recv(RECV_SIZE)))
+            else:
+                return pieces
+
+    def _run_tasklet_app(self, exchange: Exchange, environ: dict) -> Generator:
+        refused = exchange.refuse()
+        if refused is not None:
+            return refused
+        try:
+            result = yield from self.app(environ, exchange.start_response)
+        except Exception as exc:
+            return exchange.failed(exc)
+        return exchange.respond(result)
+
+    def _send_error(self, sock: Socket, exc: HTTPError) -> Generator:
+        self.counters.errors_4xx += exc.status < 500
+        log.info("bad request: %s %s", exc.status, exc.reason)
+        try:
+            yield from sock.sendall(render_error(exc.status, exc.reason, self.config.server_header))
+            sock.shutdown(socket.SHUT_WR)
+            yield from ignore_after(LINGER_SECONDS, self._drain(sock))
+        except OSError:
+            pass
+
+    @staticmethod
+    def _drain(sock: Socket) -> Generator:
+        left = 1 << 20
+        while left > 0:
+            data = yield from sock.recv(RECV_SIZE)
+            if not data:
+                return
+            left -= len(data)

@@ -88,7 +88,7 @@ from ..config import Config
 from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
 from ._loop import DeadlineQueue
-from .base import Capabilities, Engine, Waker
+from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker
 
 log = logging.getLogger("flash.engine.epoll")
 
@@ -111,7 +111,7 @@ READING, WRITING, REJECTING, LINGERING, CLOSED, IN_POOL = range(6)
 class Channel:
     """One connection's state machine, driven by the loop's callbacks."""
 
-    __slots__ = ("engine", "sock", "fd", "peer", "conn", "state", "body", "exchange",
+    __slots__ = ("engine", "sock", "fd", "peer", "conn", "state", "served", "body", "exchange",
                  "pending", "out", "want_out", "timer", "base_environ", "linger_left")
 
     def __init__(self, engine: "EpollEngine", sock: socket.socket, peer) -> None:
@@ -121,6 +121,8 @@ class Channel:
         self.peer = peer
         self.conn = ServerConnection(engine.config.limits, engine.config.server_header)
         self.state = READING
+        #: A response went out: from now on, waiting for a request is idling.
+        self.served = False
         #: Pieces of the current request body.
         self.body: list[bytes] = []
         self.exchange: Exchange | None = None
@@ -207,7 +209,7 @@ class Channel:
             # Part of a head: its deadline counts from the first byte.
             if self.timer is not engine.read_timers:
                 self.arm(engine.read_timers)
-        elif engine.stopping:
+        elif engine.stopping and self.served:
             self.close()
         else:
             self.arm(engine.idle_timers)
@@ -289,6 +291,7 @@ class Channel:
         engine = self.engine
         exchange = self.exchange
         self.exchange = self.pending = None
+        self.served = True
         engine.count_response(exchange)
         if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
             self.close()
@@ -349,8 +352,13 @@ class Channel:
 
     @property
     def idle(self) -> bool:
-        """Between two requests, with nothing buffered (a stop may close it)."""
-        return self.state == READING and self.conn.request is None and not self.conn.buffered
+        """Between two requests, with nothing buffered: a stop may close it.
+
+        A new connection's first request is owed an answer even if it has
+        not arrived yet (a graceful restart must not drop it), as in v1-v3.
+        """
+        return (self.served and self.state == READING and self.conn.request is None
+                and not self.conn.buffered)
 
     def close(self) -> None:
         if self.state == CLOSED:
@@ -408,7 +416,9 @@ class EpollEngine(Engine):
         poll = self.epoll.poll
         listen_fd = self.listener.fileno()
         wake_fd = self.waker.rfd
+        self.loop_heartbeat = True  # a stuck loop (a handler that never returns) stops beating
         while channels or not self.stopping:
+            self.heartbeat()
             for fd, events in poll(self.poll_timeout()):
                 channel = channels.get(fd)
                 if channel is not None:
@@ -420,15 +430,14 @@ class EpollEngine(Engine):
             self.expire_timers()
 
     def poll_timeout(self) -> float:
-        """Seconds until the earliest deadline (-1: none, sleep until an event)."""
-        earliest = None
+        """Seconds until the earliest deadline, at most one heartbeat interval."""
+        now = time.monotonic()
+        earliest = now + HEARTBEAT_INTERVAL
         for queue in self.timer_queues:
             deadline = queue.first_deadline()
-            if deadline is not None and (earliest is None or deadline < earliest):
+            if deadline is not None and deadline < earliest:
                 earliest = deadline
-        if earliest is None:
-            return -1
-        return max(0.0, earliest - time.monotonic())
+        return max(0.0, earliest - now)
 
     def expire_timers(self) -> None:
         now = time.monotonic()

@@ -107,6 +107,7 @@ class ThreadedEngine(BlockingServer):
         while not self.slots.acquire(timeout=0.25):
             if self.stopping:
                 return False
+            self.heartbeat()  # full is not stuck: the supervisor must not kill us
         if self.stopping:
             self.slots.release()
             return False

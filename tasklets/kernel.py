@@ -316,8 +316,10 @@ class Kernel:
     def run(self, main: Any = None, *args: Any, name: str | None = None) -> Any:
         """Run until no non-daemon tasklet is left, or until ``stop()``.
 
-        With ``main``, spawn it first and return its result (or raise its
-        exception) once the loop ends.  Can be called again after a stop.
+        With ``main``, spawn it first and return its result once the loop
+        ends.  If ``main`` raises, ``run()`` stops at once and raises it
+        (the tasklets still alive stay in the kernel; ``close()`` cancels
+        them).  Can be called again after a stop.
         """
         if self._closed:
             raise RuntimeError("kernel is closed")
@@ -749,6 +751,10 @@ class Kernel:
             # A crash nobody is waiting to hear about would vanish silently.
             if not task._joiners and task is not self._root:
                 log.error("tasklet %s crashed", task.name, exc_info=exc)
+        if task is self._root and exc is not None:
+            # The main tasklet failed: its exception ends run() now, rather
+            # than after tasklets that may be waiting for main forever.
+            self._stopping = True
         del self._tasklets[task.id]
         if not task.daemon:
             self._live_non_daemon -= 1
@@ -1004,8 +1010,11 @@ def ps() -> str:
 def run(main: Any, *args: Any, **kernel_options: Any) -> Any:
     """Run ``main(*args)`` (or the generator ``main``) on a fresh kernel; return its result.
 
-    The kernel runs until every non-daemon tasklet has ended, then cancels
-    the leftover daemons and closes.  ``kernel_options`` go to ``Kernel()``.
+    Like a program with threads, it runs until every non-daemon tasklet has
+    ended, then cancels the leftover daemons and closes.  Unlike threads,
+    an exception in ``main`` ends the run at once: the other tasklets are
+    cancelled (their ``finally`` blocks run) and the exception is raised.
+    ``kernel_options`` go to ``Kernel()``.
     """
     with Kernel(**kernel_options) as kernel:
         return kernel.run(main, *args)

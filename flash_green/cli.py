@@ -134,6 +134,10 @@ def serve(args: argparse.Namespace) -> int:
     except AppLoadError as exc:
         print(f"flash: {exc}", file=sys.stderr)
         return EXIT_APP_LOAD
+    if getattr(app, "__tasklet_app__", False) and engine_cls.name != "tasklets":
+        print(f"flash: {args.app} is a tasklet handler (a generator); only --engine tasklets "
+              "can run it", file=sys.stderr)
+        return 2
     host, port = config.host_port()
     listener = bind_listener(host, port, config.backlog, config.reuse_port)
     announce(engine_cls.name, listener, args.app)

@@ -1,0 +1,139 @@
+"""The tasklets engine beyond the cross-engine suite: tasklet handlers
+cooperate, slow clients do not starve others, the connection bound holds."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import pytest
+
+from .conftest import SUITE_ARGS
+from .httpclient import Client, build_request
+from .serverproc import ServerProcess
+from .test_engines import Hold
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def hold_dir_env(hold_dir):
+    os.environ["FLASH_TEST_HOLD_DIR"] = hold_dir
+    return hold_dir
+
+
+@pytest.fixture(scope="module")
+def tasklet_server(hold_dir_env):
+    proc = ServerProcess("tasklets", app="tests.tasklet_suite_app:app", args=list(SUITE_ARGS)).start()
+    yield proc
+    assert proc.stop() == 0, proc.log()
+
+
+def test_tasklet_handlers_run_concurrently(tasklet_server, hold_dir_env):
+    """Twenty held requests are all inside the app at once: no timing involved."""
+    holds = [Hold(hold_dir_env) for _ in range(20)]
+    clients = [Client(tasklet_server.address, timeout=30) for _ in holds]
+    try:
+        for client, hold in zip(clients, holds):
+            client.send(build_request("GET", hold.path))
+        for hold in holds:
+            hold.wait_started()
+        assert Client(tasklet_server.address).request("GET", "/").status == 200  # loop is free
+        for hold in holds:
+            hold.release()
+        for client, hold in zip(clients, holds):
+            assert client.read_response().body == f"released {hold.name}\n".encode()
+    finally:
+        for client in clients:
+            client.close()
+
+
+class GatedUpstream:
+    """An upstream that answers nobody until `n` calls are connected at once."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.listener.settimeout(30)
+        while len(self.conns) < self.n:
+            conn, _ = self.listener.accept()
+            conn.settimeout(30)
+            conn.recv(4096)
+            self.conns.append(conn)
+        for conn in self.conns:
+            conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nupstream says hi")
+            conn.close()
+        self.listener.close()
+
+
+def test_upstream_calls_overlap(tasklet_server):
+    upstream = GatedUpstream(10)
+    clients = [Client(tasklet_server.address, timeout=30) for _ in range(10)]
+    try:
+        for client in clients:
+            client.send(build_request("GET", f"/upstream?port={upstream.port}&ms=0"))
+        for client in clients:
+            resp = client.read_response()
+            assert resp.status == 200 and resp.body == b"upstream says hi"
+    finally:
+        for client in clients:
+            client.close()
+    upstream.thread.join(10)
+
+
+def test_offloaded_blocking_call_does_not_stall(tasklet_server):
+    with Client(tasklet_server.address, timeout=30) as slow:
+        slow.send(build_request("GET", "/offload-sleep?ms=2000"))
+        # Answered while the blocking sleep runs in a pool thread.
+        assert Client(tasklet_server.address).request("GET", "/").status == 200
+        assert slow.read_response().body.startswith(b"slept 2000 ms")
+
+
+def test_thousand_slowloris_clients_do_not_starve_a_normal_client(tasklet_server):
+    slow = []
+    try:
+        for _ in range(1000):
+            sock = socket.create_connection(tasklet_server.address, timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHo")
+            slow.append(sock)
+        for _ in range(5):
+            with Client(tasklet_server.address) as c:
+                assert c.request("GET", "/").status == 200
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+def test_max_connections_bound(hold_dir_env):
+    proc = ServerProcess("tasklets", args=[*SUITE_ARGS, "--max-connections", "2",
+                                           "--header-timeout", "20"]).start()
+    try:
+        first, second = (Client(proc.address) for _ in range(2))
+        for c in (first, second):
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # both slots held mid-head
+        with Client(proc.address, timeout=10) as third:
+            third.send(build_request("GET", "/"))
+            third.sock.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                third.sock.recv(1)  # waits in the backlog: the bound holds
+            first.send(b"Connection: close\r\n\r\n")
+            assert first.read_response().status == 200
+            third.sock.settimeout(10)
+            assert third.read_response().status == 200
+        first.close()
+        second.close()
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
+def test_tasklet_app_is_refused_by_other_engines():
+    proc = ServerProcess("sequential", app="flash_green.apps.tasklet_demo:app", start_timeout=10)
+    with pytest.raises(RuntimeError, match="only --engine tasklets can run it"):
+        proc.start()

@@ -243,6 +243,7 @@ class Kernel:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._wake_lock = threading.RLock()                  # guards writing vs closing _wake_fd
         self._epoll.register(self._wake_fd, select.EPOLLIN)
+        self._registered[self._wake_fd] = select.EPOLLIN
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._max_threads = max_threads
         # --- life cycle

@@ -191,27 +191,30 @@ class TaskletsEngine(Engine):
         header_timeout = config.header_timeout
         send_timeout = config.timeout
         monotonic = time.monotonic
-        fresh = True  # a new connection's first bytes are usually already here
+        # Discussion: a new connection's first request has usually arrived
+        # with it, so read first. After a response, the next request has
+        # rarely arrived yet: wait first, then read, which saves an EAGAIN
+        # recv per keep-alive request.
+        wait_first = False
 
         while True:
             try:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    idle = conn.buffered == 0 and not fresh
-                    if idle and self.stopping:
-                        return
-                    try:
-                        data = recv(RECV_SIZE)
-                    except BlockingIOError:
-                        # Discussion: wait first, then read. After a response
-                        # the next request has rarely arrived yet, so this
-                        # saves an EAGAIN recv per keep-alive request.
+                    if wait_first:
+                        idle = conn.buffered == 0
+                        if idle and self.stopping:
+                            return
                         state.idle = idle
                         state.deadline = monotonic() + (keep_alive_timeout if idle else header_timeout)
                         yield read_trap
                         state.idle = False
+                    try:
+                        data = recv(RECV_SIZE)
+                    except BlockingIOError:
+                        wait_first = True
                         continue
-                    fresh = False
+                    wait_first = True
                     conn.receive_data(data)
                     continue
                 if event is CLOSED or type(event) is not Request:

@@ -45,7 +45,7 @@ debugger anywhere and print them.  (curio keeps its kernel state in local
 variables of one huge closure, which is fast but invisible; we keep the
 speed by aliasing attributes to locals inside the hot loop only.)
 
-**Measure it.**  ``stats()`` returns a snapshot of counters: loop passes,
+**Measure it.**  ``stats()`` returns a snapshot of counters: loop iterations,
 epoll waits and time spent in them, tasklet steps, traps by type, timers,
 epoll_ctl calls.  ``ps()`` lists every tasklet with its stack.  The debug
 switches ``longblock_ms``, ``traptrace`` and ``schedtrace`` swap in an
@@ -265,9 +265,17 @@ class Kernel:
             Park: self._trap_park,
             RunInThread: self._trap_run_in_thread,
         }
-        # Undo callbacks, bound once here so that parking allocates nothing.
-        self._undo_read = self._undo_read_wait
-        self._undo_write = self._undo_write_wait
+        # Discussion: ``self._undo_sleep`` would build a new bound-method
+        # object on every access, and every parked tasklet keeps one in its
+        # ``_unwait`` slot - a million sleepers, a million bound methods.
+        # Binding each undo callback once, as an instance attribute that
+        # shadows the method, makes parking allocation-free.
+        self._undo_sleep = self._undo_sleep
+        self._undo_read_wait = self._undo_read_wait
+        self._undo_write_wait = self._undo_write_wait
+        self._undo_join = self._undo_join
+        self._undo_park = self._undo_park
+        self._undo_thread = self._undo_thread
         # --- counters for stats()
         self._trap_counts: dict[type, int] = dict.fromkeys(self._dispatch, 0)
         self._n_invalid_traps = 0                            # yielded objects that are not traps
@@ -346,7 +354,9 @@ class Kernel:
     def close(self) -> None:
         """Cancel every tasklet still alive, let them unwind, release epoll and threads.
 
-        Called by ``with Kernel() as k:`` on exit.  Idempotent.
+        Called by ``with Kernel() as k:`` on exit.  Idempotent.  A tasklet
+        that catches ``Cancelled`` and blocks again keeps it waiting, as
+        does a ``run_in_thread`` call that never returns.
         """
         if self._closed:
             return
@@ -673,7 +683,7 @@ class Kernel:
                     if task is not None:
                         self._wake(task, None)
                 # The registration stays for now; _reconcile_fds() trims it
-                # after the next pass unless the tasklet waits here again.
+                # before the next poll unless the tasklet waits here again.
                 stale.add(fd)
             if woken_from_outside:
                 self._run_callbacks()
@@ -782,10 +792,11 @@ class Kernel:
         self._timers.cancel(task)
 
     def _trap_read_wait(self, task: Tasklet, trap: ReadWait) -> None:
-        self._wait_fd(task, trap.fd, self._readers, select.EPOLLIN, READ_WAIT, self._undo_read)
+        self._wait_fd(task, trap.fd, self._readers, select.EPOLLIN, READ_WAIT, self._undo_read_wait)
 
     def _trap_write_wait(self, task: Tasklet, trap: WriteWait) -> None:
-        self._wait_fd(task, trap.fd, self._writers, select.EPOLLOUT, WRITE_WAIT, self._undo_write)
+        self._wait_fd(task, trap.fd, self._writers, select.EPOLLOUT, WRITE_WAIT,
+                      self._undo_write_wait)
 
     def _wait_fd(self, task: Tasklet, fd: int, table: dict[int, Tasklet], flag: int,
                  state: str, undo: Callable[[Tasklet], None]) -> None:

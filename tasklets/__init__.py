@@ -28,10 +28,27 @@ The same helpers are awaitable, so ``async def`` tasklets run on the same
 kernel: ``await tasklets.sleep(1)``.
 """
 
-from .errors import (Cancelled, ClosedError, ResourceBusy, TaskletError, TaskletExit,
-                     TaskletTimeout, TimeoutCancelled)
-from .kernel import (Kernel, KernelStats, WaitQueue, cancel, current, join, ps, run,
-                     running_kernel, spawn)
+from .errors import (
+                     Cancelled,
+                     ClosedError,
+                     ResourceBusy,
+                     TaskletError,
+                     TaskletExit,
+                     TaskletTimeout,
+                     TimeoutCancelled,
+)
+from .kernel import (
+                     Kernel,
+                     KernelStats,
+                     WaitQueue,
+                     cancel,
+                     current,
+                     join,
+                     ps,
+                     run,
+                     running_kernel,
+                     spawn,
+)
 from .sync import Channel, Event, Lock, Queue, Semaphore
 from .tasklet import Tasklet
 from .timeouts import ignore_after, timeout_after

@@ -39,14 +39,14 @@ from .traps import ReadWait, Trap, WriteWait
 class Socket:
     """A non-blocking socket driven by tasklets.  Blocking methods are generators."""
 
-    __slots__ = ("_sock", "_fd", "_read_trap", "_write_trap", "_recv", "_recv_into", "_send")
+    __slots__ = ("_sock", "_read_trap", "_write_trap", "_recv", "_recv_into", "_send")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
         self._sock = sock
-        self._fd = sock.fileno()
-        self._read_trap = ReadWait(self._fd)
-        self._write_trap = WriteWait(self._fd)
+        fd = sock.fileno()
+        self._read_trap = ReadWait(fd)
+        self._write_trap = WriteWait(fd)
         # Bound methods cached once: the fast paths below are one call each.
         self._recv = sock.recv
         self._recv_into = sock.recv_into
@@ -178,13 +178,14 @@ class Socket:
         Returns the number of bytes sent; leaves the file position after them,
         as ``socket.sendfile`` does.
         """
+        out_fd = self._sock.fileno()  # -1 once closed: then os.sendfile fails with EBADF
         in_fd = file.fileno()
         if count is None:
             count = os.fstat(in_fd).st_size - offset
         sent = 0
         while sent < count:
             try:
-                n = os.sendfile(self._fd, in_fd, offset + sent, count - sent)
+                n = os.sendfile(out_fd, in_fd, offset + sent, count - sent)
             except BlockingIOError:
                 yield self._write_trap
                 continue
@@ -196,7 +197,8 @@ class Socket:
         return sent
 
 
-def create_server(address: tuple[str, int], *, backlog: int = socket.SOMAXCONN, reuse_port: bool = False,
+def create_server(address: tuple[str, int], *, backlog: int = socket.SOMAXCONN,
+                  reuse_port: bool = False,
                   family: socket.AddressFamily = socket.AF_INET) -> Socket:
     """A listening TCP Socket bound to ``address`` (port 0 picks a free port)."""
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -80,10 +80,21 @@ from contextlib import contextmanager
 from typing import Any
 
 from .errors import Cancelled, ClosedError, ResourceBusy, TaskletTimeout, TimeoutCancelled
-from .tasklet import (ENDED, JOIN, READ_WAIT, READY, SLEEP, THREAD, WRITE_WAIT, CANCELLED,
-                      CRASHED, DONE, Tasklet)
+from .tasklet import (
+    CANCELLED,
+    CRASHED,
+    DONE,
+    ENDED,
+    JOIN,
+    READ_WAIT,
+    READY,
+    SLEEP,
+    THREAD,
+    WRITE_WAIT,
+    Tasklet,
+)
 from .timequeue import TimerQueue
-from .traps import SCHEDULE, Join, Park, ReadWait, RunInThread, Schedule, Sleep, Trap, WriteWait
+from .traps import SCHEDULE, Join, Park, ReadWait, RunInThread, Schedule, Sleep, WriteWait
 
 log = logging.getLogger("tasklets")
 
@@ -201,7 +212,8 @@ class _TimeoutScope:
         self.expired = False
 
     def __repr__(self) -> str:
-        return f"<timeout {self.seconds:g}s of {self.task.name}{' expired' if self.expired else ''}>"
+        expired = " expired" if self.expired else ""
+        return f"<timeout {self.seconds:g}s of {self.task.name}{expired}>"
 
 
 class Kernel:
@@ -347,7 +359,7 @@ class Kernel:
         return root._result
 
     def stop(self) -> None:
-        """Make ``run()`` return after the current pass.  Safe from any thread or a signal handler."""
+        """Make ``run()`` return after the current pass.  Thread- and signal-safe."""
         self._stopping = True
         self._interrupt_poll()
 
@@ -381,7 +393,7 @@ class Kernel:
         self.close()
 
     def cancel(self, task: Tasklet, exc: BaseException | None = None) -> bool:
-        """Cancel ``task``: raise ``exc`` (default ``Cancelled()``) in it at its next blocking point.
+        """Cancel ``task``: raise ``exc`` (default ``Cancelled()``) at its next blocking point.
 
         A blocked tasklet has its wait undone and is woken at once with the
         exception.  One that never ran yet never runs.  A running or ready
@@ -641,7 +653,8 @@ class Kernel:
         if handler is None:
             self._n_invalid_traps += 1
             hint = " (did you mean 'yield from'?)" if hasattr(trap, "send") else ""
-            self._wake_throw(task, TypeError(f"tasklet yielded {trap!r}, which is not a trap{hint}"))
+            error = TypeError(f"tasklet yielded {trap!r}, which is not a trap{hint}")
+            self._wake_throw(task, error)
             return
         self._trap_counts[trap.__class__] += 1
         if task._pending is not None:
@@ -871,7 +884,8 @@ class Kernel:
         """
         readers, writers = self._readers, self._writers
         for fd in self._stale_fds:
-            want = (select.EPOLLIN if fd in readers else 0) | (select.EPOLLOUT if fd in writers else 0)
+            want = ((select.EPOLLIN if fd in readers else 0)
+                    | (select.EPOLLOUT if fd in writers else 0))
             try:
                 self._epoll_set(fd, want)
             except OSError as error:

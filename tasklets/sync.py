@@ -236,7 +236,8 @@ class Channel:
             yield self._senders.park("CHANNEL_SEND", (value, None))
 
     @types.coroutine
-    def send_exception(self, exc_type: type[BaseException], *args: Any) -> Generator[Trap, Any, None]:
+    def send_exception(self, exc_type: type[BaseException], *args: Any
+                       ) -> Generator[Trap, Any, None]:
         """Like ``send``, but the receiver raises ``exc_type(*args)`` instead of receiving."""
         exc = exc_type(*args)
         if self._receivers:

@@ -62,7 +62,7 @@ def timeout_after(seconds: float, target: Any, *args: Any) -> Generator[Trap, An
 @types.coroutine
 def ignore_after(seconds: float, target: Any, *args: Any,
                  timeout_result: Any = None) -> Generator[Trap, Any, Any]:
-    """Like ``timeout_after``, but on *its own* timeout return ``timeout_result`` instead of raising.
+    """Like ``timeout_after``, but on *its own* timeout return ``timeout_result``, not raise.
 
     A timeout of an inner ``timeout_after`` is not ours and still propagates.
     """

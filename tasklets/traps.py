@@ -32,9 +32,6 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: What a tasklet body is: a generator that yields traps and returns T.
-TaskletGen = Generator["Trap", Any, T]
-
 
 class Trap:
     """Base class of all traps.  A trap only describes a wait; the kernel acts on it."""

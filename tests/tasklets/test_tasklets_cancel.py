@@ -16,9 +16,23 @@ import time
 import pytest
 
 import tasklets
-from tasklets import (Cancelled, Channel, Event, Kernel, Lock, Queue, Semaphore, TaskletError,
-                      TaskletTimeout, TimeoutCancelled, current, ignore_after, sleep, spawn,
-                      timeout_after)
+from tasklets import (
+    Cancelled,
+    Channel,
+    Event,
+    Kernel,
+    Lock,
+    Queue,
+    Semaphore,
+    TaskletError,
+    TaskletTimeout,
+    TimeoutCancelled,
+    current,
+    ignore_after,
+    sleep,
+    spawn,
+    timeout_after,
+)
 from tasklets.io import Socket
 
 

@@ -10,8 +10,16 @@ import tempfile
 import pytest
 
 import tasklets
-from tasklets import (ClosedError, Kernel, ResourceBusy, TaskletError, read_wait, sleep, spawn,
-                      write_wait)
+from tasklets import (
+    ClosedError,
+    Kernel,
+    ResourceBusy,
+    TaskletError,
+    read_wait,
+    sleep,
+    spawn,
+    write_wait,
+)
 from tasklets.io import Socket, create_connection, create_server
 
 

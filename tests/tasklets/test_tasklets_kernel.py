@@ -14,7 +14,7 @@ import time
 import pytest
 
 import tasklets
-from tasklets import (Cancelled, Event, Kernel, TaskletError, current, sleep, spawn)
+from tasklets import Cancelled, Event, Kernel, TaskletError, current, sleep, spawn
 
 
 @pytest.fixture
@@ -753,3 +753,24 @@ def test_a_crash_of_main_ends_run_and_cancels_the_others():
     with pytest.raises(ValueError, match="main failed"):
         tasklets.run(main)
     assert trace == ["sibling unwound"]
+
+
+def test_call_soon_threadsafe_from_a_signal_handler(kernel):
+    import os
+    import signal
+
+    event = Event()
+
+    def handler(signum, frame):
+        kernel.call_soon_threadsafe(event.set)
+
+    def main():
+        os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs at once, in this thread
+        yield from event.wait()
+        return "signalled"
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        assert kernel.run(main) == "signalled"
+    finally:
+        signal.signal(signal.SIGUSR1, previous)

@@ -1,0 +1,294 @@
+"""The in-process models side by side: hello keep-alive req/s, and RSS per idle connection.
+
+    python -m comparisons.bench_inprocess                 # everything, ~3 minutes
+    python -m comparisons.bench_inprocess --skip-idle --rounds 5
+    python -m comparisons.bench_inprocess --skip-throughput --idle 10000
+
+Throughput. Every server answers `GET /` with the demo app's 13-byte hello:
+Flash's threaded, epoll, event (`--threads 4`) and tasklets engines through
+the CLI, and two reference servers with the same thread budget or model:
+waitress with 4 threads, and http.server's ThreadingHTTPServer with a
+minimal HTTP/1.1 keep-alive handler (`disable_nagle_algorithm`, i.e.
+TCP_NODELAY: without it every response pays a 40 ms Nagle/delayed-ACK stall
+and the comparison would measure a socket option). Each server runs in its
+own process pinned to CPU 0, wrk (`-t1 -c100 -d5s` by default) on CPU 1.
+Servers are measured in interleaved rounds so that a noisy neighbour hits
+them all alike; the table gives every round and the median, and the ratios
+are medians of the same run. Nothing here is a test: numbers depend on the
+machine, only the ratios are quoted.
+
+Idle connections. For each engine: open N keep-alive connections, make one
+request on each (all answered), keep them all open, and read the server's
+RSS (all threads) before and after: the difference divided by N is what
+one idle keep-alive client costs the server, beyond the kernel's socket
+buffers (kernel memory, not in RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import psutil
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP = "flash_green.apps.demo:app"
+HELLO = b"Hello, World!"
+_LISTENING = re.compile(r"listening on http://([^:/\s]+):(\d+)")
+_REQUESTS_PER_SEC = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_ERRORS = re.compile(r"(Socket errors:.*|Non-2xx or 3xx responses:.*)")
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server under test: a label and the command that starts it on port 0."""
+
+    label: str
+    argv: tuple[str, ...]
+
+
+def flash_server(engine: str, *options: str) -> Server:
+    label = engine + (" " + " ".join(options) if options else "")
+    return Server(label, (sys.executable, "-m", "flash_green", "serve", APP, "--engine", engine,
+                          "-b", "127.0.0.1:0", "--log-level", "warning", *options))
+
+
+def peer_server(name: str) -> Server:
+    return Server(name, (sys.executable, "-m", "comparisons.bench_inprocess", "--serve-peer", name))
+
+
+#: (numerator, denominator, the ratio the study aims at)
+TARGETS = [
+    ("epoll", "tasklets", 0.9),
+    ("event --threads 4", "waitress (4 threads)", 1.5),
+    ("threaded", "ThreadingHTTPServer+NODELAY", 1.2),
+]
+
+
+def throughput_servers() -> list[Server]:
+    from flash_green import engines
+
+    servers = [flash_server("threaded"), flash_server("epoll"), flash_server("event", "--threads", "4")]
+    if "tasklets" in engines.REGISTRY:
+        servers.append(flash_server("tasklets"))
+    servers += [peer_server("waitress (4 threads)"), peer_server("ThreadingHTTPServer+NODELAY")]
+    return servers
+
+
+# -- the reference servers, run as `--serve-peer NAME` in a child process ------------
+
+class HelloHandler(BaseHTTPRequestHandler):
+    """The smallest correct HTTP/1.1 keep-alive hello for http.server."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(HELLO)))
+        self.end_headers()
+        self.wfile.write(HELLO)
+
+    def log_message(self, format: str, *args) -> None:
+        """Access logs off, as for every other server here."""
+
+
+def serve_peer(name: str) -> None:
+    if name.startswith("ThreadingHTTPServer"):
+        ThreadingHTTPServer.daemon_threads = True
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), HelloHandler)
+        announce(httpd.server_address[1])
+        httpd.serve_forever()
+    elif name.startswith("waitress"):
+        import waitress
+
+        from flash_green.apps.demo import app
+
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(2048)
+        announce(sock.getsockname()[1])
+        # connection_limit: waitress's default (100) would sit exactly at c=100.
+        waitress.serve(app, sockets=[sock], threads=4, connection_limit=2000, _quiet=True)
+    else:
+        raise SystemExit(f"unknown peer {name!r}")
+
+
+def announce(port: int) -> None:
+    print(f"listening on http://127.0.0.1:{port}", flush=True)
+
+
+# -- running servers ----------------------------------------------------------------
+
+@dataclass
+class Running:
+    server: Server
+    proc: subprocess.Popen
+    port: int
+    extra: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """SIGTERM our child (by its PID), then SIGKILL if it lingers."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc.stdout.close()
+
+
+def pinned(argv: list[str], cpu: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(cpu), *argv]
+    return argv
+
+
+def start(server: Server, *extra: str) -> Running:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen(pinned([*server.argv, *extra], 0), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        match = _LISTENING.search(line)
+        if match:
+            return Running(server, proc, int(match.group(2)), list(extra))
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"{server.label} did not start")
+
+
+def wrk(port: int, connections: int, seconds: int) -> tuple[float, str]:
+    """(requests/s, error lines) of one wrk run against 127.0.0.1:port."""
+    out = subprocess.run(
+        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"], 1),
+        capture_output=True, text=True, timeout=seconds + 60,
+    ).stdout
+    match = _REQUESTS_PER_SEC.search(out)
+    if not match:
+        raise RuntimeError(f"wrk printed no rate:\n{out}")
+    return float(match.group(1)), "; ".join(_ERRORS.findall(out))
+
+
+# -- throughput --------------------------------------------------------------------
+
+def measure_throughput(servers: list[Server], rounds: int, connections: int,
+                       seconds: int) -> dict[str, list[float]]:
+    rates: dict[str, list[float]] = {s.label: [] for s in servers}
+    for number in range(1, rounds + 1):
+        for server in servers:
+            running = start(server)
+            try:
+                wrk(running.port, connections, 1)  # warm-up: caches, first connections
+                rate, errors = wrk(running.port, connections, seconds)
+            finally:
+                running.stop()
+            rates[server.label].append(rate)
+            note = f"  ({errors})" if errors else ""
+            print(f"  round {number}: {server.label:30} {rate:10.0f} req/s{note}", flush=True)
+    return rates
+
+
+def report_throughput(rates: dict[str, list[float]], connections: int, seconds: int) -> None:
+    print(f"\nhello, keep-alive, wrk -t1 -c{connections} -d{seconds}s "
+          f"(server on CPU 0, wrk on CPU 1), req/s:")
+    medians = {label: statistics.median(values) for label, values in rates.items()}
+    for label, values in rates.items():
+        rounds = " ".join(f"{v:8.0f}" for v in values)
+        print(f"  {label:30} median {medians[label]:8.0f}   rounds: {rounds}")
+    print("\nratios of medians (same run):")
+    for top, bottom, aim in TARGETS:
+        if top in medians and bottom in medians:
+            ratio = medians[top] / medians[bottom]
+            verdict = "meets" if ratio >= aim else "MISSES"
+            print(f"  {top:20} / {bottom:28} = {ratio:5.2f}   (aim >= {aim}: {verdict})")
+
+
+# -- idle connections ----------------------------------------------------------------
+
+def open_idle_connections(port: int, count: int) -> list[socket.socket]:
+    """`count` keep-alive connections, each with one answered request."""
+    request = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.sendall(request)
+        data = b""
+        while not data.endswith(HELLO):
+            piece = sock.recv(4096)
+            if not piece:
+                raise RuntimeError("server closed a connection before answering")
+            data += piece
+        socks.append(sock)
+    return socks
+
+
+def measure_idle(engine: str, options: tuple[str, ...], count: int) -> float:
+    """Server RSS per idle keep-alive connection, in bytes."""
+    server = flash_server(engine, *options)
+    running = start(server, "--keep-alive", "600", "--max-connections", str(count + 100),
+                    "--backlog", "4096")
+    process = psutil.Process(running.proc.pid)
+    try:
+        for sock in open_idle_connections(running.port, 200):  # warm up allocators
+            sock.close()
+        time.sleep(0.5)  # let the server finish closing them before the baseline
+        before = process.memory_info().rss
+        socks = open_idle_connections(running.port, count)
+        after = process.memory_info().rss
+        for sock in socks:
+            sock.close()
+    finally:
+        running.stop()
+    return (after - before) / count
+
+
+def report_idle(count: int) -> None:
+    print(f"\nRSS per idle keep-alive connection ({count} connections, one request each, held open):")
+    for engine, options in (("threaded", ()), ("epoll", ()), ("event", ("--threads", "4"))):
+        per_connection = measure_idle(engine, options, count)
+        print(f"  {flash_server(engine, *options).label:20} {per_connection / 1024:7.2f} KB", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--serve-peer", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_peer:
+        serve_peer(args.serve_peer)
+        return 0
+    if not args.skip_throughput:
+        if not shutil.which("wrk"):
+            print("wrk is not installed: skipping the throughput part", file=sys.stderr)
+        else:
+            rates = measure_throughput(throughput_servers(), args.rounds, args.connections,
+                                       args.duration)
+            report_throughput(rates, args.connections, args.duration)
+    if not args.skip_idle:
+        report_idle(args.idle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

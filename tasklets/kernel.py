@@ -39,7 +39,7 @@ just handed, an item it just got from a Queue) - gets the exception
 *pending*, delivered at its next blocking point.
 
 **Every state change is visible.**  The kernel is an ordinary object whose
-attributes are its whole state: ``_ready``, ``_readers``, ``_writers``,
+attributes (slots) are its whole state: ``_ready``, ``_readers``, ``_writers``,
 ``_registered``, ``_timers``, ``current``, ``_tasklets``.  Stop in a
 debugger anywhere and print them.  (curio keeps its kernel state in local
 variables of one huge closure, which is fast but invisible; we keep the
@@ -231,6 +231,26 @@ class Kernel:
       this many steps (see the Discussion in ``_loop``).
     """
 
+    # Discussion: __slots__ is for speed, not memory - there is one kernel.
+    # A slot store is a fixed-offset write; a kernel with this many plain
+    # attributes would fall back to a dict, and the hot loop's
+    # ``self.current = task`` would cost three times as much.  Debuggers
+    # show slots like any other attribute.
+    __slots__ = (
+        "current", "_ready", "_tasklets", "_live_non_daemon", "_ids", "_root",
+        "_epoll", "_readers", "_writers", "_registered", "_stale_fds",
+        "_timers",
+        "_callbacks", "_wake_fd", "_wake_lock", "_pool", "_max_threads",
+        "_stopping", "_closed", "_poll_every",
+        "_longblock", "_traptrace", "_schedtrace", "_instrumented",
+        "_dispatch", "_unwait_sleep", "_unwait_read", "_unwait_write", "_unwait_join",
+        "_unwait_park", "_unwait_thread",
+        "_trap_counts", "_n_invalid_traps", "_n_loops", "_n_epoll_waits",
+        "_epoll_wait_seconds", "_n_events", "_n_steps", "_steps_at_last_poll", "_n_spawned",
+        "_n_finished", "_n_crashed", "_n_cancelled", "_n_register", "_n_modify",
+        "_n_unregister", "_n_thread_jobs", "_n_callbacks",
+    )
+
     def __init__(self, *, longblock_ms: float | None = None, traptrace: bool = False,
                  schedtrace: bool = False, max_threads: int | None = None,
                  poll_every: int = 64) -> None:
@@ -277,17 +297,16 @@ class Kernel:
             Park: self._trap_park,
             RunInThread: self._trap_run_in_thread,
         }
-        # Discussion: ``self._undo_sleep`` would build a new bound-method
-        # object on every access, and every parked tasklet keeps one in its
-        # ``_unwait`` slot - a million sleepers, a million bound methods.
-        # Binding each undo callback once, as an instance attribute that
-        # shadows the method, makes parking allocation-free.
-        self._undo_sleep = self._undo_sleep
-        self._undo_read_wait = self._undo_read_wait
-        self._undo_write_wait = self._undo_write_wait
-        self._undo_join = self._undo_join
-        self._undo_park = self._undo_park
-        self._undo_thread = self._undo_thread
+        # Discussion: ``self._undo_sleep`` builds a new bound-method object
+        # on every access, and every parked tasklet keeps its undo callback
+        # in ``_unwait`` - a million sleepers, a million bound methods.
+        # Binding each one once here makes parking allocation-free.
+        self._unwait_sleep = self._undo_sleep
+        self._unwait_read = self._undo_read_wait
+        self._unwait_write = self._undo_write_wait
+        self._unwait_join = self._undo_join
+        self._unwait_park = self._undo_park
+        self._unwait_thread = self._undo_thread
         # --- counters for stats()
         self._trap_counts: dict[type, int] = dict.fromkeys(self._dispatch, 0)
         self._n_invalid_traps = 0                            # yielded objects that are not traps
@@ -799,17 +818,17 @@ class Kernel:
     def _trap_sleep(self, task: Tasklet, trap: Sleep) -> None:
         self._timers.push(time.monotonic() + trap.seconds, task)
         task._state = SLEEP
-        task._unwait = self._undo_sleep
+        task._unwait = self._unwait_sleep
 
     def _undo_sleep(self, task: Tasklet) -> None:
         self._timers.cancel(task)
 
     def _trap_read_wait(self, task: Tasklet, trap: ReadWait) -> None:
-        self._wait_fd(task, trap.fd, self._readers, select.EPOLLIN, READ_WAIT, self._undo_read_wait)
+        self._wait_fd(task, trap.fd, self._readers, select.EPOLLIN, READ_WAIT, self._unwait_read)
 
     def _trap_write_wait(self, task: Tasklet, trap: WriteWait) -> None:
         self._wait_fd(task, trap.fd, self._writers, select.EPOLLOUT, WRITE_WAIT,
-                      self._undo_write_wait)
+                      self._unwait_write)
 
     def _wait_fd(self, task: Tasklet, fd: int, table: dict[int, Tasklet], flag: int,
                  state: str, undo: Callable[[Tasklet], None]) -> None:
@@ -910,7 +929,7 @@ class Kernel:
             target._joiners.append(task)
             task._state = JOIN
             task._waiting_on = target
-            task._unwait = self._undo_join
+            task._unwait = self._unwait_join
 
     def _undo_join(self, task: Tasklet) -> None:
         task._waiting_on._joiners.remove(task)
@@ -919,7 +938,7 @@ class Kernel:
         trap.queue._waiters.append((task, trap.payload))
         task._state = trap.state
         task._waiting_on = trap.queue
-        task._unwait = self._undo_park
+        task._unwait = self._unwait_park
 
     def _undo_park(self, task: Tasklet) -> None:
         task._waiting_on._remove(task)
@@ -932,7 +951,7 @@ class Kernel:
         self._n_thread_jobs += 1
         task._state = THREAD
         task._waiting_on = future
-        task._unwait = self._undo_thread
+        task._unwait = self._unwait_thread
         # The done-callback runs in the worker thread; it must not touch the
         # kernel, only hand the outcome over through the wake-up channel.
         future.add_done_callback(functools.partial(self._thread_job_done_cb, task))

@@ -8,6 +8,8 @@ exist to be *ordered*, never to wait for something else to happen).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 
@@ -756,9 +758,6 @@ def test_a_crash_of_main_ends_run_and_cancels_the_others():
 
 
 def test_call_soon_threadsafe_from_a_signal_handler(kernel):
-    import os
-    import signal
-
     event = Event()
 
     def handler(signum, frame):

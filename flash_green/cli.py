@@ -95,6 +95,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         reuse_port=args.reuse_port, access_log=args.access_log, log_level=args.log_level,
         stats_interval=args.stats, stats_path=args.stats_path,
         debug_blocking_ms=args.debug_blocking, patch=args.patch, cgi_dir=args.cgi_dir,
+        app=args.app, factory=args.factory,
         limits=limits,
     )
 

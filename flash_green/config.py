@@ -76,6 +76,10 @@ class Config:
     patch: bool = False
     #: Directory of CGI programs (cgi engine); None runs the WSGI app via CGI.
     cgi_dir: str | None = None
+    #: The app as named on the command line (`module:callable`) and whether it
+    #: is a factory: the cgi engine's gateway loads it again in each child.
+    app: str = ""
+    factory: bool = False
     #: Value of the Server response header.
     server_header: str = "flash"
     limits: Limits = field(default_factory=Limits)

@@ -14,6 +14,7 @@ from .base import Capabilities, Engine
 
 REGISTRY: dict[str, str] = {
     "sequential": "flash_green.engines.sequential:SequentialEngine",
+    "cgi": "flash_green.engines.cgi:CGIEngine",
     "threaded": "flash_green.engines.threaded:ThreadedEngine",
     "epoll": "flash_green.engines.epoll:EpollEngine",
     "event": "flash_green.engines.event:EventEngine",

@@ -24,7 +24,7 @@ RSS_GROWTH_BOUND = 16 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def epoll_server(hold_dir):
-    proc = start_server(EPOLL, hold_dir, "--timeout", "60")
+    proc = start_server(EPOLL, hold_dir, "--timeout", "60", "--debug-blocking", "100")
     yield proc
     assert proc.stop() == 0, proc.log()
 
@@ -126,3 +126,15 @@ def test_a_thousand_pipelined_requests_in_one_packet(epoll_server):
         c.send(build_request("GET", "/") * 1000)
         for _ in range(1000):
             assert c.read_response().body == b"Hello, World!"
+
+
+def test_debug_blocking_shows_where_the_loop_is_stuck(epoll_server):
+    assert get_body(epoll_server, "/sleep?ms=400") == b"slept 400 ms\n"
+    log = epoll_server.log()
+    assert "the loop has been held for over 100 ms" in log
+    assert "time.sleep(ms / 1000)" in log  # the stack names the blocking call
+
+
+def get_body(server, path: str) -> bytes:
+    with Client(server.address) as c:
+        return c.request("GET", path).body

@@ -87,7 +87,7 @@ from typing import Callable
 from ..config import Config
 from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
-from ._loop import DeadlineQueue
+from ._loop import DeadlineQueue, LoopWatchdog
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker
 
 log = logging.getLogger("flash.engine.epoll")
@@ -105,7 +105,7 @@ EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 
 # Channel states (small ints: compared on every event).
-READING, WRITING, REJECTING, LINGERING, CLOSED, IN_POOL = range(6)
+READING, WRITING, REJECTING, LINGERING, CLOSED = range(5)
 
 
 class Channel:
@@ -138,6 +138,8 @@ class Channel:
     # -- callbacks from the loop -------------------------------------------------
 
     def on_event(self, events: int) -> None:
+        """The state says which callback is due. Error and hang-up bits need
+        no case of their own: the recv or send they prompt fails, and closes."""
         if self.state == WRITING or self.state == REJECTING:
             self.on_writable()
         else:
@@ -415,10 +417,15 @@ class EpollEngine(Engine):
         poll = self.epoll.poll
         listen_fd = self.listener.fileno()
         wake_fd = self.waker.rfd
+        watchdog = (LoopWatchdog(self.config.debug_blocking_ms, log)
+                    if self.config.debug_blocking_ms else None)
         self.loop_heartbeat = True  # a stuck loop (a handler that never returns) stops beating
         while channels or not self.stopping:
             self.heartbeat()
-            for fd, events in poll(self.poll_timeout()):
+            ready = poll(self.poll_timeout())
+            if watchdog is not None:
+                watchdog.busy()
+            for fd, events in ready:
                 channel = channels.get(fd)
                 if channel is not None:
                     channel.on_event(events)
@@ -427,6 +434,8 @@ class EpollEngine(Engine):
                 elif fd == wake_fd:
                     self.on_wake()
             self.expire_timers()
+            if watchdog is not None:
+                watchdog.idle()
 
     def poll_timeout(self) -> float:
         """Seconds until the earliest deadline, at most one heartbeat interval."""

@@ -68,11 +68,13 @@ from typing import Callable
 
 from ..config import Config
 from .base import Capabilities
-from .epoll import EPOLLIN, IN_POOL, Channel, EpollEngine
+from .epoll import CLOSED, EPOLLIN, Channel, EpollEngine
 
 log = logging.getLogger("flash.engine.event")
 
 DEFAULT_THREADS = 8
+#: The state v4 does not have: the connection is out of epoll, on a pool thread.
+IN_POOL = CLOSED + 1
 
 
 class PooledChannel(Channel):

@@ -240,8 +240,8 @@ class Kernel:
         "current", "_ready", "_tasklets", "_live_non_daemon", "_ids", "_root",
         "_epoll", "_readers", "_writers", "_registered", "_stale_fds",
         "_timers",
-        "_callbacks", "_wake_fd", "_wake_lock", "_pool", "_max_threads",
-        "_stopping", "_closed", "_poll_every",
+        "_callbacks", "_wake_fd", "_wake_lock", "_pool", "_max_threads", "_threads_busy",
+        "_stopping", "_closed", "_poll_every", "_stuck_warned",
         "_longblock", "_traptrace", "_schedtrace", "_instrumented",
         "_dispatch", "_unwait_sleep", "_unwait_read", "_unwait_write", "_unwait_join",
         "_unwait_park", "_unwait_thread",
@@ -278,10 +278,12 @@ class Kernel:
         self._registered[self._wake_fd] = select.EPOLLIN
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._max_threads = max_threads
+        self._threads_busy = 0                               # run_in_thread jobs not yet back
         # --- life cycle
         self._stopping = False
         self._closed = False
         self._poll_every = poll_every
+        self._stuck_warned = False                           # see _poll
         # --- debugging
         self._longblock = None if longblock_ms is None else longblock_ms / 1000.0
         self._traptrace = traptrace
@@ -693,6 +695,17 @@ class Kernel:
         else:
             deadline = self._timers.next_deadline()
             timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            if (deadline is None and not (self._readers or self._writers or self._threads_busy)
+                    and not self._callbacks and not self._stuck_warned):
+                # Discussion: nothing inside the kernel can ever wake anybody
+                # now - no timer, no fd, no thread job.  gevent raises
+                # LoopExit here; we only warn, because another thread or a
+                # signal handler may still call call_soon_threadsafe().  Once
+                # per kernel: a program that really waits for a signal is told
+                # only once.
+                self._stuck_warned = True
+                log.warning("every tasklet is blocked and only call_soon_threadsafe() "
+                            "can wake them - a deadlock?\n%s", self.ps())
         started = time.perf_counter()
         events = self._epoll.poll(timeout)
         self._epoll_wait_seconds += time.perf_counter() - started
@@ -949,6 +962,7 @@ class Kernel:
                 max_workers=self._max_threads, thread_name_prefix="tasklets-worker")
         future = self._pool.submit(trap.fn, *trap.args)
         self._n_thread_jobs += 1
+        self._threads_busy += 1
         task._state = THREAD
         task._waiting_on = future
         task._unwait = self._unwait_thread
@@ -960,6 +974,7 @@ class Kernel:
         self.call_soon_threadsafe(self._thread_job_done, task, future)
 
     def _thread_job_done(self, task: Tasklet, future: concurrent.futures.Future) -> None:
+        self._threads_busy -= 1
         if task._waiting_on is not future:
             return  # the tasklet was cancelled meanwhile: nobody wants this result
         error = future.exception()

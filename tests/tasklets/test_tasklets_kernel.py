@@ -775,3 +775,53 @@ def test_call_soon_threadsafe_from_a_signal_handler(kernel):
         assert kernel.run(main) == "signalled"
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_kernel_where_nothing_can_wake_anybody_warns_once(kernel):
+    event = Event()
+
+    class WakeOnWarning(logging.Handler):
+        # Plays "another thread": the warning is logged just before the
+        # kernel blocks in epoll, and the wake-up comes through the eventfd.
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+            kernel.call_soon_threadsafe(event.set)
+
+    handler = WakeOnWarning(level=logging.WARNING)
+    handler.messages = []
+
+    def stuck(event):
+        yield from event.wait()
+
+    def main():
+        spawn(stuck, event, name="stuck-one")
+        yield from event.wait()
+        return "rescued"
+
+    logger = logging.getLogger("tasklets")
+    logger.addHandler(handler)
+    try:
+        assert kernel.run(main) == "rescued"
+    finally:
+        logger.removeHandler(handler)
+    assert len(handler.messages) == 1
+    assert "deadlock" in handler.messages[0]
+    assert "stuck-one" in handler.messages[0]  # the warning includes ps()
+
+
+def test_no_deadlock_warning_while_a_thread_job_is_running(kernel, caplog):
+    gate = threading.Event()
+
+    def job():
+        assert gate.wait(10)
+        return "done"
+
+    def main():
+        task = spawn(tasklets.run_in_thread, job)
+        yield from sleep(0)
+        threading.Thread(target=gate.set).start()
+        return (yield from task.join())
+
+    with caplog.at_level(logging.WARNING, logger="tasklets"):
+        assert kernel.run(main) == "done"
+    assert not [r for r in caplog.records if "deadlock" in r.getMessage()]

@@ -50,6 +50,7 @@ END = _Sentinel("END")
 CLOSED = _Sentinel("CLOSED")
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_EMPTY_LINES = re.compile(rb"(?:\r\n)*")
 #: Methods are tokens; like gunicorn we refuse lower case (a typo, or a probe).
 _REQUEST_LINE = re.compile(
     rb"([!#$%&'*+\-.^_`|~0-9A-Z]+) ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])"
@@ -175,8 +176,10 @@ class ServerConnection:
     def _parse_head(self):
         buf = self._buf
         if buf[:2] == b"\r\n":
-            # RFC 9112 s.2.2: ignore empty lines before a request line.
-            buf = self._buf = buf.lstrip(b"\r\n")
+            # RFC 9112 s.2.2: ignore empty lines before a request line. Whole
+            # CRLF pairs only (not lstrip): a lone CR or LF is an error however
+            # the bytes were split.
+            buf = self._buf = buf[_EMPTY_LINES.match(buf).end():]
             self._scan = 0
         if not buf:
             if self._eof:

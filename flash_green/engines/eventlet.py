@@ -1,0 +1,125 @@
+"""eventlet: a green thread per connection on eventlet's hub (pure Python).
+
+The model
+    Like `gevent`: each connection runs the plain blocking connection loop
+    (`serve_connection`) in an eventlet green thread over an eventlet
+    `GreenSocket`, whose blocking calls `trampoline` to the hub until the fd
+    is ready. The hub is Python code around `select.epoll` - close to our
+    own `greenhub`, which makes eventlet the easiest real hub to read. A
+    `GreenPool` bounds the connections (`--max-connections`). `--patch` runs
+    `eventlet.monkey_patch()` first thing in the process, so the app's
+    `time.sleep` and plain sockets cooperate.
+
+    Eventlet is in maintenance mode: upstream discourages new projects and
+    points to asyncio, and gunicorn removed its eventlet worker in 26.0. The
+    engine says so once at start-up, and still serves (for the comparison).
+
+What it costs per connection
+    One green thread (a greenlet plus eventlet's GreenThread bookkeeping) and
+    its saved stack; more per switch than gevent, whose loop is C.
+
+What breaks it
+    What breaks every hub: without `--patch` any blocking call stalls every
+    connection (the suite runs it so and asserts it); with it, C extensions
+    doing their own I/O and CPU work still do. Patching late (after the app
+    imported `socket` or `threading`) leaves blocking originals behind.
+
+When to use it
+    In existing eventlet deployments (OpenStack services). For new code,
+    gevent for green threads or asyncio for coroutines.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from typing import Callable
+
+from .. import patching
+from ..blocking import serve_connection
+from ..config import Config
+from .base import BlockingServer, Capabilities
+
+eventlet = patching.import_eventlet()
+import eventlet.greenio  # noqa: E402  (after the quiet import above)
+import eventlet.hubs  # noqa: E402
+
+log = logging.getLogger("flash.engine.eventlet")
+
+DEPRECATION_NOTICE = (
+    "eventlet is in maintenance mode and discouraged for new projects by its "
+    "maintainers (gunicorn 26.0 dropped its eventlet worker); prefer gevent or asyncio"
+)
+
+
+class EventletEngine(BlockingServer):
+    name = "eventlet"
+    summary = "an eventlet green thread per connection (maintenance mode upstream); --patch to cooperate"
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+
+    def __init__(self, config: Config, app: Callable, listener) -> None:
+        super().__init__(config, app, listener)
+        self._signals: list[int] = []
+
+    @classmethod
+    def validate(cls, config: Config) -> None:
+        super().validate(config)
+        # validate() runs once in the starting process, before any fork: the
+        # notice is printed once, not once per worker.
+        log.warning(DEPRECATION_NOTICE)
+
+    def run(self) -> None:
+        if self.config.patch:
+            patching.ensure_patched("eventlet")
+        super().run()
+
+    def install_signal_handlers(self) -> None:
+        """Signals become work for a green thread, never work in the hub.
+
+        A Python signal handler runs where the interpreter happens to be -
+        usually inside the hub's `epoll.poll` - and the hub must not block or
+        switch (eventlet's patched `os.write` would do both). So the handler
+        only queues the signal number; `set_wakeup_fd` makes the C-level
+        handler write to the Waker pipe, which wakes `_handle_signals`.
+        """
+        signal.set_wakeup_fd(self.waker.wfd)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, lambda signum, frame: self._signals.append(signum))
+
+    def serve(self) -> None:
+        listener = eventlet.greenio.GreenSocket(self.listener)
+        pool = eventlet.GreenPool(self.config.max_connections)
+        acceptor = eventlet.spawn(self._accept_until_stopped, listener, pool)
+        self._handle_signals()
+        # Eventlet does not wake a green thread waiting on a socket that gets
+        # closed (its hub's notify_close is a no-op): kill the acceptor instead.
+        acceptor.kill()
+        listener.close()
+        pool.waitall()
+        log.info("all connections finished")
+
+    def _accept_until_stopped(self, listener, pool) -> None:
+        while not self.stopping:
+            try:
+                sock, peer = listener.accept()
+            except OSError as exc:
+                log.warning("accept failed: %s", exc)
+                continue
+            # Blocks while the pool is full: the connection limit.
+            pool.spawn_n(serve_connection, sock, peer, self)
+
+    def _handle_signals(self) -> None:
+        """Wait on the Waker and act on the queued signals until a stop."""
+        while not self.stopping:
+            eventlet.hubs.trampoline(self.waker.rfd, read=True)
+            # One read, not Waker.clear(): its read-until-EAGAIN loop would
+            # park forever in eventlet's patched os.read.
+            os.read(self.waker.rfd, 4096)
+            while self._signals:
+                signum = self._signals.pop(0)
+                if signum == signal.SIGQUIT:
+                    self.request_stop(graceful=False)
+                log.info("received %s, stopping gracefully", signal.Signals(signum).name)
+                self.request_stop(graceful=True)
+                self._arm_graceful_deadline()

@@ -1,0 +1,105 @@
+"""gevent: a greenlet per connection on gevent's hub (libev/libuv in C).
+
+The model
+    The model of the `greenlet` engine, industrial strength: each connection
+    runs the plain blocking connection loop (`serve_connection`, the same
+    function `sequential` and `threaded` run) in a gevent greenlet, over a
+    `gevent.socket` whose blocking calls switch to gevent's hub. The hub's
+    loop is C (libev by default), its waits and timers are C watchers. A
+    `gevent.pool.Pool` bounds the connections served at once
+    (`--max-connections`): when it is full the accept loop waits for a slot
+    and new clients wait in the listen backlog. Only the socket and the
+    scheduler are gevent's; the HTTP core is ours (not gevent.pywsgi).
+
+    With `--patch`, `gevent.monkey.patch_all()` runs first thing in the
+    process (`flash_green.patching`), so the app's own blocking calls -
+    `time.sleep`, `socket.create_connection` in the demo's `/sleep` and
+    `/upstream`, pure-Python database drivers - cooperate too.
+
+What it costs per connection
+    One gevent Greenlet (a greenlet plus gevent's bookkeeping) and its saved
+    stack slice: a few KB for an idle keep-alive connection (measured in
+    comparisons/bench_green.py next to gevent.pywsgi's).
+
+What breaks it
+    Without `--patch`, any blocking call the hub does not know (the suite's
+    handler polls with `time.sleep`) stalls every connection; the
+    capabilities say so, because the suite runs without `--patch`. With it,
+    C extensions doing their own I/O and CPU-bound handlers still stall the
+    one thread. Patching must happen before anything captures the originals
+    (`from time import sleep`, a lock created at import).
+
+When to use it
+    Many concurrent, mostly waiting connections running existing blocking
+    code (WSGI apps calling services and databases): gunicorn's gevent
+    worker is this model. Use `--workers N` to use every core.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from typing import Callable
+
+import gevent
+import gevent.pool
+import gevent.socket
+
+from .. import patching
+from ..blocking import serve_connection
+from ..config import Config
+from .base import BlockingServer, Capabilities
+
+log = logging.getLogger("flash.engine.gevent")
+
+
+class GeventEngine(BlockingServer):
+    name = "gevent"
+    summary = "a gevent greenlet per connection, pool-bounded; --patch makes the app's blocking calls cooperate"
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+
+    def __init__(self, config: Config, app: Callable, listener) -> None:
+        super().__init__(config, app, listener)
+        self._listener: gevent.socket.socket | None = None
+
+    def run(self) -> None:
+        if self.config.patch:
+            patching.ensure_patched("gevent")
+        super().run()
+
+    def install_signal_handlers(self) -> None:
+        # Signals go through the hub: the handler then runs in a greenlet of
+        # its own, where it may close the listener (a plain signal handler
+        # would run in whatever greenlet was interrupted).
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(signum, self._stop_on_signal, signum)
+        gevent.signal_handler(signal.SIGQUIT, self.request_stop, False)
+
+    def _stop_on_signal(self, signum: int) -> None:
+        log.info("received %s, stopping gracefully", signal.Signals(signum).name)
+        self.request_stop(graceful=True)
+        self._arm_graceful_deadline()
+
+    def request_stop(self, graceful: bool = True) -> None:
+        super().request_stop(graceful)
+        if self._listener is not None:
+            # Wakes the accept loop: gevent cancels a wait on a closed socket.
+            self._listener.close()
+
+    def serve(self) -> None:
+        listener = self.listener
+        self._listener = gevent.socket.socket(listener.family, listener.type,
+                                              fileno=listener.detach())
+        pool = gevent.pool.Pool(self.config.max_connections)
+        while not self.stopping:
+            try:
+                sock, peer = self._listener.accept()
+            except OSError as exc:
+                if self.stopping:
+                    break
+                log.warning("accept failed: %s", exc)
+                continue
+            # Blocks while the pool is full: the connection limit.
+            pool.spawn(serve_connection, sock, peer, self)
+        pool.join()
+        log.info("all connections finished")

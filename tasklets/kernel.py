@@ -790,7 +790,9 @@ class Kernel:
 
     def _finish(self, task: Tasklet, result: Any, exc: BaseException | None) -> None:
         """Record how a tasklet ended, forget it, wake its joiners."""
-        task._gen = None  # frees its frames; where() is empty from now on
+        if task._name is None:
+            task._name = task.name  # the default name comes from the generator ...
+        task._gen = None  # ... which goes now, freeing its frames; where() is empty
         task._pending = None
         if exc is None:
             task._state = DONE

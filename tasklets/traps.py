@@ -13,9 +13,10 @@ obvious in a debugger (``ReadWait(fd=7)``), and the kernel dispatches on its
 class through a dict, so adding a trap means adding a class here and one
 handler method in the kernel.
 
-Nobody is expected to yield these by hand.  The helper generators at the
-bottom (``sleep``, ``read_wait``, ...) wrap them so that user code reads
-``yield from sleep(1)``; ``yield from`` is also what lets tasklets compose,
+User code rarely yields these by hand (``yield SCHEDULE`` in a hot loop is
+the exception: it skips the helper's own generator).  The helper generators
+at the bottom (``sleep``, ``read_wait``, ...) wrap them so that user code
+reads ``yield from sleep(1)``; ``yield from`` is also what lets tasklets compose,
 because a trap yielded ten generators deep travels straight up to the kernel
 and its result travels straight back down.
 
@@ -156,6 +157,9 @@ def read_wait(fd: int | Any) -> Generator[Trap, Any, None]:
     Wake-ups can be spurious (another reader drained the data first, a stale
     readiness report): always retry the operation and wait again if it would
     still block.  That try-then-wait loop is how ``tasklets.io.Socket`` works.
+
+    Before closing an fd you waited on, call ``running_kernel().forget_fd(fd)``
+    (``Socket.close()`` does it for you); see ``Kernel.forget_fd`` for why.
     """
     yield ReadWait(_fileno(fd))
 

@@ -825,3 +825,18 @@ def test_no_deadlock_warning_while_a_thread_job_is_running(kernel, caplog):
     with caplog.at_level(logging.WARNING, logger="tasklets"):
         assert kernel.run(main) == "done"
     assert not [r for r in caplog.records if "deadlock" in r.getMessage()]
+
+
+def test_default_name_survives_the_end_of_the_tasklet(caplog):
+    def doomed():
+        raise ValueError("x")
+        yield  # pragma: no cover
+
+    def main():
+        task = spawn(doomed)
+        yield from sleep(0)
+        assert task.name == f"doomed-{task.id}"
+
+    with caplog.at_level(logging.ERROR, logger="tasklets"):
+        tasklets.run(main)
+    assert any("doomed-2 crashed" in r.getMessage() for r in caplog.records)

@@ -393,6 +393,8 @@ class EpollEngine(Engine):
         self.waker = Waker()
         self.channels: dict[int, Channel] = {}
         self.accepting = False
+        #: When to try accepting again after accept() failed (out of fds).
+        self.accept_retry_at = 0.0
         self.stop_begun = False
         self.idle_timers = DeadlineQueue(config.keep_alive)
         self.read_timers = DeadlineQueue(config.header_timeout)
@@ -426,6 +428,10 @@ class EpollEngine(Engine):
             if watchdog is not None:
                 watchdog.busy()
             for fd, events in ready:
+                # Discussion: a callback may close a connection and an accept
+                # later in this batch may reuse its fd, so a stale event can
+                # reach the new channel. Harmless: callbacks only try a
+                # non-blocking recv/send, and EAGAIN sends them back here.
                 channel = channels.get(fd)
                 if channel is not None:
                     channel.on_event(events)
@@ -453,6 +459,10 @@ class EpollEngine(Engine):
             for channel in queue.pop_expired(now):
                 channel.timer = None
                 channel.on_timeout()
+        if self.accept_retry_at and now >= self.accept_retry_at:
+            self.accept_retry_at = 0.0
+            if not self.accepting and not self.stopping:
+                self.resume_accepting()
 
     # -- connections ------------------------------------------------------------------
 
@@ -463,10 +473,12 @@ class EpollEngine(Engine):
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # Out of fds (EMFILE) and the like: stop accepting until a
-                # connection closes, rather than spin on a ready listener.
+                # Out of fds (EMFILE) and the like: rather than spin on a
+                # listener that stays ready, pause until a connection closes
+                # or a second has passed.
                 log.warning("accept failed: %s; pausing accepts", exc)
                 self.pause_accepting()
+                self.accept_retry_at = time.monotonic() + 1.0
                 return
             sock.setblocking(False)
             self.add_channel(sock, peer)
@@ -498,6 +510,7 @@ class EpollEngine(Engine):
     def resume_accepting(self) -> None:
         self.epoll.register(self.listener.fileno(), EPOLLIN)
         self.accepting = True
+        self.accept_retry_at = 0.0
 
     def count_response(self, exchange: Exchange) -> None:
         counters = self.counters

@@ -23,8 +23,9 @@ The model
     wants; when the backlog fills, the kernel drops SYNs and clients retry.
 
 What it costs per connection
-    A thread: about 28 KB of RSS here (its stack pages actually touched,
-    the thread state, the socket) and an 8 MB *virtual* stack reservation
+    A thread: 25-28 KB of RSS here (its stack pages actually touched, the
+    thread state, the socket; `comparisons/bench_inprocess.py` measures it
+    per idle keep-alive connection) and an 8 MB *virtual* stack reservation
     (`ulimit -s`), so thousands of threads are fine for RSS but eat address
     space and scheduler time. Starting a thread per connection costs tens of
     microseconds; keep-alive amortises it.

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from comparisons.bench_parser import http_file_to_bytes
 from flash_green.config import Limits
 from flash_green.http import CLOSED, END, NEED_DATA, PAUSED, HTTPError, Request, ServerConnection
 from flash_green.wsgi import InputStream, WSGIContext
@@ -33,17 +34,6 @@ CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "gunicorn")
 
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 RANDOM_SPLITS = 3
-
-
-def http_file_to_bytes(text: bytes) -> bytes:
-    """The corpus README's converter: layout newlines out, escapes in."""
-    data = text.replace(b"\n", b"")
-    data = data.replace(b"\\r\\n", b"\r\n")
-    data = data.replace(b"\\0", b"\x00").replace(b"\\n", b"\n").replace(b"\\t", b"\t")
-    data = re.sub(rb"\\x([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), data)
-    if b"\\" in data:
-        raise ValueError("unknown escape left in file")
-    return data
 
 
 # -- what a replay must produce -------------------------------------------------

@@ -39,7 +39,7 @@ from typing import Callable
 from .. import patching
 from ..blocking import serve_connection
 from ..config import Config
-from .base import BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
 
 eventlet = patching.import_eventlet()
 import eventlet.greenio  # noqa: E402  (after the quiet import above)
@@ -91,6 +91,7 @@ class EventletEngine(BlockingServer):
         listener = eventlet.greenio.GreenSocket(self.listener)
         pool = eventlet.GreenPool(self.config.max_connections)
         acceptor = eventlet.spawn(self._accept_until_stopped, listener, pool)
+        eventlet.spawn_n(self._beat)
         self._handle_signals()
         # Eventlet does not wake a green thread waiting on a socket that gets
         # closed (its hub's notify_close is a no-op): kill the acceptor instead.
@@ -98,6 +99,13 @@ class EventletEngine(BlockingServer):
         listener.close()
         pool.waitall()
         log.info("all connections finished")
+
+    def _beat(self) -> None:
+        """Heartbeat from a green thread: it stops when something blocks the hub."""
+        self.loop_heartbeat = True
+        while not self.stopping:
+            self.heartbeat()
+            eventlet.sleep(HEARTBEAT_INTERVAL)
 
     def _accept_until_stopped(self, listener, pool) -> None:
         while not self.stopping:

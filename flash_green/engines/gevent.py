@@ -48,7 +48,7 @@ import gevent.socket
 from .. import patching
 from ..blocking import serve_connection
 from ..config import Config
-from .base import BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
 
 log = logging.getLogger("flash.engine.gevent")
 
@@ -86,11 +86,19 @@ class GeventEngine(BlockingServer):
             # Wakes the accept loop: gevent cancels a wait on a closed socket.
             self._listener.close()
 
+    def _beat(self) -> None:
+        """Heartbeat from a greenlet: it stops when something blocks the hub."""
+        self.loop_heartbeat = True
+        while not self.stopping:
+            self.heartbeat()
+            gevent.sleep(HEARTBEAT_INTERVAL)
+
     def serve(self) -> None:
         listener = self.listener
         self._listener = gevent.socket.socket(listener.family, listener.type,
                                               fileno=listener.detach())
         pool = gevent.pool.Pool(self.config.max_connections)
+        gevent.spawn(self._beat)
         while not self.stopping:
             try:
                 sock, peer = self._listener.accept()

@@ -40,7 +40,7 @@ from typing import Callable
 from .. import greenhub
 from ..blocking import serve_connection
 from ..config import Config
-from .base import BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
 
 log = logging.getLogger("flash.engine.greenlet")
 
@@ -74,6 +74,7 @@ class GreenletEngine(BlockingServer):
         self._drained = greenhub.Event(hub)
         listener = greenhub.CooperativeSocket(self.listener, hub)
         hub.spawn(self._close_on_stop, listener)
+        hub.spawn(self._beat)
         self._accept_until_stopped(listener)
         if self._open:
             self._drained.wait()
@@ -115,6 +116,13 @@ class GreenletEngine(BlockingServer):
             self.waker.clear()
         listener.close()
         self._slot_free.set()
+
+    def _beat(self) -> None:
+        """Heartbeat from a greenlet: it stops when something blocks the hub."""
+        self.loop_heartbeat = True
+        while not self.stopping:
+            self.heartbeat()
+            self.hub.sleep(HEARTBEAT_INTERVAL)
 
     def stats(self) -> dict:
         snapshot = super().stats()

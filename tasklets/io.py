@@ -37,7 +37,11 @@ from .traps import ReadWait, Trap, WriteWait
 
 
 class Socket:
-    """A non-blocking socket driven by tasklets.  Blocking methods are generators."""
+    """A non-blocking socket driven by tasklets.  Blocking methods are generators.
+
+    Always ``close()`` it (or use ``with``): leaving the socket to the
+    garbage collector closes the fd behind the kernel's back.
+    """
 
     __slots__ = ("_sock", "_read_trap", "_write_trap", "_recv", "_recv_into", "_send")
 

@@ -127,7 +127,7 @@ class KernelStats:
 
     loop_iterations: int        # iterations of the main loop (run ready tasklets, poll)
     epoll_waits: int            # calls to epoll.poll()
-    epoll_wait_seconds: float   # wall time spent inside epoll.poll()
+    epoll_wait_seconds: float   # wall time spent blocked in epoll.poll() (timeout > 0)
     epoll_events: int           # (fd, events) pairs epoll returned
     steps: int                  # tasklet resumptions, i.e. switches
     traps: dict[str, int]       # trap class name -> how many were yielded
@@ -253,7 +253,7 @@ class Kernel:
 
     def __init__(self, *, longblock_ms: float | None = None, traptrace: bool = False,
                  schedtrace: bool = False, max_threads: int | None = None,
-                 poll_every: int = 64) -> None:
+                 poll_every: int = 128) -> None:
         # --- tasklets and the ready queue
         self.current: Tasklet | None = None                  # the tasklet being stepped
         self._ready: collections.deque[Tasklet] = collections.deque()
@@ -547,12 +547,16 @@ class Kernel:
                 return
             if not (self._tasklets if until_all else self._live_non_daemon):
                 return
-            # Discussion: a zero-timeout epoll_wait costs ~0.3 us, as much as
-            # a tasklet switch.  Two tasklets ping-ponging with sleep(0) would
-            # pay it on every pass.  So while tasklets are ready we skip the
-            # poll (and the timer check) until `poll_every` steps have run
-            # since the last one: I/O and timers are still noticed within a
-            # few dozen steps, and the switch cost stays a switch cost.
+            # Discussion: a trip through epoll - even with a zero timeout -
+            # costs a couple of microseconds, several tasklet switches.  Two
+            # tasklets ping-ponging with sleep(0) would pay it on every pass.
+            # So while tasklets are ready we skip the poll (and the timer
+            # check) until `poll_every` steps have run since the last one.
+            # With many ready tasklets a single pass is that long anyway, so
+            # this only changes anything when few tasklets keep the processor
+            # busy - and then I/O and timers are noticed within `poll_every`
+            # steps instead of at the next pass: a little latency for them, in
+            # exchange for switches that cost a switch.
             if ready and self._n_steps - self._steps_at_last_poll < self._poll_every:
                 continue
             if self._stale_fds:
@@ -706,9 +710,12 @@ class Kernel:
                 self._stuck_warned = True
                 log.warning("every tasklet is blocked and only call_soon_threadsafe() "
                             "can wake them - a deadlock?\n%s", self.ps())
-        started = time.perf_counter()
-        events = self._epoll.poll(timeout)
-        self._epoll_wait_seconds += time.perf_counter() - started
+        if timeout:
+            started = time.perf_counter()
+            events = self._epoll.poll(timeout)
+            self._epoll_wait_seconds += time.perf_counter() - started
+        else:  # a zero-timeout poll only looks: not worth two clock reads
+            events = self._epoll.poll(0.0)
         self._n_epoll_waits += 1
         self._steps_at_last_poll = self._n_steps
         if events:

@@ -1,0 +1,2 @@
+#!/bin/sh
+printf 'Status: two hundred\r\n\r\nbody'

@@ -1,0 +1,2 @@
+#!/bin/sh
+printf 'Location: /loop-redirect.sh\r\n\r\n'

@@ -98,7 +98,9 @@ def default_engine_specs() -> list[str]:
     if supervisor_available():
         hybrid = next((n for n in HYBRID_CANDIDATES if n in names), None)
         if hybrid is not None:
-            specs.append(f"{hybrid} --workers {max(2, os.cpu_count() or 2)}")
+            # Green hybrids run patched, as gunicorn's gevent worker does.
+            patch = " --patch" if hybrid in PATCH_VARIANTS else ""
+            specs.append(f"{hybrid}{patch} --workers {max(2, os.cpu_count() or 2)}")
     return specs
 
 
@@ -187,7 +189,8 @@ def run_one(scenario: Scenario, target: Target, settings: Settings, log_dir: str
                 m.note = (m.note + "; " if m.note else "") + "the server process died during the scenario"
     finally:
         server.stop()
-    return measurements, shlex.join(server.command)
+    shown = ["python" if arg == sys.executable else arg for arg in server.command]
+    return measurements, shlex.join(shown)
 
 
 class LiveView:

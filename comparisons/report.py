@@ -404,9 +404,16 @@ def which_model_when(data: dict[str, Any]) -> list[str]:
             out.append(f"**Many connections (hello, c={level_1000:,}).** Served (nearly) all {level_1000:,} connections "
                        f"at once (Little's law, ≥ 90 %): {_names(fair[:6], 'ok_rps', '{:,.0f}', ' req/s')}.")
         if starved:
-            out.append(f"Served one connection at a time at c={level_1000:,} (under 50 % of connections got "
-                       f"answers; their req/s is one client's): "
+            out.append(f"Left most of the {level_1000:,} connections waiting (under 50 % served at once, so "
+                       f"their req/s is that of the few clients served): "
                        f"{_names(starved, 'served_conns_pct', '{:,.0f}', ' % of conns')}.")
+        ceiling = _ceiling_rps(data)
+        near = [r for r in rows_of(data, "hello") if ceiling and r["metrics"].get("rps", 0) >= CEILING_SHARE * ceiling]
+        if near:
+            out.append(f"Within {CEILING_SHARE:.0%} of the load generator's own ceiling ({fmt(ceiling)} req/s), "
+                       f"so partly a measure of the generator (marked †): "
+                       + ", ".join(f"{r['target']} at c={r['level']:,} ({fmt(r['metrics']['ok_rps'])} req/s)"
+                                   for r in near) + ".")
 
     for name, what in (("blocking", f"a handler that blocks {s['sleep_ms']} ms in time.sleep"),
                        ("upstream", f"a handler that waits {s['sleep_ms']} ms on an upstream TCP call")):

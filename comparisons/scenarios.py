@@ -316,7 +316,7 @@ SCENARIOS: tuple[Scenario, ...] = (
              (Column("ok_rps", "req/s"), Column("efficiency_pct", "% of ideal", "{:,.0f}")) + _LATENCY),
     Scenario("cpu", "CPU-bound handler (/cpu?n=24, every core to the server)",
              "the GIL: threads share one core's worth of Python, processes use them all",
-             cpu, "ok_rps", "req/s", _RATE + (Column("cpu_percent", "server CPU %"),), all_cores=True),
+             cpu, "ok_rps", "req/s", _RATE, all_cores=True),
     Scenario("slowloris", "slowloris + 10 normal clients",
              "who is starved by clients that trickle their request heads",
              slowloris, "served_pct", "% served",

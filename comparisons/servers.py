@@ -232,7 +232,7 @@ class ServerUnderTest:
 
     # -- stopping ------------------------------------------------------------
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         """SIGTERM our child, then SIGKILL its session (our processes only) if it lingers."""
         proc, self.proc = self.proc, None
         if proc is None:

@@ -162,12 +162,15 @@ def test_which_model_when_quotes_only_numbers_of_the_tables():
     data = synthetic_data()
     bullets = report.which_model_when(data)
     text = "\n".join(bullets)
-    for phrase in ("Processes beat one process", "Stalled below", "Starved", "Could not hold", "In short"):
+    for phrase in ("Processes beat one process", "Stalled below", "Starved", "Could not hold", "In short",
+                   "load generator's own ceiling"):
         assert phrase in text
-    tables = report.markdown(data, []).split("## Which model when")[1].split("## hello", 1)[1]
+    before, after = report.markdown(data, []).split("## Which model when")
+    tables = before + after.split("## hello", 1)[1]
     settings = data["settings"]
     allowed = {str(x) for x in (settings["sleep_ms"], settings["handler_concurrency"], 2)}
-    allowed |= {f"{x:.0f}" for x in (report.SURVIVES_PCT, report.STALLS_PCT, report.STARVED_PCT, 90, 50)}
+    allowed |= {f"{x:.0f}" for x in (report.SURVIVES_PCT, report.STALLS_PCT, report.STARVED_PCT, 90, 50,
+                                       100 * report.CEILING_SHARE)}
     for bullet in bullets:
         # Ratios (×1.93) are computed from two quoted numbers; every other number must be in a table.
         for number in re.findall(r"(?<![×\d.,])\d+(?:,\d{3})*(?:\.\d+)?", bullet.replace("c=", "c= ")):

@@ -1,0 +1,57 @@
+"""The class-based handler API, served through the real WSGI adapter."""
+
+from __future__ import annotations
+
+import io
+import json
+from wsgiref.util import setup_testing_defaults
+from wsgiref.validate import validator
+
+from flash_green.apps.classic import Guestbook
+from flash_green.handler import RequestHandler, as_wsgi
+
+
+def call(app, method="GET", path="/", body=b"", headers=None):
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(body),
+               "CONTENT_LENGTH": str(len(body)) if body else ""}
+    environ.update(headers or {})
+    setup_testing_defaults(environ)
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen["status"], seen["headers"] = status, dict(headers)
+    body = b"".join(validator(app)(environ, start_response))
+    return seen["status"], seen["headers"], body
+
+
+def test_get_post_and_errors():
+    Guestbook.entries = []
+    app = as_wsgi(Guestbook)
+    status, _, body = call(app, "POST", "/", b"hello")
+    assert status == "201 Created" and body == b"entry 1 added\n"
+    status, headers, body = call(app)
+    assert status == "200 OK" and json.loads(body) == {"entries": ["hello"]}
+    assert headers["Content-Length"] == str(len(body))
+    status, _, body = call(app, path="/nope")
+    assert status == "404 Not Found" and json.loads(body)["error"] == 404
+    status, _, body = call(app, "DELETE")
+    assert status.startswith("501") and json.loads(body)["error"] == 501
+
+
+def test_exception_goes_through_do_error():
+    class Broken(RequestHandler):
+        def do_GET(self):
+            raise ValueError("boom")
+
+    status, _, body = call(as_wsgi(Broken))
+    assert status == "500 Internal Server Error" and body.startswith(b"500")
+
+
+def test_headers_and_query():
+    class Echo(RequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.wfile.write(f"{self.headers['X-Name']} {self.query['q'][0]}".encode())
+
+    _, _, body = call(as_wsgi(Echo), headers={"HTTP_X_NAME": "ada", "QUERY_STRING": "q=1"})
+    assert body == b"ada 1"

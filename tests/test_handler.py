@@ -12,8 +12,10 @@ from flash_green.handler import RequestHandler, as_wsgi
 
 
 def call(app, method="GET", path="/", body=b"", headers=None):
-    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "wsgi.input": io.BytesIO(body),
-               "CONTENT_LENGTH": str(len(body)) if body else ""}
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
+               "wsgi.input": io.BytesIO(body)}
+    if body:
+        environ["CONTENT_LENGTH"] = str(len(body))
     environ.update(headers or {})
     setup_testing_defaults(environ)
     seen = {}
@@ -51,6 +53,7 @@ def test_headers_and_query():
     class Echo(RequestHandler):
         def do_GET(self):
             self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
             self.wfile.write(f"{self.headers['X-Name']} {self.query['q'][0]}".encode())
 
     _, _, body = call(as_wsgi(Echo), headers={"HTTP_X_NAME": "ada", "QUERY_STRING": "q=1"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -76,6 +77,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug-blocking", type=float, default=0.0, metavar="MS",
                    help="warn with a stack when the loop is held longer than MS")
     p.add_argument("--patch", action="store_true", help="monkey-patch the stdlib (gevent, eventlet)")
+    p.add_argument("--uvloop", action="store_true", help="asyncio engine: run on uvloop")
     p.add_argument("--cgi-dir", default=None, help="directory of CGI programs (cgi engine)")
 
 
@@ -94,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_requests=args.max_requests, max_requests_jitter=args.max_requests_jitter,
         reuse_port=args.reuse_port, access_log=args.access_log, log_level=args.log_level,
         stats_interval=args.stats, stats_path=args.stats_path,
-        debug_blocking_ms=args.debug_blocking, patch=args.patch, cgi_dir=args.cgi_dir,
+        debug_blocking_ms=args.debug_blocking, patch=args.patch, uvloop=args.uvloop, cgi_dir=args.cgi_dir,
         app=args.app, factory=args.factory,
         limits=limits,
     )
@@ -138,6 +140,10 @@ def serve(args: argparse.Namespace) -> int:
     if getattr(app, "__tasklet_app__", False) and engine_cls.name != "tasklets":
         print(f"flash: {args.app} is a tasklet handler (a generator); only --engine tasklets "
               "can run it", file=sys.stderr)
+        return 2
+    if inspect.iscoroutinefunction(app) and engine_cls.name != "asyncio":
+        print(f"flash: {args.app} is an async app (async def); only --engine asyncio can run it",
+              file=sys.stderr)
         return 2
     host, port = config.host_port()
     listener = bind_listener(host, port, config.backlog, config.reuse_port)

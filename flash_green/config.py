@@ -74,6 +74,8 @@ class Config:
     debug_blocking_ms: float = 0.0
     #: Monkey-patch the standard library (gevent, eventlet engines).
     patch: bool = False
+    #: Run the asyncio engine on uvloop (also FLASH_UVLOOP=1).
+    uvloop: bool = False
     #: Directory of CGI programs (cgi engine); None runs the WSGI app via CGI.
     cgi_dir: str | None = None
     #: The app as named on the command line (`module:callable`) and whether it

@@ -8,6 +8,7 @@ a hybrid (N worker processes of an in-process engine).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ SUITE_ARGS = ("--keep-alive", "1", "--header-timeout", "2", "--graceful-timeout"
 #: Hybrids: N processes of an in-process engine under the supervisor.
 EXTRA_TARGETS: list[Target] = [
     Target("sequential", ("--workers", "2")),
+    # The asyncio engine on uvloop: another loop, other transports (skipped
+    # without uvloop: the engine then refuses --uvloop and fails to start).
+    *([Target("asyncio", ("--uvloop",))] if importlib.util.find_spec("uvloop") else []),
 ]
 
 

@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "greenlet": "flash_green.engines.greenlet:GreenletEngine",
     "gevent": "flash_green.engines.gevent:GeventEngine",
     "eventlet": "flash_green.engines.eventlet:EventletEngine",
+    "asyncio": "flash_green.engines.asyncio:AsyncioEngine",
     "prefork": "flash_green.engines.prefork:PreforkEngine",
     "worker": "flash_green.engines.worker:WorkerEngine",
 }

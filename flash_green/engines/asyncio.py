@@ -1,0 +1,452 @@
+"""asyncio: the standard library's event loop, the HTTP core in a Protocol.
+
+The model
+    One thread, one asyncio event loop (asyncore's successor; `--uvloop` or
+    FLASH_UVLOOP=1 swaps in uvloop's libuv loop). Each connection is an
+    `asyncio.Protocol`: the loop calls `data_received(bytes)`, we feed the
+    sans-IO `ServerConnection` and act on its events - the `epoll` engine's
+    callback state machine, with the loop, transports and timers supplied by
+    the standard library. The request body is read before the app runs (a
+    WSGI app reads `wsgi.input` synchronously, it could not wait for the
+    network), then the response is written through `transport.write`,
+    pausing when the transport says its buffer is full (`pause_writing`)
+    and going on at `resume_writing`: back-pressure for large downloads.
+
+    Two kinds of apps:
+    * a plain WSGI app runs inline, on the loop: while it runs nothing else
+      does (the same lesson as `epoll` and `tasklets`);
+    * an async app - `async def app(environ, start_response)` that returns
+      the WSGI body (`flash_green.apps.async_demo`) - runs as a task: it may
+      `await asyncio.sleep(...)` or an upstream call, and every other
+      connection is served meanwhile. `await` marks every place where it
+      may switch: that is asyncio's "function colour", the price of needing
+      no hub and no monkey-patching.
+
+What it costs per connection
+    A Protocol object (slots), a `ServerConnection`, the loop's transport
+    and at most one timer handle: ~2-3 KB of RSS for an idle keep-alive
+    connection (comparisons/bench_green.py measures it). No thread, no stack.
+
+What breaks it
+    Anything that blocks the loop: a plain WSGI app calling `time.sleep`, a
+    blocking socket or database call, CPU work; the suite asserts it. Async
+    code that forgets an `await` (calls a blocking function) blocks it just
+    the same. One core: use `--workers N` for more.
+
+When to use it
+    New I/O-bound services written with async/await (and the ASGI world:
+    uvicorn, hypercorn run this model). For existing blocking WSGI code,
+    gevent keeps the code unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+from typing import Callable
+
+from ..config import Config
+from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection, render_error
+from ..wsgi import Exchange, InputStream, body_from_pieces
+from .base import HEARTBEAT_INTERVAL, Capabilities, Engine
+
+log = logging.getLogger("flash.engine.asyncio")
+
+#: How long a connection stays to drop what a client still sends after an
+#: error response, so that our 4xx is not destroyed by a reset.
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1 << 20
+#: Stop reading from a client that pipelines more than this while one of its
+#: responses is still being produced (resumed when it is done).
+MAX_PIPELINED = 256 * 1024
+
+# Connection states (small ints: compared on every callback).
+READING, AWAITING, WRITING, LINGERING, CLOSED = range(5)
+
+
+def is_async_app(app: Callable) -> bool:
+    """An `async def app(environ, start_response)` (or an object whose __call__ is)."""
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(
+        getattr(app, "__call__", None))
+
+
+def uvloop_requested(config: Config) -> bool:
+    return config.uvloop or os.environ.get("FLASH_UVLOOP", "") not in ("", "0")
+
+
+class HTTPProtocol(asyncio.Protocol):
+    """One connection's state machine, driven by the loop's callbacks."""
+
+    __slots__ = ("engine", "transport", "peer", "conn", "state", "served", "body", "exchange",
+                 "pending", "task", "write_paused", "reading_paused", "in_head", "deadline",
+                 "timer", "linger_left")
+
+    def __init__(self, engine: "AsyncioEngine") -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+        self.peer = None
+        self.conn = ServerConnection(engine.config.limits, engine.config.server_header)
+        self.state = READING
+        #: A response went out: from now on, waiting for a request is idling.
+        self.served = False
+        #: Pieces of the current request body (None between requests).
+        self.body: list[bytes] | None = None
+        self.exchange: Exchange | None = None
+        #: The rest of the current response, pulled one piece at a time.
+        self.pending = None
+        self.task: asyncio.Task | None = None
+        self.write_paused = False
+        self.reading_paused = False
+        #: The deadline of the current request head is armed (from its first byte).
+        self.in_head = False
+        self.deadline: float | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.linger_left = 0
+
+    # -- callbacks from the loop ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        self.engine.adopt(self)
+        self._arm(self.engine.config.keep_alive)
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == READING:
+            self.conn.receive_data(data)
+            self._advance()
+        elif state == LINGERING:
+            self._drop_input(data)
+        elif state != CLOSED:
+            # A response is in progress: keep pipelined bytes for later.
+            self.conn.receive_data(data)
+            if self.conn.buffered > MAX_PIPELINED and not self.reading_paused:
+                self.reading_paused = True
+                self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        if self.state == LINGERING:
+            self._close()
+            return False
+        self.conn.receive_data(b"")
+        if self.state == READING:
+            self._advance()
+        # Keep the transport: a response may still be on its way out.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.state == WRITING and self._flush():
+            self._advance()
+
+    # -- reading ----------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Parse what is buffered; run each complete request, in order."""
+        conn = self.conn
+        while self.state == READING:
+            try:
+                event = conn.next_event()
+            except HTTPError as exc:
+                self._reject(exc)
+                return
+            if type(event) is bytes:
+                self.body.append(event)
+            elif type(event) is Request:
+                self.body = []
+            elif event is END:
+                self._dispatch()
+            elif event is NEED_DATA:
+                self._wait_for_input()
+                return
+            else:  # CLOSED: the client hung up between two requests
+                self._close()
+                return
+
+    def _wait_for_input(self) -> None:
+        """Choose the timeout that bounds the wait for the next bytes."""
+        engine = self.engine
+        conn = self.conn
+        config = engine.config
+        if conn.request is not None:
+            # Inside a body: ask for it if the client waits for our go-ahead.
+            interim = conn.send_continue()
+            if interim:
+                self.transport.write(interim)
+            self._arm(config.header_timeout)
+        elif conn.buffered:
+            # Part of a head: its deadline counts from the first byte.
+            if not self.in_head:
+                self.in_head = True
+                self._arm(config.header_timeout)
+        elif engine.stopping and self.served:
+            self._close()
+        else:
+            self._arm(config.keep_alive)
+
+    # -- running the app ----------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        engine = self.engine
+        wsgi = engine.wsgi
+        self.deadline = None
+        self.in_head = False
+        engine.counters.requests += 1
+        engine.heartbeat()
+        body = InputStream(body_from_pieces(self.body))
+        self.body = None
+        environ = wsgi.environ(wsgi.connection_environ(self.peer), self.conn.request, body)
+        exchange = self.exchange = Exchange(wsgi, self.conn, environ, keep_alive=not engine.stopping)
+        if engine.async_app:
+            # The handler may await: bounded by --timeout like a stalled write.
+            self.state = AWAITING
+            self._arm(engine.config.timeout)
+            self.task = engine.loop.create_task(self._run_async(exchange, environ))
+        else:
+            self.state = WRITING
+            self.pending = iter(exchange.run())
+            self._flush()
+
+    async def _run_async(self, exchange: Exchange, environ: dict) -> None:
+        """Await the async app, then frame its body exactly as for a WSGI app."""
+        out = exchange.refuse()
+        if out is None:
+            try:
+                result = await self.engine.app(environ, exchange.start_response)
+            except Exception as exc:
+                out = exchange.failed(exc)
+            else:
+                out = exchange.respond(result)
+        self.task = None
+        if self.state != AWAITING:
+            return
+        self.state = WRITING
+        self.pending = iter(out)
+        if self._flush():
+            self._advance()
+
+    # -- writing ----------------------------------------------------------------
+
+    def _flush(self) -> bool:
+        """Write until the response is done (True) or the transport is full."""
+        pending = self.pending
+        transport = self.transport
+        write = transport.write
+        while not self.write_paused:
+            data = next(pending, None)
+            if data is None:
+                return self._finish_response()
+            write(data)
+            if transport.is_closing():  # the client is gone: stop pulling the body
+                return False
+        # Paused: a client that reads nothing for --timeout is cut off.
+        self._arm(self.engine.config.timeout)
+        return False
+
+    def _finish_response(self) -> bool:
+        """The response is out: count it, then read the next request or close."""
+        engine = self.engine
+        exchange = self.exchange
+        self.exchange = self.pending = None
+        self.served = True
+        self.deadline = None
+        engine.count_response(exchange)
+        if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
+            self._close()
+            return False
+        self.state = READING
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        return True
+
+    # -- bad input ----------------------------------------------------------------
+
+    def _reject(self, exc: HTTPError) -> None:
+        """Answer the core's verdict, half-close, and drop what still comes."""
+        engine = self.engine
+        engine.counters.errors_4xx += exc.status < 500
+        log.info("bad request from %s: %s %s", self.peer, exc.status, exc.reason)
+        self.state = LINGERING
+        self.in_head = False
+        self.transport.write(render_error(exc.status, exc.reason, engine.config.server_header))
+        self.transport.write_eof()
+        self.linger_left = LINGER_BYTES
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        self._arm(LINGER_SECONDS)
+
+    def _drop_input(self, data: bytes) -> None:
+        self.linger_left -= len(data)
+        if self.linger_left <= 0:
+            self._close()
+
+    # -- timers and closing ---------------------------------------------------------
+
+    def _arm(self, seconds: float) -> None:
+        """Set the connection's one deadline.
+
+        Moving a deadline later (every keep-alive request does) only stores
+        a number: the pending timer, when it fires early, re-arms itself for
+        the rest. A timer is created only when none is pending or the new
+        deadline is earlier: a keep-alive connection costs one timer per
+        keep-alive period, not one per request.
+        """
+        loop = self.engine.loop
+        deadline = self.deadline = loop.time() + seconds
+        timer = self.timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self.timer = loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if deadline is None or self.state == CLOSED:
+            return
+        if self.engine.loop.time() < deadline:
+            self.timer = self.engine.loop.call_at(deadline, self._on_timer)
+            return
+        if self.state == AWAITING:
+            log.warning("async handler for %s ran past --timeout; connection closed",
+                        self.exchange.environ.get("PATH_INFO") if self.exchange else "?")
+        log.debug("connection from %s timed out in state %d", self.peer, self.state)
+        self._close()
+
+    @property
+    def idle(self) -> bool:
+        """Between two requests, with nothing buffered: a stop may close it.
+
+        A new connection's first request is owed an answer even if it has not
+        arrived yet (a graceful restart must not drop it).
+        """
+        return (self.served and self.state == READING and self.conn.request is None
+                and not self.conn.buffered)
+
+    def _close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.deadline = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+        pending, self.pending = self.pending, None
+        close_pending = getattr(pending, "close", None)
+        if close_pending is not None:
+            close_pending()  # runs the Exchange's cleanup: the app iterable's close()
+        if self.transport is not None:
+            self.transport.close()
+            self.engine.forget(self)
+
+
+class AsyncioEngine(Engine):
+    name = "asyncio"
+    summary = "asyncio Protocols (uvloop with --uvloop); WSGI inline on the loop, async apps as tasks"
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+
+    def __init__(self, config: Config, app: Callable, listener) -> None:
+        super().__init__(config, app, listener)
+        self.async_app = is_async_app(app)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connections: set[HTTPProtocol] = set()
+        self._stop_requested: asyncio.Future | None = None
+        self._drained: asyncio.Future | None = None
+
+    @classmethod
+    def validate(cls, config: Config) -> None:
+        super().validate(config)
+        if uvloop_requested(config):
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                raise ValueError("--uvloop needs the package 'uvloop': pip install uvloop") from None
+
+    def run(self) -> None:
+        # Signal handlers are the loop's (add_signal_handler, in _main): they
+        # then run as loop callbacks, where closing connections is safe.
+        self.serve()
+
+    def serve(self) -> None:
+        loop_factory = None
+        if uvloop_requested(self.config):
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(self._main())
+
+    async def _main(self) -> None:
+        loop = self.loop = asyncio.get_running_loop()
+        log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
+        self._stop_requested = loop.create_future()
+        self._drained = loop.create_future()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop_on_signal, signum)
+        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, False)
+        self.listener.setblocking(False)
+        server = await loop.create_server(lambda: HTTPProtocol(self), sock=self.listener,
+                                          backlog=self.config.backlog)
+        self.loop_heartbeat = True
+        self._beat()
+        await self._stop_requested
+        server.close()
+        for protocol in [p for p in self.connections if p.idle]:
+            protocol._close()
+        if self.connections:
+            await self._drained
+        log.info("all connections finished")
+
+    def _beat(self) -> None:
+        """Heartbeat from a loop callback: it stops when something blocks the loop."""
+        if not self.stopping:
+            self.heartbeat()
+            self.loop.call_later(HEARTBEAT_INTERVAL, self._beat)
+
+    def _stop_on_signal(self, signum: int) -> None:
+        log.info("received %s, stopping gracefully", signal.Signals(signum).name)
+        self.request_stop(graceful=True)
+        self._arm_graceful_deadline()
+
+    def request_stop(self, graceful: bool = True) -> None:
+        self.stopping = True
+        if not graceful:
+            os._exit(0)
+        if self._stop_requested is not None and not self._stop_requested.done():
+            self._stop_requested.set_result(None)
+
+    # -- connection bookkeeping (called by the protocols) ------------------------
+
+    def adopt(self, protocol: HTTPProtocol) -> None:
+        self.connections.add(protocol)
+        self.counters.connections_total += 1
+        self.counters.connections_open += 1
+
+    def forget(self, protocol: HTTPProtocol) -> None:
+        self.connections.discard(protocol)
+        self.counters.connections_open -= 1
+        if self.stopping and not self.connections and not self._drained.done():
+            self._drained.set_result(None)
+
+    def count_response(self, exchange: Exchange) -> None:
+        counters = self.counters
+        counters.bytes_sent += exchange.sent
+        if exchange.status >= 500:
+            counters.errors_5xx += 1
+        elif exchange.status >= 400:
+            counters.errors_4xx += 1

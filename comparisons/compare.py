@@ -45,6 +45,17 @@ log = logging.getLogger("comparisons.compare")
 HYBRID_CANDIDATES = ("tasklets", "gevent", "epoll", "asyncio", "greenlet", "threaded")
 #: Engines that also get a monkey-patched row (blocking calls in the app cooperate).
 PATCH_VARIANTS = ("gevent", "eventlet")
+#: Engines that also get a row serving the demo app in their own colour: the
+#: same endpoints written as tasklet handlers or against the green hub.
+APP_VARIANTS = {
+    "tasklets": "flash_green.apps.tasklet_demo:app",
+    "greenlet": "flash_green.apps.green_demo:app",
+    "asyncio": "flash_green.apps.async_demo:app",
+}
+#: Where an app serves the scenarios' blocking endpoints, when not at the demo's paths.
+APP_PATHS = {
+    "flash_green.apps.green_demo:app": {"/sleep": "/green/sleep", "/upstream": "/green/upstream"},
+}
 
 
 @dataclass
@@ -95,12 +106,17 @@ def default_engine_specs() -> list[str]:
     for name in PATCH_VARIANTS:
         if name in names:
             specs.append(f"{name} --patch")
+    for name, app in APP_VARIANTS.items():
+        if name in names:
+            specs.append(f"{name} {app}")
     if supervisor_available():
         hybrid = next((n for n in HYBRID_CANDIDATES if n in names), None)
         if hybrid is not None:
-            # Green hybrids run patched, as gunicorn's gevent worker does.
+            # The hybrid runs as the model is meant to be used: green engines
+            # patched (as gunicorn's gevent worker), loops with their own handlers.
             patch = " --patch" if hybrid in PATCH_VARIANTS else ""
-            specs.append(f"{hybrid}{patch} --workers {max(2, os.cpu_count() or 2)}")
+            app = f" {APP_VARIANTS[hybrid]}" if hybrid in APP_VARIANTS else ""
+            specs.append(f"{hybrid}{app}{patch} --workers {max(2, os.cpu_count() or 2)}")
     return specs
 
 
@@ -108,8 +124,10 @@ def build_targets(specs: list[str], peers: str | None) -> tuple[list[Target], li
     """Targets that can run here, and one line for each one skipped."""
     targets, skipped = [], []
     for spec in specs:
+        app = next((w for w in spec.split() if ":" in w and not w.startswith("-")), None)
+        label = spec.replace(app, "+" + app.split(":")[0].rsplit(".", 1)[-1]) if app else spec
         try:
-            targets.append(engine_target(spec))
+            targets.append(engine_target(spec, label=label, paths=APP_PATHS.get(app or "")))
         except engines.EngineUnavailable as exc:
             skipped.append(f"engine {spec!r} skipped: {exc}")
         except KeyError as exc:

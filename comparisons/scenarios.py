@@ -8,9 +8,10 @@ scenario's own knob), its metrics, the load generator's raw result and
 what the server used (CPU, RSS).
 
 =============== =============================================================
-hello           keep-alive ``GET /`` at c = 1, 10, 100, 1000 (10,000 only for
-                models that serve connections concurrently): overhead per
-                request and how it scales with connections
+hello           keep-alive ``GET /`` at c = 1, 10, 100, 1000, 10,000 (capped at
+                1000 for one-connection-at-a-time models and at 100 for a
+                process per request, see `servers.engine_target`): overhead
+                per request and how it scales with connections
 new-conn        a new TCP connection per request: accept + setup cost
 blocking        ``/sleep?ms=50`` at c=10: who stalls on a blocking handler;
                 the ideal is c / 50 ms = 200 req/s
@@ -56,8 +57,6 @@ class Settings:
     server_cpus: tuple[int, ...] | None = None
     #: Given to the server in the CPU scenario (the generator barely works there).
     all_cpus: tuple[int, ...] | None = None
-    #: Levels above this run only for targets that serve connections concurrently.
-    sequential_cap: int = 1000
     handler_concurrency: int = 10
     sleep_ms: int = 50
     cpu_n: int = 24
@@ -107,7 +106,7 @@ class Context:
                                        prefer_wrk=s.prefer_wrk)
         options.update(kwargs)
         with ResourceSampler(self.server) as sampler:
-            result = loadgen.run_load(self.server.url(path), concurrency=concurrency, **options)
+            result = loadgen.run_load(self.server.url(self.target.path(path)), concurrency=concurrency, **options)
         return result, sampler.stats.to_dict()
 
 
@@ -157,9 +156,10 @@ def _measure(ctx: Context, level: int, path: str, concurrency: int, **kwargs: An
 def hello(ctx: Context) -> list[Measurement]:
     """Keep-alive GET / at each concurrency level, lowest first, on one server."""
     out = []
+    cap = ctx.target.level_cap
     for c in ctx.settings.concurrency:
-        if c > ctx.settings.sequential_cap and not ctx.target.concurrent:
-            out.append(Measurement(c, {}, note=f"capped: {ctx.target.label} serves one connection at a time"))
+        if cap is not None and c > cap:
+            out.append(Measurement(c, {}, note=f"not run: {ctx.target.cap_reason}"))
             continue
         m = _measure(ctx, c, "/", c)
         m.metrics["served_conns_pct"] = round(100 * min(m.metrics["served_conns"], c) / c, 1)
@@ -222,6 +222,11 @@ def idle(ctx: Context) -> list[Measurement]:
     """RSS before and while holding N idle keep-alive connections; then is anyone served?"""
     s = ctx.settings
     n = s.idle_connections
+    if ctx.target.fork_per_request:
+        # Each held connection's first request would start an interpreter: N
+        # processes at once. Between requests the connection costs what the
+        # model's connection layer costs (see its own row).
+        return [Measurement(n, {}, note="not run: a process per request would start one per connection")]
     # A few requests first, so the baseline includes what the first request allocates.
     loadgen.run_load(ctx.server.url("/"), concurrency=1, requests=20, duration=None,
                      timeout=s.timeout, cpu=s.generator_cpus, prefer_wrk=False)

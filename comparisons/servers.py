@@ -52,6 +52,15 @@ class Target:
     #: Runs handlers on several cores (processes).
     parallel: bool = False
     summary: str = ""
+    #: The WSGI app to serve, if not the demo app (e.g. its tasklet-handler version).
+    app: str | None = None
+    #: Scenario path -> the path this target's app serves it at (its cooperative variant).
+    paths: tuple[tuple[str, str], ...] = ()
+    #: Starts a process for every request (CGI).
+    fork_per_request: bool = False
+    #: Highest keep-alive concurrency worth running, and why (None = no cap).
+    level_cap: int | None = None
+    cap_reason: str = ""
 
     @property
     def kind(self) -> str:
@@ -63,24 +72,50 @@ class Target:
     def is_peer(self) -> bool:
         return self.peer is not None
 
+    def path(self, path: str) -> str:
+        """Where this target's app serves ``path`` (query kept)."""
+        route, sep, query = path.partition("?")
+        return dict(self.paths).get(route, route) + sep + query
 
-def engine_target(spec: str) -> Target:
-    """``"threaded"`` or ``"threaded --workers 2"`` -> a Target (EngineUnavailable, KeyError)."""
-    name, *args = spec.split()
+
+#: Keep-alive concurrency above which a process-per-request model would start
+#: that many interpreters at once (gigabytes of RAM): not run.
+FORK_PER_REQUEST_CAP = 100
+#: Above this, a model serving one connection at a time has nothing to show.
+ONE_AT_A_TIME_CAP = 1000
+
+
+def engine_target(spec: str, label: str | None = None, paths: dict[str, str] | None = None) -> Target:
+    """``"threaded"``, ``"threaded --workers 2"`` or ``"tasklets pkg.mod:app"`` -> a Target.
+
+    A word with a colon that is not an option is the WSGI app to serve.
+    Raises EngineUnavailable or KeyError as `engines.get` does.
+    """
+    name, *words = spec.split()
+    app = next((w for w in words if ":" in w and not w.startswith("-")), None)
+    args = tuple(w for w in words if w != app)
     cls = engines.get(name)
     caps = cls.capabilities
     workers = _option_value(args, "--workers", "-w")
     multiprocess = caps.multiprocess or (workers is not None and workers > 1)
+    concurrent = caps.concurrent or multiprocess
+    cap, reason = None, ""
+    if caps.fork_per_request:
+        cap, reason = FORK_PER_REQUEST_CAP, "a process per request: higher c would start that many interpreters"
+    elif not concurrent:
+        cap, reason = ONE_AT_A_TIME_CAP, "serves one connection at a time"
     return Target(
-        label=spec.strip(), engine=name, args=tuple(args),
-        concurrent=caps.concurrent or multiprocess, parallel=caps.parallel or multiprocess,
-        summary=cls.summary,
+        label=label or spec.strip(), engine=name, args=args, concurrent=concurrent,
+        parallel=caps.parallel or multiprocess, summary=cls.summary, app=app,
+        paths=tuple((paths or {}).items()), fork_per_request=caps.fork_per_request,
+        level_cap=cap, cap_reason=reason,
     )
 
 
 def peer_target(peer: Peer) -> Target:
+    cap = None if peer.concurrent else ONE_AT_A_TIME_CAP
     return Target(label=peer.label, peer=peer, concurrent=peer.concurrent, parallel=peer.parallel,
-                  summary=peer.settings)
+                  summary=peer.settings, level_cap=cap, cap_reason="" if cap is None else "serves one request at a time per worker")
 
 
 def _option_value(args: Sequence[str], *names: str) -> int | None:
@@ -120,15 +155,16 @@ class ServerUnderTest:
     def start(self) -> "ServerUnderTest":
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._log = open(self.log_path, "ab")
+        app = self.target.app or self.app
         listener = None
         if self.target.peer is not None:
             # The harness binds (TCP_NODELAY, big backlog); the peer inherits the fd.
             listener = bind_listener(self.host, 0, 4096)
             self.port = listener.getsockname()[1]
-            self.command = self.target.peer.command(listener.fileno(), self.app, self.keep_alive)
+            self.command = self.target.peer.command(listener.fileno(), app, self.keep_alive)
             pass_fds: tuple[int, ...] = (listener.fileno(),)
         else:
-            self.command = [sys.executable, "-m", "flash_green", "serve", self.app,
+            self.command = [sys.executable, "-m", "flash_green", "serve", app,
                             "--engine", self.target.engine or "", "-b", f"{self.host}:0",
                             "--keep-alive", str(self.keep_alive), "--log-level", "warning",
                             *self.target.args]

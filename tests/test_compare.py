@@ -205,10 +205,20 @@ def test_default_plan_covers_every_registered_engine():
     assert {t.engine for t in targets} <= set(engines.names())
 
 
-def test_engine_target_reads_workers_as_parallel():
+def test_engine_target_reads_workers_app_and_paths():
     assert not engine_target("sequential").parallel
     assert engine_target("sequential --workers 2").parallel
     assert engine_target("sequential --workers 2").kind == "hybrid"
+    target = engine_target("sequential pkg.mod:app --keep-alive 2", paths={"/sleep": "/green/sleep"})
+    assert target.app == "pkg.mod:app" and target.args == ("--keep-alive", "2")
+    assert target.path("/sleep?ms=5") == "/green/sleep?ms=5" and target.path("/") == "/"
+    assert engine_target("sequential").level_cap == 1000
+
+
+def test_app_variants_get_readable_labels_and_their_paths():
+    targets, _ = compare.build_targets(["sequential flash_green.apps.green_demo:app"], peers=None)
+    assert targets[0].label == "sequential +green_demo"
+    assert targets[0].path("/upstream?port=1") == "/green/upstream?port=1"
 
 
 @pytest.mark.parametrize("peer", PEERS, ids=[p.name for p in PEERS])

@@ -125,6 +125,9 @@ class Child:
         self.stdout = proc.stdout.fileno()
         self.poller = select.poll()
         self.poller.register(self.stdout, select.POLLIN)
+        # Readable when the child exits: waiting for the exit with a deadline
+        # is one poll, not Popen.wait(timeout)'s sleep-and-retry loop.
+        self.pidfd = os.pidfd_open(proc.pid)
 
     def read(self) -> bytes:
         """The next piece of stdout (b"" at its end); ChildTimeout past the deadline."""
@@ -149,12 +152,14 @@ class Child:
 
     def finish(self) -> int | None:
         """Wait for the exit (bounded by the deadline); kill if it overstays."""
-        try:
-            return self.proc.wait(max(0.0, self.deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            log.error("%s still running after --timeout; killed", self.program.argv[-1])
-            self.kill()
-            return None
+        remaining = self.deadline - time.monotonic()
+        exited = select.poll()
+        exited.register(self.pidfd, select.POLLIN)
+        if remaining > 0 and exited.poll(remaining * 1000):
+            return self.proc.wait()
+        log.error("%s still running after --timeout; killed", self.program.argv[-1])
+        self.kill()
+        return None
 
     def kill(self) -> None:
         """Kill the child and everything it started (its own process group), reap it."""
@@ -167,6 +172,7 @@ class Child:
 
     def close(self) -> None:
         self.proc.stdout.close()
+        os.close(self.pidfd)
 
 
 class CGIBody:

@@ -3,6 +3,7 @@
     /sleep?ms=N              waits N ms with `await asyncio.sleep` (cooperates)
     /upstream?port=P&ms=N    calls the slow upstream with asyncio streams
                              (cooperates)
+    /error                   raises after an await (the 500 path, from a task)
     everything else          the plain demo app, run inline on the loop
 
 An async app is `async def app(environ, start_response)` returning the WSGI
@@ -53,7 +54,12 @@ async def upstream(environ, start_response):
     return _text(start_response, body)
 
 
-ROUTES = {"/sleep": sleep, "/upstream": upstream}
+async def error(environ, start_response):
+    await asyncio.sleep(0)
+    raise RuntimeError("the async /error endpoint always fails")
+
+
+ROUTES = {"/sleep": sleep, "/upstream": upstream, "/error": error}
 
 
 async def app(environ, start_response):

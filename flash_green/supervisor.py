@@ -64,6 +64,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NoReturn
 
+from . import patching
 from .cli import EXIT_APP_LOAD, announce
 from .config import Config
 from .engines.base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker
@@ -466,6 +467,10 @@ class Supervisor:
     def _serve_in_worker(self, slot: HeartbeatSlot) -> int:
         config = self.config
         listener = self._worker_listener()
+        if config.patch and self.engine_cls.name in patching.PATCHABLE:
+            # Before the app's imports, as `python -m flash_green` does without
+            # workers (the master stays unpatched); the engine then finds it done.
+            patching.apply(self.engine_cls.name)
         app = load_app(self.app_spec, self.factory)
         engine = self.engine_cls(config, app, listener)
         max_requests = config.max_requests

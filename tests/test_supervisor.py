@@ -301,3 +301,22 @@ def test_reuse_port_gives_each_worker_its_own_listener(servers, hold_dir):
     assert listening == worker_pids(proc)
     master = psutil.Process(proc.proc.pid).net_connections(kind="tcp")
     assert not [c for c in master if c.status == psutil.CONN_LISTEN]
+
+
+@pytest.mark.parametrize("engine", ["gevent", "eventlet"])
+def test_patching_engines_patch_each_worker_before_the_app_loads(servers, hold_dir, engine):
+    try:
+        engines.get(engine)
+    except (KeyError, engines.EngineUnavailable) as exc:
+        pytest.skip(str(exc))
+    proc = servers(engine, "--workers", "1", "--patch", hold_dir=hold_dir)
+    holds = [Hold(hold_dir), Hold(hold_dir)]
+    # The hold handler waits with time.sleep: two at once in ONE worker only
+    # if time.sleep is the patched, cooperative one.
+    clients = [send_hold(proc, hold) for hold in holds]
+    for hold in holds:
+        hold.release()
+    for client in clients:
+        assert client.read_response().status == 200
+        client.close()
+    assert "after start-up" not in proc.log()  # patched before the app's imports

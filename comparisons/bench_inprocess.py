@@ -45,6 +45,7 @@ APP = "flash_green.apps.demo:app"
 HELLO = b"Hello, World!"
 _LISTENING = re.compile(r"listening on http://([^:/\s]+):(\d+)")
 _REQUESTS_PER_SEC = re.compile(r"Requests/sec:\s+([0-9.]+)")
+_REQUEST_COUNT = re.compile(r"(\d+) requests in")
 _ERRORS = re.compile(r"(Socket errors:.*|Non-2xx or 3xx responses:.*)")
 
 
@@ -173,50 +174,70 @@ def start(server: Server, *extra: str) -> Running:
     raise RuntimeError(f"{server.label} did not start")
 
 
-def wrk(port: int, connections: int, seconds: int) -> tuple[float, str]:
-    """(requests/s, error lines) of one wrk run against 127.0.0.1:port."""
+@dataclass
+class Run:
+    """One measured wrk run: its rate, and the server's CPU time per request."""
+
+    rate: float
+    cpu_us_per_request: float
+    errors: str
+
+
+def wrk(port: int, connections: int, seconds: int, server_pid: int | None = None) -> Run:
+    """Run wrk against 127.0.0.1:port; with `server_pid`, also charge the
+    server's CPU time (user + system, all threads) to the requests served."""
+    process = psutil.Process(server_pid) if server_pid else None
+    before = sum(process.cpu_times()[:2]) if process else 0.0
     out = subprocess.run(
         pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"], 1),
         capture_output=True, text=True, timeout=seconds + 60,
     ).stdout
-    match = _REQUESTS_PER_SEC.search(out)
-    if not match:
+    cpu = sum(process.cpu_times()[:2]) - before if process else 0.0
+    rate, count = _REQUESTS_PER_SEC.search(out), _REQUEST_COUNT.search(out)
+    if not rate or not count:
         raise RuntimeError(f"wrk printed no rate:\n{out}")
-    return float(match.group(1)), "; ".join(_ERRORS.findall(out))
+    requests = max(1, int(count.group(1)))
+    return Run(float(rate.group(1)), cpu / requests * 1e6, "; ".join(_ERRORS.findall(out)))
 
 
 # -- throughput --------------------------------------------------------------------
 
 def measure_throughput(servers: list[Server], rounds: int, connections: int,
-                       seconds: int) -> dict[str, list[float]]:
-    rates: dict[str, list[float]] = {s.label: [] for s in servers}
+                       seconds: int) -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {s.label: [] for s in servers}
     for number in range(1, rounds + 1):
         for server in servers:
             running = start(server)
             try:
                 wrk(running.port, connections, 1)  # warm-up: caches, first connections
-                rate, errors = wrk(running.port, connections, seconds)
+                run = wrk(running.port, connections, seconds, running.proc.pid)
             finally:
                 running.stop()
-            rates[server.label].append(rate)
-            note = f"  ({errors})" if errors else ""
-            print(f"  round {number}: {server.label:30} {rate:10.0f} req/s{note}", flush=True)
-    return rates
+            runs[server.label].append(run)
+            note = f"  ({run.errors})" if run.errors else ""
+            print(f"  round {number}: {server.label:30} {run.rate:10.0f} req/s "
+                  f"{run.cpu_us_per_request:7.1f} us CPU/request{note}", flush=True)
+    return runs
 
 
-def report_throughput(rates: dict[str, list[float]], connections: int, seconds: int) -> None:
+def report_throughput(runs: dict[str, list[Run]], connections: int, seconds: int) -> None:
     print(f"\nhello, keep-alive, wrk -t1 -c{connections} -d{seconds}s "
-          f"(server on CPU 0, wrk on CPU 1), req/s:")
-    medians = {label: statistics.median(values) for label, values in rates.items()}
-    for label, values in rates.items():
-        rounds = " ".join(f"{v:8.0f}" for v in values)
-        print(f"  {label:30} median {medians[label]:8.0f}   rounds: {rounds}")
-    print("\nratios of medians (same run):")
+          f"(server on CPU 0, wrk on CPU 1):")
+    rates = {label: statistics.median(r.rate for r in values) for label, values in runs.items()}
+    costs = {label: statistics.median(r.cpu_us_per_request for r in values)
+             for label, values in runs.items()}
+    for label, values in runs.items():
+        rounds = " ".join(f"{r.rate:7.0f}" for r in values)
+        print(f"  {label:30} median {rates[label]:7.0f} req/s {costs[label]:6.1f} us CPU/request"
+              f"   rounds (req/s): {rounds}")
+    print("\nratios of medians (same run): throughput, and server CPU per request "
+          "(peer / ours: above 1 means we spend less)")
     for top, bottom, aim in TARGETS:
-        if top in medians and bottom in medians:
-            ratio = medians[top] / medians[bottom]
+        if top in rates and bottom in rates:
+            ratio = rates[top] / rates[bottom]
             verdict = "meets" if ratio >= aim else "MISSES"
-            print(f"  {top:20} / {bottom:28} = {ratio:5.2f}   (aim >= {aim}: {verdict})")
+            print(f"  {top:20} / {bottom:28} = {ratio:5.2f} req/s (aim >= {aim}: {verdict});"
+                  f"  CPU/request {costs[bottom] / costs[top]:5.2f}")
 
 
 # -- idle connections ----------------------------------------------------------------
@@ -282,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         if not shutil.which("wrk"):
             print("wrk is not installed: skipping the throughput part", file=sys.stderr)
         else:
-            rates = measure_throughput(throughput_servers(), args.rounds, args.connections,
-                                       args.duration)
-            report_throughput(rates, args.connections, args.duration)
+            runs = measure_throughput(throughput_servers(), args.rounds, args.connections,
+                                      args.duration)
+            report_throughput(runs, args.connections, args.duration)
     if not args.skip_idle:
         report_idle(args.idle)
     return 0

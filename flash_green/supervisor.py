@@ -357,7 +357,7 @@ class Supervisor:
 
     def _on_exit(self, worker: Worker, code: int) -> None:
         how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
-        if code == EXIT_APP_LOAD:
+        if code == EXIT_APP_LOAD and self.exit_code != EXIT_APP_LOAD:
             log.error("worker %d could not load the app %r (see above): stopping, not respawning",
                       worker.pid, self.app_spec)
             self._stop(graceful=True, exit_code=EXIT_APP_LOAD)
@@ -438,7 +438,7 @@ class Supervisor:
             random.seed()  # the jitter below must differ between siblings
             code = self._serve_in_worker(slot)
         except AppLoadError as exc:
-            print(f"flash: {exc}", file=sys.stderr)
+            sys.stderr.write(f"flash: {exc}\n")  # one write: siblings may fail at once
             code = EXIT_APP_LOAD
         except BaseException:
             log.exception("worker %d crashed", os.getpid())

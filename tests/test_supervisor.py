@@ -195,8 +195,23 @@ def test_hup_restarts_every_worker_without_a_failed_request(servers, hold_dir):
     assert proc.proc.poll() is None and get_ok(proc.address)
 
 
-def test_stuck_worker_is_killed_after_timeout_and_replaced(servers, hold_dir):
-    proc = servers("prefork", "--workers", "1", "--timeout", "2", "--keep-alive", "1",
+def stalling_engines() -> list:
+    """prefork, and every in-process engine whose loop a blocking handler holds."""
+    names = ["prefork"]
+    for name in engines.names():
+        try:
+            caps = engines.get(name).capabilities
+        except engines.EngineUnavailable:
+            continue
+        if caps.blocking_handler_stalls and not caps.multiprocess:
+            names.append(name)
+    return names
+
+
+@pytest.mark.parametrize("engine", stalling_engines())
+def test_stuck_worker_is_killed_after_timeout_and_replaced(servers, hold_dir, engine):
+    """The engine's own loop beats: once a handler holds it, the beats stop."""
+    proc = servers(engine, "--workers", "1", "--timeout", "2", "--keep-alive", "1",
                    "--header-timeout", "1", hold_dir=hold_dir)
     (stuck,) = worker_pids(proc)
     hold = Hold(hold_dir)

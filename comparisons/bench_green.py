@@ -1,0 +1,219 @@
+"""Green threads and coroutines side by side: hello keep-alive req/s, and RSS per idle connection.
+
+    python -m comparisons.bench_green                  # everything, ~4 minutes
+    python -m comparisons.bench_green --skip-idle --rounds 5
+    python -m comparisons.bench_green --skip-throughput --idle 5000
+
+Throughput. Every server answers `GET /` with a 13-byte hello: Flash's
+greenlet, gevent, eventlet and asyncio engines (the last also on uvloop)
+through the CLI, serving the demo app; and the reference server of each
+model, in a child process of this script:
+
+* gevent.pywsgi and eventlet.wsgi serving the same demo app. Their
+  listening socket has TCP_NODELAY, which Linux copies to every accepted
+  socket: both write the response head and body separately, and without it
+  each keep-alive response would wait 40 ms for a delayed ACK (Nagle), so
+  the comparison would measure a socket option.
+* uvicorn with httptools, on the asyncio loop and on uvloop, serving an
+  ASGI hello (uvicorn's WSGI mode is deprecated and runs the app in a
+  thread pool: not the same model).
+
+No server is monkey-patched (hello does no I/O of its own; patching is what
+makes an app's blocking calls cooperate, see tests/test_green.py). Access
+logs are off everywhere. Each server is pinned to CPU 0 and wrk
+(`-t1 -c100 -d5s` by default) to CPU 1; servers are measured in interleaved
+rounds, and the ratios are of medians from the same run. Numbers depend on
+the machine; only the ratios are quoted.
+
+Idle connections. For each server: open N keep-alive connections with one
+answered request each, hold them, and compare the server's RSS before and
+after: the difference over N is what an idle keep-alive client costs it
+beyond the kernel's socket buffers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import socket
+import statistics
+import sys
+import time
+
+import psutil
+
+from comparisons.bench_inprocess import (
+    HELLO,
+    Run,
+    Server,
+    announce,
+    flash_server,
+    measure_throughput,
+    open_idle_connections,
+    start,
+)
+
+#: (ours, peer, the ratio the study aims at)
+TARGETS = [
+    ("greenlet", "gevent.pywsgi", 2.0),
+    ("gevent", "gevent.pywsgi", 1.5),
+    ("eventlet", "eventlet.wsgi", 1.2),
+    ("asyncio", "uvicorn httptools asyncio", 1.0),
+    ("asyncio --uvloop", "uvicorn httptools uvloop", 1.0),
+]
+
+#: Peers: label -> the packages each needs.
+PEERS = {
+    "gevent.pywsgi": ("gevent",),
+    "eventlet.wsgi": ("eventlet",),
+    "uvicorn httptools asyncio": ("uvicorn", "httptools"),
+    "uvicorn httptools uvloop": ("uvicorn", "httptools", "uvloop"),
+}
+
+
+def peer_server(name: str) -> Server:
+    return Server(name, (sys.executable, "-m", "comparisons.bench_green", "--serve-peer", name))
+
+
+def servers() -> list[Server]:
+    chosen = [flash_server("greenlet"), flash_server("gevent"), flash_server("eventlet"),
+              flash_server("asyncio")]
+    if importlib.util.find_spec("uvloop"):
+        chosen.append(flash_server("asyncio", "--uvloop"))
+    for name, packages in PEERS.items():
+        missing = [p for p in packages if importlib.util.find_spec(p) is None]
+        if missing:
+            print(f"peer {name} skipped: {', '.join(missing)} not installed", file=sys.stderr)
+        else:
+            chosen.append(peer_server(name))
+    return chosen
+
+
+# -- the reference servers, run as `--serve-peer NAME` in a child process ------------
+
+def listener() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    return sock
+
+
+async def asgi_hello(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
+    await send({"type": "http.response.body", "body": HELLO})
+
+
+def serve_peer(name: str) -> None:
+    sock = listener()
+    if name == "gevent.pywsgi":
+        from gevent.pywsgi import WSGIServer
+
+        from flash_green.apps.demo import app
+
+        import gevent.socket
+
+        announce(sock.getsockname()[1])
+        WSGIServer(gevent.socket.socket(fileno=sock.detach()), app, log=None).serve_forever()
+    elif name == "eventlet.wsgi":
+        from flash_green.patching import import_eventlet
+
+        import_eventlet()
+        import eventlet.wsgi
+
+        from flash_green.apps.demo import app
+
+        announce(sock.getsockname()[1])
+        eventlet.wsgi.server(eventlet.greenio.GreenSocket(sock), app, log_output=False,
+                             max_size=100_000)
+    elif name.startswith("uvicorn"):
+        import uvicorn
+
+        loop = "uvloop" if name.endswith("uvloop") else "asyncio"
+        config = uvicorn.Config(asgi_hello, http="httptools", loop=loop, lifespan="off",
+                                access_log=False, log_level="warning", timeout_keep_alive=600)
+        announce(sock.getsockname()[1])
+        uvicorn.Server(config).run(sockets=[sock])
+    else:
+        raise SystemExit(f"unknown peer {name!r}")
+
+
+# -- idle connections ----------------------------------------------------------------
+
+def idle_cost(server: Server, count: int) -> float:
+    """Server RSS per idle keep-alive connection, in bytes."""
+    extra = ("--keep-alive", "600", "--max-connections", str(count + 100), "--backlog", "4096") \
+        if server.argv[1:3] == ("-m", "flash_green") else ()
+    running = start(server, *extra)
+    process = psutil.Process(running.proc.pid)
+    try:
+        for sock in open_idle_connections(running.port, 200):  # warm up allocators
+            sock.close()
+        time.sleep(0.5)  # let the server finish closing them before the baseline
+        before = process.memory_info().rss
+        socks = open_idle_connections(running.port, count)
+        after = process.memory_info().rss
+        for sock in socks:
+            sock.close()
+    finally:
+        running.stop()
+    return (after - before) / count
+
+
+def report_idle(count: int) -> None:
+    print(f"\nRSS per idle keep-alive connection ({count} connections, one request each, held open):")
+    for server in servers():
+        if "uvicorn" in server.label and "asyncio" not in server.label:
+            continue  # one uvicorn row is enough here
+        print(f"  {server.label:28} {idle_cost(server, count) / 1024:7.2f} KB", flush=True)
+
+
+def report_throughput(runs: dict[str, list[Run]], connections: int, seconds: int) -> None:
+    print(f"\nhello, keep-alive, wrk -t1 -c{connections} -d{seconds}s "
+          "(server on CPU 0, wrk on CPU 1), medians of the rounds:")
+    rates = {label: statistics.median(r.rate for r in values) for label, values in runs.items()}
+    costs = {label: statistics.median(r.cpu_us_per_request for r in values)
+             for label, values in runs.items()}
+    for label, values in runs.items():
+        rounds = " ".join(f"{r.rate:7.0f}" for r in values)
+        print(f"  {label:28} {rates[label]:7.0f} req/s {costs[label]:6.1f} us CPU/request"
+              f"   rounds: {rounds}")
+    print("\nthe aims of issue 6 (ratios of medians, same run):")
+    for ours, peer, aim in TARGETS:
+        if ours in rates and peer in rates:
+            ratio = rates[ours] / rates[peer]
+            print(f"  {ours:18} / {peer:28} = {ratio:5.2f}  (aim >= {aim}: "
+                  f"{'meets' if ratio >= aim else 'MISSES'});  CPU/request "
+                  f"{costs[peer] / costs[ours]:5.2f}x less")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--serve-peer", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_peer:
+        serve_peer(args.serve_peer)
+        return 0
+    if not args.skip_throughput:
+        from comparisons import wrk
+
+        if not wrk.available():
+            print("wrk is not installed: skipping the throughput part", file=sys.stderr)
+        else:
+            runs = measure_throughput(servers(), args.rounds, args.connections, args.duration)
+            report_throughput(runs, args.connections, args.duration)
+    if not args.skip_idle:
+        report_idle(args.idle)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -222,7 +222,9 @@ class HTTPProtocol(asyncio.Protocol):
         out = exchange.refuse()
         if out is None:
             try:
-                result = await self.engine.app(environ, exchange.start_response)
+                result = self.engine.app(environ, exchange.start_response)
+                if inspect.isawaitable(result):  # a middleware may answer without awaiting
+                    result = await result
             except Exception as exc:
                 out = exchange.failed(exc)
             else:
@@ -377,10 +379,9 @@ class AsyncioEngine(Engine):
             except ImportError:
                 raise ValueError("--uvloop needs the package 'uvloop': pip install uvloop") from None
 
-    def run(self) -> None:
-        # Signal handlers are the loop's (add_signal_handler, in _main): they
-        # then run as loop callbacks, where closing connections is safe.
-        self.serve()
+    def install_signal_handlers(self) -> None:
+        """Nothing yet: `_main` installs them on the loop (add_signal_handler),
+        so they run as loop callbacks, where closing connections is safe."""
 
     def serve(self) -> None:
         loop_factory = None
@@ -394,6 +395,11 @@ class AsyncioEngine(Engine):
     async def _main(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
         log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
+        if self.config.debug_blocking_ms:
+            # asyncio's own detector: in debug mode the loop logs every
+            # callback or task step that held it longer than this.
+            loop.set_debug(True)
+            loop.slow_callback_duration = self.config.debug_blocking_ms / 1000
         self._stop_requested = loop.create_future()
         self._drained = loop.create_future()
         for signum in (signal.SIGTERM, signal.SIGINT):

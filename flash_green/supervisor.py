@@ -64,7 +64,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import patching
+from . import patching, stats
 from .cli import EXIT_APP_LOAD, announce
 from .config import Config
 from .engines.base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker
@@ -221,12 +221,15 @@ class Supervisor:
         self.announced = False
         self.listener: socket.socket | None = None
         self.tick = min(HEARTBEAT_INTERVAL, config.timeout / 4)
+        #: Where workers publish their --stats figures (None when off).
+        self.stats: stats.SupervisorStats | None = None
 
     # -- the master ----------------------------------------------------------
 
     def run(self) -> int:
         self._warn_about_timeouts()
         self.listener = self._bind()
+        self.stats = stats.SupervisorStats.start(self.config)
         for signum in MASTER_SIGNALS:
             signal.signal(signum, self._queue_signal)
         log.info("supervisor pid=%d: %d x %s", self.pid, self.wanted, self.engine_cls.name)
@@ -235,6 +238,8 @@ class Supervisor:
         finally:
             self.listener.close()
             self.waker.close()
+            if self.stats is not None:
+                self.stats.close()
         log.info("supervisor stopped")
         return self.exit_code
 
@@ -268,6 +273,8 @@ class Supervisor:
             while self.signals:
                 self._handle_signal(self.signals.popleft())
             self._reap()
+            if self.stats is not None:
+                self.stats.tick(self.workers)
             if self.stop_deadline is not None:
                 if not self.workers:
                     return

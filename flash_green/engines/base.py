@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, ClassVar
 
+from .. import stats
 from ..config import Config
 from ..wsgi import WSGIContext
 
@@ -96,9 +97,13 @@ class Engine:
             raise ValueError(f"engine {cls.name!r} does not use a thread pool: drop --threads")
 
     def run(self) -> None:
-        """Install stop signals, then serve until stopped."""
+        """Install stop signals and the --stats machinery, then serve until stopped."""
         self.install_signal_handlers()
-        self.serve()
+        monitor = stats.install(self)
+        try:
+            self.serve()
+        finally:
+            monitor.close()
 
     def serve(self) -> None:
         raise NotImplementedError

@@ -8,7 +8,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Hashable
+from collections.abc import Hashable
 
 
 class DeadlineQueue:

@@ -83,8 +83,9 @@ import os
 import select
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
+from .. import stats
 from ..config import Config
 from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
@@ -115,7 +116,7 @@ class Channel:
     __slots__ = ("engine", "sock", "fd", "peer", "conn", "state", "served", "body", "exchange",
                  "pending", "out", "want_out", "timer", "linger_left")
 
-    def __init__(self, engine: "EpollEngine", sock: socket.socket, peer) -> None:
+    def __init__(self, engine: EpollEngine, sock: socket.socket, peer) -> None:
         self.engine = engine
         self.sock = sock
         self.fd = sock.fileno()
@@ -390,7 +391,8 @@ class EpollEngine(Engine):
 
     def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
         super().__init__(config, app, listener)
-        self.epoll = select.epoll()
+        # Counted and timed when --stats asks (loop iterations, time in epoll).
+        self.epoll = stats.metered_poller(self, select.epoll())
         self.waker = Waker()
         self.channels: dict[int, Channel] = {}
         self.accepting = False

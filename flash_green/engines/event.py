@@ -63,8 +63,8 @@ import select
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from queue import SimpleQueue
-from typing import Callable
 
 from ..config import Config
 from .base import Capabilities
@@ -82,7 +82,7 @@ class PooledChannel(Channel):
 
     __slots__ = ("failed",)
 
-    def __init__(self, engine: "EventEngine", sock: socket.socket, peer) -> None:
+    def __init__(self, engine: EventEngine, sock: socket.socket, peer) -> None:
         super().__init__(engine, sock, peer)
         self.failed = False
 
@@ -191,6 +191,15 @@ class EventEngine(EpollEngine):
         if not self.wake_pending:
             self.wake_pending = True
             self.waker.wake()
+
+    def stats(self) -> dict:
+        """v4's figures plus the pool: jobs waiting for a thread, threads busy."""
+        snapshot = super().stats()
+        queued = self.jobs.qsize()
+        in_pool = sum(1 for channel in list(self.channels.values()) if channel.state == IN_POOL)
+        snapshot["pool"] = {"threads": len(self.pool), "queued": queued,
+                            "busy_threads": max(0, in_pool - queued - len(self.finished))}
+        return snapshot
 
     def on_wake(self) -> None:
         self.waker.clear()

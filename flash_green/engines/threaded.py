@@ -59,7 +59,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..blocking import serve_connection
 from ..config import Config
@@ -113,6 +113,11 @@ class ThreadedEngine(BlockingServer):
             self.slots.release()
             return False
         return True
+
+    def stats(self) -> dict:
+        snapshot = super().stats()
+        snapshot["pool"] = {"busy_threads": self.active, "limit": self.config.max_connections}
+        return snapshot
 
     def run_connection(self, sock: socket.socket, peer) -> None:
         try:

@@ -564,3 +564,24 @@ def test_render_error_is_a_complete_closing_response() -> None:
     fields = head_fields(head + b"\r\n\r\n")
     assert fields["Connection"] == "close" and int(fields["Content-Length"]) == len(body)
     assert body == b"431 Request Header Fields Too Large: header field too large\n"
+
+
+# -- the parser's caches ------------------------------------------------------------
+
+def test_cached_names_and_lines_are_still_checked() -> None:
+    assert parse(get(extra=b"X-Seen: 1\r\n")).header("x-seen") == "1"
+    assert rejects(get(extra=b"X-Seen\r\n")).status == 400, "a known name without its colon"
+    assert rejects(get(extra=b"X-Seen: 1\x00\r\n")).status == 400, "a known line plus a NUL"
+    assert rejects(get(extra=b"X-Seen : 1\r\n")).status == 400
+
+
+def test_field_caches_stay_bounded() -> None:
+    from flash_green.http import connection as core
+
+    for i in range(core._FIELD_LINES_MAX + 300):
+        parse(get(extra=b"X-Unique-%d: value %d\r\n" % (i, i)))
+    assert len(core._FIELD_LINES) <= core._FIELD_LINES_MAX + Limits().max_header_fields
+    assert len(core._FIELD_NAMES) <= core._FIELD_NAMES_MAX
+    long_line = b"X-Long: " + b"v" * core._FIELD_LINE_CACHEABLE
+    assert parse(get(extra=long_line + b"\r\n")).header("x-long").startswith("vvv")
+    assert long_line.decode() not in core._FIELD_LINES, "long lines are not kept"

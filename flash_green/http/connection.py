@@ -18,16 +18,26 @@ with `render_error` and close. No sockets, no threads, no clocks here: the
 same object is driven by a blocking loop, a generator tasklet, an epoll
 callback or an asyncio protocol.
 
-Discussion: the parser works on bytes and validates a whole header section
-with one compiled regex before splitting it, so the common case costs one C
-pass plus a short Python loop. Framing values are checked as plain ASCII
-digits (Python's `int` would accept `+5`, `0_5` and ` 5 `), and only SP and
-HTAB are ever stripped (`bytes.strip()` would also eat VT and FF).
+Discussion: speed. Every engine pays this parser on every request, so its
+common case is a few C calls and one short Python loop: the head is decoded
+and split into lines once; one `bytes.translate` proves that the only control
+characters in it are the CR LF pairs ending its lines; the request line is
+two `partition`s and dictionary lookups; and each field line is looked up in
+a bounded cache of lines already parsed (clients repeat the same lines on
+every request), so only new lines are partitioned, checked and trimmed.
+Regular expressions appear only to explain an error or for rare forms. See
+`comparisons/bench_parser.py` for the figures against h11 and httptools.
+
+Discussion: safety. Framing values are checked as plain ASCII digits
+(Python's `int` would accept `+5`, `0_5` and ` 5 `), and only SP and HTAB
+are ever stripped (`bytes.strip()` would also eat VT and FF). Any split of
+the same bytes gives the same events (tests/test_http_properties.py).
 """
 
 from __future__ import annotations
 
 import re
+from typing import NoReturn
 
 from ..config import Limits
 from .errors import HTTPError
@@ -50,14 +60,31 @@ END = _Sentinel("END")
 CLOSED = _Sentinel("CLOSED")
 
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_TOKEN_TEXT = re.compile(_TOKEN.decode("ascii"))
 _EMPTY_LINES = re.compile(rb"(?:\r\n)*")
+#: Every byte a head may hold except CR and LF: all but the controls (HTAB is
+#: allowed in values). `head.translate(None, _NOT_CONTROL)` keeps only the
+#: controls, which in a valid head are exactly the CR LF pairs ending its lines.
+_NOT_CONTROL = bytes(b for b in range(256) if b == 0x09 or 0x20 <= b < 0x7f or b > 0x7f)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 #: Methods are tokens; like gunicorn we refuse lower case (a typo, or a probe).
-_REQUEST_LINE = re.compile(
-    rb"([!#$%&'*+\-.^_`|~0-9A-Z]+) ([^\x00-\x20\x7f]+) HTTP/([0-9])\.([0-9])"
-)
-#: A whole header section: field lines of token ":" field-value CRLF, where a
-#: value is visible ASCII, obs-text, SP and HTAB (no CR, LF, NUL or other CTL).
-_FIELD_LINES = re.compile(rb"(?:" + _TOKEN + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*")
+_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
+_COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
+_VERSIONS = {"HTTP/1.1": "HTTP/1.1", "HTTP/1.0": "HTTP/1.0"}
+#: Field lines already parsed, by their text -> (lower-case name, trimmed
+#: value). Clients repeat most lines on every request (Host, User-Agent,
+#: Accept...), so one dict lookup replaces a partition, a name check, a
+#: lower() and a strip(). Bounded: only short lines are kept, and the dict is
+#: emptied once it holds more than _FIELD_LINES_MAX (checked per request, so
+#: it may pass that by one request's fields), keeping what recent traffic sent.
+_FIELD_LINES: dict[str, tuple[str, str]] = {}
+_FIELD_LINES_MAX = 1024
+_FIELD_LINE_CACHEABLE = 200
+#: A field name as sent -> lower case, for names already checked to be tokens
+#: (the lines not in _FIELD_LINES: a new Cookie value, a long line). Bounded;
+#: a name seen once it is full is checked every time instead.
+_FIELD_NAMES: dict[str, str] = {}
+_FIELD_NAMES_MAX = 2048
 _QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
 _CHUNK_LINE = re.compile(
     rb"([0-9A-Fa-f]+)((?:[ \t]*;[ \t]*" + _TOKEN
@@ -186,24 +213,33 @@ class ServerConnection:
                 self._state = _CLOSED
                 return CLOSED
             return NEED_DATA
+        limits = self.limits
+        size = len(buf)
+        if buf[-4:] == b"\r\n\r\n" and size <= limits.max_request_line and size <= limits.max_header_size:
+            # The common case: the buffer is one head, too short to break a
+            # head limit. Splitting it shows whether its blank line is the
+            # first one, which saves searching for it.
+            lines = _split_lines(buf)
+            if all(lines):
+                _check_controls(buf, lines, 1)
+                self._buf = b""
+                self._scan = 0
+                return self._start_request(lines, size)
         end = buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
             self._check_incomplete_head(buf)
             return NEED_DATA
-        limits = self.limits
-        line_end = buf.find(b"\r\n")
-        if line_end > limits.max_request_line:
+        if buf.find(b"\r\n") > limits.max_request_line:
             raise HTTPError(414, "request line too long")
-        if end + 4 > limits.max_header_size:
+        size = end + 4
+        if size > limits.max_header_size:
             raise HTTPError(431, "header section too large")
-        self._buf = buf[end + 4:]
+        head = buf[:size]
+        self._buf = buf[size:]
         self._scan = 0
-        request = self._build_request(buf[:line_end], buf[line_end + 2:end + 2])
-        self.request = request
-        self._body_size = 0
-        self._continue_sent = False
-        self.trailers = []
-        return request
+        lines = _split_lines(head)
+        _check_controls(head, lines, 1)
+        return self._start_request(lines, size)
 
     def _check_incomplete_head(self, buf: bytes) -> None:
         limits = self.limits
@@ -216,16 +252,20 @@ class ServerConnection:
             raise HTTPError(400, "connection closed before the request head was complete")
         self._scan = max(0, len(buf) - 3)
 
-    def _build_request(self, line: bytes, block: bytes) -> Request:
-        match = _REQUEST_LINE.fullmatch(line)
-        if match is None:
-            _reject_request_line(line)
-        if match.group(3) != b"1":
-            raise HTTPError(505, "only HTTP/1.x is supported")
-        method = match.group(1).decode("ascii")
-        target = match.group(2).decode("latin-1")
-        version = "HTTP/1.0" if match.group(4) == b"0" else "HTTP/1.1"
-        headers = self._parse_fields(block, self.limits.max_header_fields)
+    def _start_request(self, lines: list[str], size: int) -> Request:
+        """The request of a head's `lines` (`size` octets); its body comes next."""
+        request = self._build_request(lines, size)
+        self.request = request
+        self._body_size = 0
+        self._continue_sent = False
+        if self.trailers:
+            self.trailers = []
+        return request
+
+    def _build_request(self, lines: list[str], size: int) -> Request:
+        method, target, version = _parse_request_line(lines[0])
+        headers = self._parse_fields(lines, 1, size)
+        limits = self.limits
 
         content_length = None
         transfer_codings: list[str] = []
@@ -236,7 +276,11 @@ class ServerConnection:
         for name, value in headers:
             if name not in _FRAMING_FIELDS:
                 continue
-            if name == "content-length":
+            if name == "host":
+                hosts += 1
+            elif name == "connection":
+                connection = connection + "," + value if connection else value
+            elif name == "content-length":
                 if content_length is not None:
                     raise HTTPError(400, "repeated Content-Length")
                 if not (value.isascii() and value.isdigit()):
@@ -244,43 +288,37 @@ class ServerConnection:
                 content_length = int(value)
             elif name == "transfer-encoding":
                 transfer_codings.extend(c.strip(" \t").lower() for c in value.split(","))
-            elif name == "host":
-                hosts += 1
-            elif name == "connection":
-                connection += "," + value.lower()
             elif name == "content-type":
                 content_types += 1
             else:
                 expect = value.lower()
 
-        if hosts > 1:
-            raise HTTPError(400, "repeated Host header")
+        if hosts != 1:
+            if hosts > 1:
+                raise HTTPError(400, "repeated Host header")
+            if version == "HTTP/1.1" and limits.require_host:
+                raise HTTPError(400, "missing Host header")
         if content_types > 1:
             raise HTTPError(400, "repeated Content-Type")
-        if hosts == 0 and version == "HTTP/1.1" and self.limits.require_host:
-            raise HTTPError(400, "missing Host header")
         chunked = False
         if transfer_codings:
             chunked = self._check_transfer_codings(transfer_codings, content_length, version)
             content_length = None
-        elif content_length is not None and content_length > self.limits.max_body_size:
-            raise HTTPError(413, "request body too large")
-        path, query = _split_target(method, target)
-
-        tokens = {t.strip(" \t") for t in connection.split(",")} if connection else ()
-        if version == "HTTP/1.1":
-            keep_alive = "close" not in tokens
-        else:
-            keep_alive = "keep-alive" in tokens and "close" not in tokens
-        if chunked:
             self._state = _CHUNK_SIZE
         elif content_length:
+            if content_length > limits.max_body_size:
+                raise HTTPError(413, "request body too large")
             self._state = _BODY_LENGTH
             self._remaining = content_length
         else:
             self._state = _END_PENDING
-        return Request(method, target, path, query, version, headers, keep_alive,
-                       chunked, content_length, expect == "100-continue" and version == "HTTP/1.1")
+        if target[0] == "/":
+            path, _, query = target.partition("?")
+        else:
+            path, query = _split_target(method, target)
+        return Request(method, target, path, query, version, headers,
+                       _keep_alive(version, connection), chunked, content_length,
+                       expect == "100-continue" and version == "HTTP/1.1")
 
     @staticmethod
     def _check_transfer_codings(codings: list[str], content_length: int | None,
@@ -300,24 +338,32 @@ class ServerConnection:
                 raise HTTPError(501, f"unsupported transfer coding {coding!r}")
         return True
 
-    def _parse_fields(self, block: bytes, max_fields: int) -> list[tuple[str, str]]:
-        """Validate and split a field section (headers or trailers)."""
-        if not block:
-            return []
-        if _FIELD_LINES.fullmatch(block) is None:
-            _reject_field_block(block)
-        lines = block.decode("latin-1").split("\r\n")
-        lines.pop()
-        if len(lines) > max_fields:
+    def _parse_fields(self, lines: list[str], first: int, size: int) -> list[tuple[str, str]]:
+        """`lines[first:]` as (lower-case name, trimmed value); `size` bounds
+        their total length, so the per-field limit is checked only when needed."""
+        limits = self.limits
+        if len(lines) - first > limits.max_header_fields:
             raise HTTPError(431, "too many header fields")
-        max_field = self.limits.max_field_size
+        if size > limits.max_field_size and max(map(len, lines[first:]), default=0) > limits.max_field_size:
+            raise HTTPError(431, "header field too large")
+        cache = _FIELD_LINES
+        if len(cache) > _FIELD_LINES_MAX:
+            cache.clear()
+        parsed = cache.get
+        known = _FIELD_NAMES.get
         fields = []
         append = fields.append
-        for line in lines:
-            if len(line) > max_field:
-                raise HTTPError(431, "header field too large")
-            name, _, value = line.partition(":")
-            append((name.lower(), value.strip(" \t")))
+        for line in lines[first:]:
+            field = parsed(line)
+            if field is None:
+                name, colon, value = line.partition(":")
+                lower = known(name)
+                if lower is None or not colon:
+                    lower = _field_name(line, name, colon)
+                field = (lower, value.strip(" \t"))
+                if len(line) <= _FIELD_LINE_CACHEABLE:
+                    cache[line] = field
+            append(field)
         return fields
 
     # -- the request body ------------------------------------------------------
@@ -396,7 +442,10 @@ class ServerConnection:
             return NEED_DATA
         if end + 4 > self.limits.max_trailer_size:
             raise HTTPError(431, "trailer section too large")
-        trailers = self._parse_fields(buf[:end + 2], self.limits.max_header_fields)
+        section = buf[:end + 4]
+        lines = _split_lines(section)
+        _check_controls(section, lines, 0)
+        trailers = self._parse_fields(lines, 0, len(section))
         for name, _ in trailers:
             if name in _FORBIDDEN_TRAILERS:
                 raise HTTPError(400, f"{name} is not allowed in a trailer")
@@ -460,6 +509,19 @@ class ServerConnection:
         self._state = _CLOSED
 
 
+def _keep_alive(version: str, connection: str) -> bool:
+    """May the connection carry another request (RFC 9112 s.9.3)?"""
+    if not connection:
+        return version == "HTTP/1.1"
+    lowered = connection.lower()
+    if lowered == "keep-alive":
+        return True
+    tokens = {token.strip(" \t") for token in lowered.split(",")}
+    if "close" in tokens:
+        return False
+    return version == "HTTP/1.1" or "keep-alive" in tokens
+
+
 def _split_target(method: str, target: str) -> tuple[str, str]:
     """(path, query) from origin-, absolute-, authority- or asterisk-form."""
     if target[0] == "/":
@@ -484,36 +546,85 @@ def _split_target(method: str, target: str) -> tuple[str, str]:
     return path or "/", query
 
 
-def _reject_request_line(line: bytes) -> None:
-    """Explain why a request line failed the fast regex (error path only)."""
-    parts = line.split(b" ")
+def _split_lines(section: bytes) -> list[str]:
+    """A section ending in CRLF CRLF as text lines, without the blank line."""
+    lines = section.decode("latin-1").split("\r\n")
+    del lines[-2:]
+    return lines
+
+
+def _check_controls(section: bytes, lines: list[str], fields_from: int) -> None:
+    """Refuse any control character but the CR LF pairs that end the lines
+    (lines before `fields_from` are request lines, for the error message)."""
+    if len(section.translate(None, _NOT_CONTROL)) != 2 * len(lines) + 2:
+        _reject_controls(lines, fields_from)
+
+
+def _parse_request_line(line: str) -> tuple[str, str, str]:
+    method, _, rest = line.partition(" ")
+    target, _, version = rest.partition(" ")
+    version = _VERSIONS.get(version) or _other_version(line, version)
+    if (method not in _COMMON_METHODS and not _METHOD.fullmatch(method)) or not target or "\t" in target:
+        _reject_request_line(line)
+    return method, target, version
+
+
+def _other_version(line: str, version: str) -> str:
+    """HTTP/1.2 .. 1.9 are served as 1.1 (RFC 9110 s.2.5); the rest is refused."""
+    if len(version) == 8 and version[:7] == "HTTP/1." and version[7] in "23456789":
+        return "HTTP/1.1"
+    _reject_request_line(line)
+
+
+def _field_name(line: str, name: str, colon: str) -> str:
+    """Check a field name not seen before (or a line without a colon)."""
+    if not colon or not _TOKEN_TEXT.fullmatch(name):
+        _reject_field_line(line)
+    lower = name.lower()
+    if len(_FIELD_NAMES) < _FIELD_NAMES_MAX:
+        _FIELD_NAMES[name] = lower
+    return lower
+
+
+def _reject_request_line(line: str) -> NoReturn:
+    """Explain why a request line was refused (error path only)."""
+    parts = line.split(" ")
     if len(parts) != 3 or not all(parts):
         raise HTTPError(400, "malformed request line")
     method, target, version = parts
-    if not re.fullmatch(_TOKEN, method):
+    if not _TOKEN_TEXT.fullmatch(method):
         raise HTTPError(400, "invalid method")
     if method.upper() != method:
         raise HTTPError(400, "method must be upper case")
-    if re.fullmatch(rb"HTTP/[0-9]\.[0-9]", version):
+    if re.search(r"[\x00-\x20\x7f]", target):
         raise HTTPError(400, "invalid request target")
-    if re.fullmatch(rb"HTTP/[0-9]+(\.[0-9]+)?", version):
+    if re.fullmatch(r"HTTP/[0-9]+(\.[0-9]+)?", version):
         raise HTTPError(505, "HTTP version not supported")
     raise HTTPError(400, "invalid HTTP version")
 
 
-def _reject_field_block(block: bytes) -> None:
-    """Explain which field line failed the fast regex (error path only)."""
-    for line in block.split(b"\r\n")[:-1]:
-        if _FIELD_LINES.fullmatch(line + b"\r\n"):
+def _reject_field_line(line: str) -> NoReturn:
+    """Explain why a field line was refused (error path only)."""
+    if line[:1] in (" ", "\t"):
+        raise HTTPError(400, "obsolete line folding is not accepted")
+    name, colon, _ = line.partition(":")
+    if not colon:
+        raise HTTPError(400, "header line without a colon")
+    if name[-1:] in (" ", "\t"):
+        raise HTTPError(400, "whitespace before colon")
+    raise HTTPError(400, "invalid character in header name")
+
+
+def _reject_controls(lines: list[str], fields_from: int) -> NoReturn:
+    """Explain where a control character sits in a head (error path only)."""
+    for index, line in enumerate(lines):
+        if not _CONTROL.search(line):
             continue
-        if line[:1] in (b" ", b"\t"):
-            raise HTTPError(400, "obsolete line folding is not accepted")
-        name, colon, _ = line.partition(b":")
-        if not colon:
-            raise HTTPError(400, "header line without a colon")
-        if name[-1:] in (b" ", b"\t"):
-            raise HTTPError(400, "whitespace before colon")
-        if not re.fullmatch(_TOKEN, name):
-            raise HTTPError(400, "invalid character in header name")
-        raise HTTPError(400, "invalid character in header value")
-    raise HTTPError(400, "bare CR or LF in the header section")
+        if "\r" in line or "\n" in line:
+            raise HTTPError(400, "bare CR or LF in the header section")
+        if index < fields_from:
+            raise HTTPError(400, "control character in the request line")
+        name, colon, _ = line.partition(":")
+        where = "value" if colon and not _CONTROL.search(name) else "name"
+        raise HTTPError(400, f"invalid character in header {where}")
+    raise HTTPError(400, "invalid character in the request head")

@@ -76,6 +76,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-path", default=None, help="serve counters as JSON at this path (opt-in)")
     p.add_argument("--debug-blocking", type=float, default=0.0, metavar="MS",
                    help="warn with a stack when the loop is held longer than MS")
+    p.add_argument("--trace", choices=["traps", "sched", "all"], default=None,
+                   help="tasklets engine: log every trap and/or every resumption (very verbose)")
     p.add_argument("--patch", action="store_true", help="monkey-patch the stdlib (gevent, eventlet)")
     p.add_argument("--uvloop", action="store_true", help="asyncio engine: run on uvloop")
     p.add_argument("--cgi-dir", default=None, help="directory of CGI programs (cgi engine)")
@@ -96,7 +98,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_requests=args.max_requests, max_requests_jitter=args.max_requests_jitter,
         reuse_port=args.reuse_port, access_log=args.access_log, log_level=args.log_level,
         stats_interval=args.stats, stats_path=args.stats_path,
-        debug_blocking_ms=args.debug_blocking, patch=args.patch, uvloop=args.uvloop, cgi_dir=args.cgi_dir,
+        debug_blocking_ms=args.debug_blocking, trace=args.trace, patch=args.patch,
+        uvloop=args.uvloop, cgi_dir=args.cgi_dir,
         app=args.app, factory=args.factory,
         limits=limits,
     )

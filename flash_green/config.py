@@ -72,6 +72,9 @@ class Config:
     stats_path: str | None = None
     #: Warn with a stack when a single-threaded loop is held longer (ms, 0 = off).
     debug_blocking_ms: float = 0.0
+    #: tasklets engine: log every trap ("traps"), every resumption ("sched")
+    #: or both ("all") at DEBUG on the `tasklets` logger (None = off).
+    trace: str | None = None
     #: Monkey-patch the standard library (gevent, eventlet engines).
     patch: bool = False
     #: Run the asyncio engine on uvloop (also FLASH_UVLOOP=1).

@@ -118,8 +118,10 @@ class Timer:
 class Hub:
     """The event loop greenlet. Use `run(main)` from the thread's main greenlet."""
 
-    def __init__(self) -> None:
-        self._epoll = select.epoll()
+    def __init__(self, poller: select.epoll | None = None) -> None:
+        #: What the loop waits in: a new epoll, or one an engine passes in
+        #: (the greenlet engine's is counted for --stats).
+        self._epoll = select.epoll() if poller is None else poller
         self._readers: dict[int, greenlet] = {}
         self._writers: dict[int, greenlet] = {}
         #: What each fd is registered for in epoll (lazy: may exceed waiters).

@@ -35,11 +35,13 @@ When to use it
 from __future__ import annotations
 
 import logging
+import select
 from typing import Callable
 
-from .. import greenhub
+from .. import greenhub, stats
 from ..blocking import serve_connection
 from ..config import Config
+from ._loop import LoopWatchdog
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
 
 log = logging.getLogger("flash.engine.greenlet")
@@ -60,7 +62,9 @@ class GreenletEngine(BlockingServer):
     def serve(self) -> None:
         # Created here, not in __init__: under the supervisor this runs after
         # fork, so each worker owns its own epoll instance.
-        self.hub = hub = greenhub.Hub()
+        watchdog = (LoopWatchdog(self.config.debug_blocking_ms, log)
+                    if self.config.debug_blocking_ms else None)
+        self.hub = hub = greenhub.Hub(stats.metered_poller(self, select.epoll(), watchdog))
         greenhub.install(hub)
         try:
             hub.run(self._main)

@@ -92,7 +92,12 @@ class TaskletsEngine(Engine):
     def serve(self) -> None:
         self.loop_heartbeat = True
         blocking_ms = self.config.debug_blocking_ms
-        self.kernel = Kernel(longblock_ms=blocking_ms or None)
+        trace = self.config.trace
+        if trace:
+            # The kernel traces at DEBUG; --log-level keeps governing the rest.
+            logging.getLogger("tasklets").setLevel(logging.DEBUG)
+        self.kernel = Kernel(longblock_ms=blocking_ms or None, traptrace=trace in ("traps", "all"),
+                             schedtrace=trace in ("sched", "all"))
         self.is_tasklet_app = getattr(self.app, "__tasklet_app__", False)
         self.connections: dict[int, ConnectionState] = {}
         self.slots = Semaphore(self.config.max_connections)
@@ -111,6 +116,16 @@ class TaskletsEngine(Engine):
         stats = super().stats()
         stats["kernel"] = self.kernel.stats().__dict__ if hasattr(self, "kernel") else {}
         return stats
+
+    def ps(self) -> str:
+        """Every live tasklet (the `?ps` dump of --stats-path, which runs in the loop)."""
+        return self.kernel.ps()
+
+    def request_dump(self) -> None:
+        """SIGUSR2: log `ps` from the loop, between two passes (not inside a tasklet step)."""
+        kernel = getattr(self, "kernel", None)
+        if kernel is not None:
+            kernel.call_soon_threadsafe(lambda: log.warning("tasklets (SIGUSR2):\n%s", kernel.ps()))
 
     # -- the tasklets -------------------------------------------------------------
 

@@ -107,6 +107,13 @@ class WorkerEngine(BlockingServer):
                 return False
         return not self.stopping
 
+    def stats(self) -> dict:
+        """Each open connection holds one pool thread; accepted ones wait in the hand-off."""
+        snapshot = super().stats()
+        snapshot["pool"] = {"threads": self.pool_size, "queued": self.handoff.qsize(),
+                            "busy_threads": self.counters.connections_open}
+        return snapshot
+
     def pool_thread(self) -> None:
         while True:
             item = self.handoff.get()

@@ -79,7 +79,7 @@ def _gunicorn(*worker_args: str) -> Callable[[int, str, float], list[str]]:
     def build(fd: int, app: str, keep_alive: float) -> list[str]:
         return [sys.executable, "-m", "gunicorn", "--bind", f"fd://{fd}", *worker_args,
                 "--keep-alive", str(max(1, round(keep_alive))), "--log-level", "warning",
-                "--graceful-timeout", "5", app]
+                "--graceful-timeout", "1", app]
     return build
 
 

@@ -130,7 +130,7 @@ def load_metrics(result: loadgen.LoadResult) -> dict[str, float]:
     attempts = result.requests + failed
     ok = max(0, result.requests - bad_status)
     lat = result.latency_ms
-    return {
+    metrics = {
         "rps": round(result.rps, 1),
         "ok_rps": round(ok / result.duration, 1),
         "p50_ms": round(lat.get("p50", 0.0), 3),
@@ -139,8 +139,10 @@ def load_metrics(result: loadgen.LoadResult) -> dict[str, float]:
         "max_ms": round(lat.get("max", 0.0), 3),
         "served_conns": round(result.rps * lat.get("mean", 0.0) / 1000, 1),
         "errors": failed + bad_status,
-        "error_pct": round(100 * (failed + bad_status) / attempts, 2) if attempts else 100.0,
     }
+    if attempts:  # none at all (a response slower than the run) is no error rate
+        metrics["error_pct"] = round(100 * (failed + bad_status) / attempts, 2)
+    return metrics
 
 
 def _measure(ctx: Context, level: int, path: str, concurrency: int, **kwargs: Any) -> Measurement:

@@ -113,9 +113,12 @@ def engine_target(spec: str, label: str | None = None, paths: dict[str, str] | N
 
 
 def peer_target(peer: Peer) -> Target:
-    cap = None if peer.concurrent else ONE_AT_A_TIME_CAP
+    if peer.concurrent:
+        cap, reason = None, ""
+    else:
+        cap, reason = ONE_AT_A_TIME_CAP, "serves one request at a time per worker"
     return Target(label=peer.label, peer=peer, concurrent=peer.concurrent, parallel=peer.parallel,
-                  summary=peer.settings, level_cap=cap, cap_reason="" if cap is None else "serves one request at a time per worker")
+                  summary=peer.settings, level_cap=cap, cap_reason=reason)
 
 
 def _option_value(args: Sequence[str], *names: str) -> int | None:

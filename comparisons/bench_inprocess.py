@@ -17,9 +17,11 @@ process pinned to CPU 0, wrk (`-t1 -c100 -d5s` by default) on CPU 1.
 Servers are measured in interleaved rounds so that a noisy neighbour hits
 them all alike; the table gives every round and the median, and the ratios
 are medians of the same run. Next to req/s, the server's CPU time (user +
-system, all threads) per request served: on a shared machine it moves far
-less than req/s. Nothing here is a test: numbers depend on the machine,
-only the ratios are quoted.
+system, all threads) per request served, and the share of the server's CPU
+that the rest of the machine took meanwhile: on a shared machine req/s
+follows that share (and a server with more threads gets more of the CPU
+from the scheduler), while CPU time per request moves far less. Nothing
+here is a test: numbers depend on the machine, only the ratios are quoted.
 
 Idle connections. For each engine: open N keep-alive connections, make one
 request on each (all answered), keep them all open, and read the server's
@@ -155,6 +157,9 @@ class Running:
         self.proc.stdout.close()
 
 
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+
 def pinned(argv: list[str], cpu: int) -> list[str]:
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         return ["taskset", "-c", str(cpu), *argv]
@@ -163,7 +168,7 @@ def pinned(argv: list[str], cpu: int) -> list[str]:
 
 def start(server: Server, *extra: str) -> Running:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(pinned([*server.argv, *extra], 0), cwd=ROOT, env=env,
+    proc = subprocess.Popen(pinned([*server.argv, *extra], SERVER_CPU), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -179,28 +184,50 @@ def start(server: Server, *extra: str) -> Running:
 
 @dataclass
 class Run:
-    """One measured wrk run: its rate, and the server's CPU time per request."""
+    """One measured wrk run: its rate, the server's CPU time per request, and
+    how much of the server's CPU other processes took meanwhile."""
 
     rate: float
     cpu_us_per_request: float
+    neighbours: float
     errors: str
 
 
+def cpu_busy_seconds(cpu: int) -> float:
+    """Time CPU `cpu` has spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                ticks = [int(v) for v in line.split()[1:]]
+                idle = ticks[3] + ticks[4]  # idle + iowait
+                return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 def wrk(port: int, connections: int, seconds: int, server_pid: int | None = None) -> Run:
-    """Run wrk against 127.0.0.1:port; with `server_pid`, also charge the
-    server's CPU time (user + system, all threads) to the requests served."""
+    """Run wrk against 127.0.0.1:port. With `server_pid`, also charge the
+    server's CPU time (user + system, all threads) to the requests served,
+    and measure what share of the server's CPU the rest of the machine
+    (other processes, interrupt work) took during the run: on a shared
+    machine that, not the server, can set the req/s."""
     process = psutil.Process(server_pid) if server_pid else None
-    before = sum(process.cpu_times()[:2]) if process else 0.0
+    cpu_before = sum(process.cpu_times()[:2]) if process else 0.0
+    busy_before = cpu_busy_seconds(SERVER_CPU)
+    started = time.monotonic()
     out = subprocess.run(
-        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"], 1),
+        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
+               CLIENT_CPU),
         capture_output=True, text=True, timeout=seconds + 60, check=False,
     ).stdout
-    cpu = sum(process.cpu_times()[:2]) - before if process else 0.0
+    elapsed = time.monotonic() - started
+    cpu = sum(process.cpu_times()[:2]) - cpu_before if process else 0.0
+    others = max(0.0, cpu_busy_seconds(SERVER_CPU) - busy_before - cpu)
     rate, count = _REQUESTS_PER_SEC.search(out), _REQUEST_COUNT.search(out)
     if not rate or not count:
         raise RuntimeError(f"wrk printed no rate:\n{out}")
     requests = max(1, int(count.group(1)))
-    return Run(float(rate.group(1)), cpu / requests * 1e6, "; ".join(_ERRORS.findall(out)))
+    return Run(float(rate.group(1)), cpu / requests * 1e6, others / elapsed,
+               "; ".join(_ERRORS.findall(out)))
 
 
 # -- throughput --------------------------------------------------------------------
@@ -219,7 +246,8 @@ def measure_throughput(servers: list[Server], rounds: int, connections: int,
             runs[server.label].append(run)
             note = f"  ({run.errors})" if run.errors else ""
             print(f"  round {number}: {server.label:30} {run.rate:10.0f} req/s "
-                  f"{run.cpu_us_per_request:7.1f} us CPU/request{note}", flush=True)
+                  f"{run.cpu_us_per_request:7.1f} us CPU/request; the rest of the machine "
+                  f"took {run.neighbours:4.0%} of CPU {SERVER_CPU}{note}", flush=True)
     return runs
 
 
@@ -231,8 +259,9 @@ def report_throughput(runs: dict[str, list[Run]], connections: int, seconds: int
              for label, values in runs.items()}
     for label, values in runs.items():
         rounds = " ".join(f"{r.rate:7.0f}" for r in values)
+        taken = statistics.median(r.neighbours for r in values)
         print(f"  {label:30} median {rates[label]:7.0f} req/s {costs[label]:6.1f} us CPU/request"
-              f"   rounds (req/s): {rounds}")
+              f"  (CPU {SERVER_CPU} taken by others: {taken:4.0%})   rounds (req/s): {rounds}")
     print("\nratios of medians (same run): throughput, and server CPU per request "
           "(peer / ours: above 1 means we spend less)")
     for top, bottom, aim in TARGETS:

@@ -326,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         app = load_app(args[0], "--factory" in args[1:])
     except AppLoadError as exc:
         log.error("%s", exc)
+        # A complete (error) response: exit 0, non-zero would mean a broken one.
         _write_all(1, b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"
                       b"the application could not be loaded\n")
-        return 1
+        return 0
     return run_gateway(app, os.environb)
 
 

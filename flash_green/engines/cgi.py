@@ -168,6 +168,7 @@ class Child:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            self.proc.kill()  # in case it left its group
         self.proc.wait()
 
     def close(self) -> None:
@@ -336,7 +337,13 @@ class CGIApplication:
             env=child_environment(meta, program.inherited), cwd=program.cwd,
             close_fds=True, start_new_session=True,
         )
-        return Child(proc, time.monotonic() + self.timeout, program)
+        try:
+            return Child(proc, time.monotonic() + self.timeout, program)
+        except OSError:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+            raise
 
     def program_for(self, path: str) -> Program:
         """The program for a URL path: the gateway, or a script under --cgi-dir."""

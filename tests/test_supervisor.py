@@ -182,6 +182,33 @@ def test_sigterm_finishes_in_flight_requests_then_all_exit(servers, hold_dir, en
     assert not [pid for pid in pids if psutil.pid_exists(pid)], "orphan workers"
 
 
+def test_sigint_stops_at_once_without_waiting_for_requests(servers, hold_dir):
+    proc = servers("prefork", "--workers", "2", hold_dir=hold_dir)
+    hold = Hold(hold_dir)
+    client = send_hold(proc, hold)
+    pids = worker_pids(proc)
+    proc.signal(signal.SIGINT)
+    with pytest.raises((EOFError, ConnectionResetError)):
+        client.read_response()  # cut off, not finished
+    client.close()
+    assert proc.wait(10) == 0, proc.log()
+    assert not [pid for pid in pids if psutil.pid_exists(pid)], "orphan workers"
+    hold.release()
+
+
+def test_graceful_timeout_cuts_off_a_request_that_never_ends(servers, hold_dir):
+    proc = servers("prefork", "--workers", "1", "--graceful-timeout", "1", hold_dir=hold_dir)
+    hold = Hold(hold_dir)
+    client = send_hold(proc, hold)  # not released before the deadline
+    proc.signal(signal.SIGTERM)
+    with pytest.raises((EOFError, ConnectionResetError)):
+        client.read_response()
+    client.close()
+    assert proc.wait(15) == 0, proc.log()
+    assert "graceful timeout" in proc.log()
+    hold.release()
+
+
 def test_hup_restarts_every_worker_without_a_failed_request(servers, hold_dir):
     proc = servers("prefork", "--workers", "2", hold_dir=hold_dir)
     old = worker_pids(proc)

@@ -56,6 +56,8 @@ class Sizes:
     #: target: a million tasklets).
     memory_large: dict[str, int]
     timers: int
+    #: Repeats of the timers benchmark (100k sleepers take seconds each).
+    timer_repeats: int
     epoll_fds: tuple[int, ...]
     #: Seconds one child may run before it is stopped and reported as failed.
     timeout: float
@@ -64,12 +66,12 @@ class Sizes:
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(budget=0.3, repeats=5, memory=(10_000, 100_000), memory_repeats=3,
                   memory_large={"generator": 1_000_000, "tasklets": 1_000_000},
-                  timers=100_000, epoll_fds=(10, 1_000, 10_000), timeout=300.0),
+                  timers=100_000, timer_repeats=3, epoll_fds=(10, 1_000, 10_000), timeout=300.0),
     "quick": Sizes(budget=0.05, repeats=3, memory=(10_000,), memory_repeats=1, memory_large={},
-                   timers=20_000, epoll_fds=(10, 1_000, 10_000), timeout=120.0),
+                   timers=20_000, timer_repeats=3, epoll_fds=(10, 1_000, 10_000), timeout=120.0),
     # For the test suite: every code path, sizes too small to mean anything.
     "tiny": Sizes(budget=0.002, repeats=2, memory=(300,), memory_repeats=1, memory_large={},
-                  timers=300, epoll_fds=(10, 100), timeout=60.0),
+                  timers=300, timer_repeats=2, epoll_fds=(10, 100), timeout=60.0),
 }
 
 
@@ -125,7 +127,7 @@ def plan_run(args: argparse.Namespace) -> Run:
     sizes = PRESETS["tiny" if args.tiny else "quick" if args.quick else "full"]
     overrides: dict[str, Any] = {}
     if args.repeat:
-        overrides["repeats"] = overrides["memory_repeats"] = args.repeat
+        overrides["repeats"] = overrides["memory_repeats"] = overrides["timer_repeats"] = args.repeat
     if args.budget:
         overrides["budget"] = args.budget
     if args.memory:
@@ -152,12 +154,16 @@ def execute(run: Run, console: Console) -> None:
     sizes = run.sizes
     for name in run.runtimes:
         runtime = RUNTIMES[name]
-        plan = {bench: (sizes.timers if bench == "timers" else 0)
-                for bench in run.benchmarks if bench in runtime.benches and bench != "memory"}
-        if plan:
-            _collect(run, console, name, plan, sizes.repeats)
+        calibrated = {bench: 0 for bench in run.benchmarks
+                      if bench in runtime.benches and bench in ("switch", "spawn", "io")}
+        if calibrated:
+            _collect(run, console, name, calibrated, sizes.repeats)
+        if "timers" in run.benchmarks and "timers" in runtime.benches:
+            _collect(run, console, name, {"timers": sizes.timers}, sizes.timer_repeats)
         if "memory" in run.benchmarks and "memory" in runtime.benches:
-            for count in (*sizes.memory, *([sizes.memory_large[name]] if name in sizes.memory_large else [])):
+            wanted = (*sizes.memory, *([sizes.memory_large[name]] if name in sizes.memory_large else []))
+            # A capped runtime (threads, processes) measures each real size once.
+            for count in dict.fromkeys(runtime.cap("memory", count) for count in wanted):
                 _memory_point(run, console, name, count)
     if "epoll" in run.benchmarks:
         _collect(run, console, "pollers", {"epoll": ":".join(map(str, sizes.epoll_fds))}, sizes.repeats)
@@ -252,7 +258,7 @@ def tables(run: Run) -> list[Table]:
 
 def _memory_table(run: Run) -> Table:
     table = Table(title="memory per idle task (processes: USS per idle child)", title_justify="left")
-    for column in ("runtime", "idle tasks", "bytes/task (median)", "spread (min-max)", "fit in 1 GiB"):
+    for column in ("runtime", "idle tasks", "bytes/task (median)", "spread (min-max)", "1 GiB holds (est.)"):
         table.add_column(column, justify="left" if column == "runtime" else "right")
     for m in run.of("memory"):
         table.add_row(_label(m.runtime), f"{m.size:,}", _fmt(m.median), _spread(m),

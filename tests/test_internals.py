@@ -57,7 +57,8 @@ def test_figures_are_well_formed(tiny_run):
     _, data, _ = tiny_run
     repeats = PRESETS["tiny"].repeats
     for m in data["measurements"]:
-        expected = PRESETS["tiny"].memory_repeats if m["bench"] == "memory" else repeats
+        expected = {"memory": PRESETS["tiny"].memory_repeats,
+                    "timers": PRESETS["tiny"].timer_repeats}.get(m["bench"], repeats)
         assert len(m["samples"]) == expected, m
         assert m["min"] <= m["median"] <= m["max"], m
         assert m["min"] > 0, m

@@ -264,19 +264,22 @@ def make_plots(data: dict[str, Any], out_dir: str) -> list[str]:
 
     hello = rows_of(data, "hello")
     if hello:
-        fig, ax = plt.subplots(figsize=(9, 5.5))
-        for target in sorted({r["target"] for r in hello}):
+        fig, ax = plt.subplots(figsize=(11, 6))
+        colors = plt.get_cmap("tab20").colors
+        markers = "os^vD<>px*h"
+        for i, target in enumerate(sorted({r["target"] for r in hello})):
             points = sorted((r["level"], r["metrics"]["ok_rps"]) for r in hello
                             if r["target"] == target and "ok_rps" in r["metrics"])
             if points:
                 style = "--" if target.startswith("peer:") else "-"
-                ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=target)
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, color=colors[i % len(colors)],
+                        marker=markers[i % len(markers)], label=target)
         ax.set_xscale("log")
         ax.set_xlabel("concurrent keep-alive connections (c)")
         ax.set_ylabel("successful requests per second")
         ax.set_title("hello, keep-alive: throughput vs concurrency (peers dashed)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         save(fig, "throughput_vs_concurrency.png")
 
     for name in data["scenarios"]:

@@ -320,14 +320,14 @@ class Exchange:
         try:
             body = b"".join(result)
             head = self._head(len(body))
-            out = head + self._writer.body(body) + self._writer.end()
-        except (ResponseError, TypeError) as exc:
+            writer = self._writer
+            out = head + writer.body(body) + writer.end() if body else head + writer.end()
+        except (ResponseError, TypeError, ValueError) as exc:
             log.error("invalid response from the application: %s", exc)
             return self._error(500, "invalid response from the application")
-        finally:
-            self._close_result(result)
         self.sent = len(out)
-        self._log_access()
+        if self.ctx.access_log is not None:
+            self._log_access()
         return [out]
 
     def _run_iterable(self, result: Iterable[bytes]) -> Iterator[bytes]:
@@ -380,14 +380,22 @@ class Exchange:
         yield out
 
     def _head(self, length: int | None) -> bytes:
-        if self._status_line is None:
+        """The response head; `length` is the whole body's size when known."""
+        status = self._status_line
+        if status is None:
             raise ResponseError("the app returned without calling start_response")
-        headers = self._headers
-        if length is not None and not any(n.lower() == "content-length" for n, _ in headers):
-            headers = headers + [("Content-Length", str(length))]
-        head, self._writer = self.conn.respond(self._status_line, headers, self.keep_alive)
-        self.keep_alive = self._writer.keep_alive
-        self.status = int(self._status_line[:3])
+        conn = self.conn
+        if isinstance(conn, ServerConnection):
+            head, writer = conn.respond(status, self._headers, self.keep_alive, length)
+        else:
+            # Another framer (the CGI gateway) learns the length from the headers.
+            headers = self._headers
+            if length is not None and not any(n.lower() == "content-length" for n, _ in headers):
+                headers = headers + [("Content-Length", str(length))]
+            head, writer = conn.respond(status, headers, self.keep_alive)
+        self._writer = writer
+        self.keep_alive = writer.keep_alive
+        self.status = writer.status or int(status[:3])
         return head
 
     def _error(self, status: int, reason: str) -> list[bytes]:

@@ -546,10 +546,44 @@ def test_hop_by_hop_fields_from_the_app_are_dropped() -> None:
     ("600 Too High", []),
     ("099 Too Low", []),
     ("\u0662\u0660\u0660 OK", []),
+    ("200 OK\r\nInjected: yes", []),
+    ("200 OK\n", []),
+    (b"200 OK", []),
 ])
 def test_invalid_app_responses_are_refused(status: str, headers) -> None:
     with pytest.raises(ResponseError):
         answered(get(), status, headers)
+
+
+def test_body_length_becomes_the_content_length() -> None:
+    conn = connection(get())
+    events(conn)
+    head, writer = conn.respond("200 OK", [], body_length=5)
+    assert head_fields(head)["Content-Length"] == "5" and writer.remaining == 5
+    assert writer.status == 200 and not writer.chunked
+    head, writer = conn.respond("200 OK", [("Content-Length", "3")], body_length=5)
+    assert head_fields(head)["Content-Length"] == "3", "the app's length wins (and is checked)"
+    with pytest.raises(ResponseError):
+        writer.body(b"12345")
+
+
+@pytest.mark.parametrize("status, kept", [("204 No Content", False), ("304 Not Modified", True),
+                                          ("101 Switching Protocols", False)])
+def test_content_length_of_bodiless_statuses(status: str, kept: bool) -> None:
+    head, writer = answered(get(), status, [("Content-Length", "10")])
+    assert ("Content-Length" in head_fields(head)) is kept
+    assert writer.end() == b""
+    head, _ = answered(get(), status, [])
+    assert "Content-Length" not in head_fields(head) and "Transfer-Encoding" not in head_fields(head)
+
+
+def test_app_fields_as_lists_and_repeated_pairs() -> None:
+    for _ in range(3):
+        head, _ = answered(get(), headers=[["X-List", "v"], ("X-Tuple", "w"), ("Content-Length", "0")])
+        fields = head_fields(head)
+        assert fields["X-List"] == "v" and fields["X-Tuple"] == "w"
+    with pytest.raises(ResponseError):
+        answered(get(), headers=[("X-Tuple", "w\r\nEvil: 1")])
 
 
 def test_status_without_reason_is_accepted() -> None:

@@ -390,6 +390,8 @@ def test_exc_info_after_the_head_reraises_and_aborts() -> None:
 
 @pytest.mark.parametrize("status, headers", [
     (200, "not a list"), ("200 OK", [("Bad Name", "v")]), ("200 OK", [("X", "a\r\nY: b")]),
+    ("200 OK", [("X",)]), ("200 OK", [("X", "v", "w")]), ("200 OK", [("X", b"bytes")]),
+    ("200 OK", [(b"X", "v")]), ("200 OK\r\nInjected: yes", []), ("200 OK", [("X", 1)]),
 ])
 def test_bad_start_response_arguments_are_500(status, headers) -> None:
     def app(environ, start_response):
@@ -518,6 +520,27 @@ def test_exception_in_a_generator_before_any_body_is_500() -> None:
 
     out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
     assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive
+
+
+@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified", "101 Switching Protocols"])
+def test_no_body_statuses_get_no_length_of_their_own(status: str) -> None:
+    def app(environ, start_response):
+        start_response(status, [("X-A", "1")])
+        return []
+
+    out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    fields = split_response(out)[1]
+    assert "Content-Length" not in fields and "Transfer-Encoding" not in fields
+    assert exchange.keep_alive and exchange.status == int(status[:3])
+
+
+def test_head_of_an_empty_body_claims_no_length() -> None:
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return []
+
+    out, _, _ = serve(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    assert "Content-Length" not in split_response(out)[1]
 
 
 def test_head_request_gets_no_body() -> None:

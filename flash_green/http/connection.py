@@ -466,11 +466,13 @@ class ServerConnection:
         return b""
 
     def respond(self, status: str, headers: list[tuple[str, str]],
-                keep_alive: bool = True) -> tuple[bytes, ResponseWriter]:
+                keep_alive: bool = True, body_length: int | None = None) -> tuple[bytes, ResponseWriter]:
         """Serialise the response head for the current request.
 
         Pass `keep_alive=False` to end the connection after this response
-        (the server is shutting down, or the engine cannot drain the body).
+        (the server is shutting down, or the engine cannot drain the body),
+        and `body_length` when the whole body is at hand: it is sent as the
+        Content-Length unless the app gave one.
         """
         request = self.request
         return build_head(
@@ -478,6 +480,7 @@ class ServerConnection:
             head_request=request.method == "HEAD",
             keep_alive=keep_alive and request.keep_alive,
             server=self.server,
+            body_length=body_length,
         )
 
     @property

@@ -19,11 +19,13 @@ from .errors import status_line_text
 
 _date_cache: list = [0, ""]
 
-#: What an app may put in a header: a token name and a value with no CR, LF
-#: or NUL. Checked over all lines at once (one regex pass, not one per field).
-_APP_HEADER_BLOCK = re.compile(
-    r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\r\n\x00]*\r\n)*"
-)
+#: One field line an app may send: a token name, ": ", and a value with no
+#: CR, LF or NUL.
+_APP_FIELD_LINE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\r\n\x00]*\r\n")
+
+#: A status as start_response takes it: three digits, then SP and a reason
+#: phrase (HTAB, SP, visible ASCII, obs-text), or nothing.
+_STATUS_LINE = re.compile(r"[1-5][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?")
 
 #: Hop-by-hop fields are the server's business (PEP 3333): the framing and
 #: persistence fields an app sends are dropped (Connection: close is honoured).
@@ -31,6 +33,17 @@ _HOP_BY_HOP = frozenset(
     ("connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
      "proxy-authenticate", "proxy-authorization")
 )
+
+#: Validated app fields -> their line: an app sends the same (name, value)
+#: pairs on every response (Content-Type: text/plain...), so one dict lookup
+#: replaces a lower(), two set tests, a format and a regex. Framing and
+#: hop-by-hop fields never enter it. Emptied when full (apps that send a new
+#: ETag or cookie each time only churn it).
+_APP_LINES: dict[tuple[str, str], str] = {}
+_APP_LINES_MAX = 1024
+#: Validated status lines -> their code ("200 OK" -> 200).
+_STATUS_CODES: dict[str, int] = {}
+_STATUS_CODES_MAX = 256
 
 
 def http_date() -> str:
@@ -49,16 +62,18 @@ class ResponseError(Exception):
 class ResponseWriter:
     """Frames one response. Create it through `ServerConnection.start_response`."""
 
-    __slots__ = ("keep_alive", "chunked", "remaining", "has_body", "sent_body")
+    __slots__ = ("keep_alive", "chunked", "remaining", "has_body", "sent_body", "status")
 
     def __init__(self, keep_alive: bool, chunked: bool, remaining: int | None,
-                 has_body: bool) -> None:
+                 has_body: bool, status: int = 0) -> None:
         self.keep_alive = keep_alive
         self.chunked = chunked
         #: Bytes still owed under Content-Length; None when not length-framed.
         self.remaining = remaining
         self.has_body = has_body
         self.sent_body = 0
+        #: The response's status code (0 when the writer was built elsewhere).
+        self.status = status
 
     def body(self, data: bytes) -> bytes:
         """Frame one piece of body. Raises ResponseError past Content-Length."""
@@ -95,56 +110,90 @@ def build_head(
     head_request: bool,
     keep_alive: bool,
     server: str,
+    body_length: int | None = None,
 ) -> tuple[bytes, ResponseWriter]:
     """Serialise the status line and header section; return it and its writer.
 
     `keep_alive` is what the request allows; it may turn off here (HTTP/1.0
     body without length, or the app asked for `Connection: close`).
+    `body_length` is the size of a body the server already holds whole: it
+    becomes the Content-Length when the app gave none.
     """
-    code = int(status[:3]) if status[:3].isdigit() and status[:3].isascii() else 0
-    if not 100 <= code <= 599 or (len(status) > 3 and status[3] != " "):
-        raise ResponseError(f"invalid status {status!r}")
-    has_body = not (head_request or code < 200 or code == 204 or code == 304)
+    code = _STATUS_CODES.get(status) or _status_code(status)
+    # RFC 9110 s.6.4.1: no content after 1xx, 204, 304 or a HEAD's head;
+    # s.8.6: no Content-Length in 1xx and 204 (a 304 may repeat the app's).
+    content_status = code >= 200 and code != 204 and code != 304
+    has_body = content_status and not head_request
+    length_allowed = code >= 200 and code != 204
     lines = []
+    append = lines.append
     length: int | None = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname == "content-length":
-            if not (value.isascii() and value.isdigit()) or length is not None:
-                raise ResponseError(f"invalid Content-Length {value!r}")
-            length = int(value)
-            continue
-        if lname in _HOP_BY_HOP:
-            if lname == "connection" and "close" in value.lower():
-                keep_alive = False
-            continue
-        lines.append(f"{name}: {value}\r\n")
-    block = "".join(lines)
-    # The line count catches a value carrying a whole "\r\nName: v" of its
-    # own, which the per-line pattern alone would take for a second field.
-    if not _APP_HEADER_BLOCK.fullmatch(block) or block.count("\n") != len(lines):
-        raise ResponseError("app header has an invalid name or a CR/LF/NUL in its value")
+    known = _APP_LINES.get
+    for field in headers:
+        line = known(field) if type(field) is tuple else None
+        if line is None:
+            name, value = field
+            if type(name) is not str:
+                raise ResponseError(f"header name {name!r} is not a str")
+            lname = name.lower()
+            if lname == "content-length":
+                if not (type(value) is str and value.isascii() and value.isdigit()) or length is not None:
+                    raise ResponseError(f"invalid Content-Length {value!r}")
+                length = int(value)
+                continue
+            if lname in _HOP_BY_HOP:
+                if lname == "connection" and "close" in str(value).lower():
+                    keep_alive = False
+                continue
+            line = _app_line(field, name, value)
+        append(line)
+    if length is None and body_length is not None and content_status and (body_length or has_body):
+        # A HEAD of an empty body says nothing rather than "0".
+        length = body_length
     chunked = False
-    if length is not None:
-        block += f"Content-Length: {length}\r\n"
+    if length is not None and length_allowed:
+        append(f"Content-Length: {length}\r\n")
     elif has_body:
         if version == "HTTP/1.1":
             chunked = True
-            block += "Transfer-Encoding: chunked\r\n"
+            append("Transfer-Encoding: chunked\r\n")
         else:
             keep_alive = False
     if not keep_alive:
-        block += "Connection: close\r\n"
+        append("Connection: close\r\n")
     elif version == "HTTP/1.0":
-        block += "Connection: keep-alive\r\n"
-    head = (
-        f"HTTP/1.1 {status}\r\nDate: {http_date()}\r\nServer: {server}\r\n{block}\r\n"
-    )
+        append("Connection: keep-alive\r\n")
+    head = f"HTTP/1.1 {status}\r\nDate: {http_date()}\r\nServer: {server}\r\n{''.join(lines)}\r\n"
     try:
         data = head.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ResponseError(f"app header is not latin-1: {exc}") from None
-    return data, ResponseWriter(keep_alive, chunked, length if has_body else None, has_body)
+    remaining = length if has_body and length is not None else None
+    return data, ResponseWriter(keep_alive, chunked, remaining, has_body, code)
+
+
+def _status_code(status: str) -> int:
+    """Validate a status line like `404 Not Found`; return its code."""
+    if type(status) is not str or _STATUS_LINE.fullmatch(status) is None:
+        raise ResponseError(f"invalid status {status!r}")
+    code = int(status[:3])
+    if len(_STATUS_CODES) < _STATUS_CODES_MAX:
+        _STATUS_CODES[status] = code
+    return code
+
+
+def _app_line(field, name: str, value: str) -> str:
+    """The validated line of an app's field (not framing, not hop-by-hop)."""
+    if type(value) is not str:
+        raise ResponseError(f"header {name!r} has a value that is not a str: {value!r}")
+    line = f"{name}: {value}\r\n"
+    if _APP_FIELD_LINE.fullmatch(line) is None:
+        raise ResponseError("app header has an invalid name or a CR/LF/NUL in its value")
+    if type(field) is tuple:
+        if len(_APP_LINES) >= _APP_LINES_MAX:
+            _APP_LINES.clear()
+        _APP_LINES[field] = line
+    return line
 
 
 def continue_response() -> bytes:

@@ -14,7 +14,9 @@ The model
     The thread is held while the connection is open, including the idle
     time between keep-alive requests; `--keep-alive` and `--header-timeout`
     are socket timeouts that release threads held by idle or trickling
-    clients. `--max-connections N` bounds the threads: at N, the accept loop
+    clients (enforced by the kernel, see `KernelTimeoutSocket`: Python's
+    own socket timeouts would add a poll() and a GIL round trip to every
+    recv and send). `--max-connections N` bounds the threads: at N, the accept loop
     stops accepting until a thread ends, so new connections wait in the
     kernel's listen backlog (`--backlog`) instead of being refused. We chose
     waiting over an immediate 503 because a 503 sent before the request was

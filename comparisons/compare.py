@@ -100,7 +100,7 @@ def supervisor_available() -> bool:
 
 
 def default_engine_specs() -> list[str]:
-    """Every registered engine, then the automatic hybrid and patched variants."""
+    """Every registered engine, then the patched, own-colour-handler and hybrid variants."""
     names = engines.names()
     specs = list(names)
     for name in PATCH_VARIANTS:

@@ -1,6 +1,6 @@
 """The process models side by side: CGI against bare fork + exec, prefork and worker against gunicorn.
 
-    python -m comparisons.bench_processes                   # everything, ~4 minutes
+    python -m comparisons.bench_processes                   # everything, ~9 minutes
     python -m comparisons.bench_processes --only cgi --rounds 3 --seconds 5
     python -m comparisons.bench_processes --only prefork worker --json out.json
 
@@ -13,7 +13,10 @@ with `os.posix_spawn`; (b) the `cgi` engine serving it to one keep-alive
 client (and to one client opening a connection per request); (c) for
 reference, the standard library's `http.server --cgi` serving the same
 script (HTTP/1.0, a connection per request). The ratio "bare / served" says
-what our bridge costs on top of the fork + exec itself.
+what our bridge costs on top of the fork + exec itself. Because rounds of
+seconds each drift apart on a busy machine, (d) alternates one bare spawn
+and one served request, `--pairs` times, and compares their median
+latencies: at one client, requests per second are 1000 / milliseconds.
 
 Processes. `prefork` (2 workers) beside gunicorn's sync worker (`-w 2`),
 and `worker` (2 processes x 4 threads) beside gunicorn's gthread worker
@@ -33,8 +36,8 @@ children included), the load generator (wrk when installed, for keep-alive
 runs; ours for a connection per request) on CPU 1, and the bare loops on
 CPU 0 too. Servers are measured in interleaved rounds so that a noisy
 neighbour hits them all alike; each table shows the median of the rounds,
-and ratios are medians of the same run. Nothing here is a test: numbers
-depend on the machine, only ratios are quoted.
+and a ratio is the median of its per-round ratios. Nothing here is a
+test: numbers depend on the machine, only ratios are quoted.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import os
 import re
 import select
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -218,6 +222,64 @@ def bare(spawn: Callable[[list[str], dict[str, str]], bytes], argv: list[str],
     return lambda seconds: bare_rate(spawn, argv, env, seconds)
 
 
+# -- CGI: bare and served, one request after the other ----------------------------------
+
+def _request_on(sock: socket.socket, path: str) -> bytes:
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    data = b""
+    while b"Hello, World!" not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            raise ConnectionError("the server closed the connection")
+        data += piece
+    return data
+
+
+def paired_latency(target: Target, path: str, argv: list[str], env: dict[str, str], pairs: int,
+                   log_path: str) -> tuple[float, float]:
+    """Median ms of a bare spawn and of a served request, alternated one by one.
+
+    Alternating cancels the drift of a busy machine, which throughput runs
+    seconds apart do not; at one client, req/s is 1000 / these milliseconds.
+    The client and the bare loop both live in this process: the bare spawn
+    on SERVER_CPU (as the server's children), the request on LOAD_CPU.
+    """
+    bare_ms, served_ms = [], []
+    before = os.sched_getaffinity(0)
+    with ServerUnderTest(target, cpus=[SERVER_CPU], log_path=log_path) as server, \
+            socket.create_connection((server.host, server.port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for _ in range(pairs):
+                os.sched_setaffinity(0, {SERVER_CPU})
+                start = time.perf_counter()
+                spawn_with_popen(argv, env)
+                bare_ms.append((time.perf_counter() - start) * 1000)
+                os.sched_setaffinity(0, {LOAD_CPU})
+                start = time.perf_counter()
+                _request_on(sock, path)
+                served_ms.append((time.perf_counter() - start) * 1000)
+        finally:
+            os.sched_setaffinity(0, before)
+    return statistics.median(bare_ms), statistics.median(served_ms)
+
+
+def paired_report(pairs: int, log_path: str) -> list[str]:
+    env = _cgi_environment()
+    cases = [
+        ("hello.sh", engine_target(f"cgi --cgi-dir {CGI_BIN}"), "/hello.sh", [HELLO_SCRIPT], env, pairs),
+        ("gateway + demo app", engine_target("cgi"), "/", GATEWAY_ARGV,
+         dict(os.environ, **env, PYTHONPATH=ROOT), max(10, pairs // 25)),
+    ]
+    lines = []
+    for name, target, path, argv, child_env, count in cases:
+        bare_ms, served_ms = paired_latency(target, path, argv, child_env, count, log_path)
+        lines.append(f"{name}, {count} alternated pairs: bare fork+exec {bare_ms:.3f} ms "
+                     f"({1000 / bare_ms:,.0f}/s), served by flash cgi {served_ms:.3f} ms "
+                     f"({1000 / served_ms:,.0f}/s): served / bare = {served_ms / bare_ms:.2f}x")
+    return lines
+
+
 # -- the groups -------------------------------------------------------------------------
 
 def cgi_group(log_path: str) -> list[Item]:
@@ -287,12 +349,15 @@ def table(rows: list[Row]) -> str:
 
 
 def ratios(rows: list[Row]) -> list[str]:
-    by = {row.label: row.median for row in rows}
+    """Per round (the two rows were measured minutes apart at most), then the median."""
+    by = {row.label: row.rates for row in rows}
 
     def ratio(a: str, b: str, text: str) -> str | None:
-        if by.get(a) and by.get(b):
-            return f"{text}: {by[a] / by[b]:.2f}x"
-        return None
+        pairs = [x / y for x, y in zip(by.get(a, []), by.get(b, [])) if y]
+        if not pairs:
+            return None
+        spread = f" (rounds {min(pairs):.2f}-{max(pairs):.2f})" if len(pairs) > 1 else ""
+        return f"{text}: {statistics.median(pairs):.2f}x{spread}"
     found = [
         ratio("bare loop: Popen(hello.sh)", "flash cgi: /hello.sh, 1 keep-alive client",
               "bare Popen loop / flash cgi (hello.sh, keep-alive)"),
@@ -324,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         default=["cgi", "prefork", "worker"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--pairs", type=int, default=500,
+                        help="alternated bare/served CGI requests (0 = skip)")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--log", default=os.path.join(tempfile.gettempdir(), "flash-bench-processes.log"),
                         help="the servers' stderr")
@@ -337,12 +404,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = [m for m in args.only if m in ("prefork", "worker")]
     if models:
         items += process_group(models, args.log)
+    paired = paired_report(args.pairs, args.log) if "cgi" in args.only and args.pairs else []
     run_rounds(items, args.rounds, args.seconds)
     rows = [item.row for item in items]
     print()
     print(table(rows))
     print()
-    for line in ratios(rows):
+    for line in ratios(rows) + paired:
         print("- " + line)
     if args.json:
         with open(args.json, "w") as handle:

@@ -405,6 +405,11 @@ class EpollEngine(Engine):
         self.linger_timers = DeadlineQueue(LINGER_SECONDS)
         self.timer_queues = (self.idle_timers, self.read_timers, self.write_timers,
                              self.linger_timers)
+        #: Look at the timers (and beat) at least this often. Every timeout
+        #: is at least this long, so nothing armed after a look can fall due
+        #: before the next one: most loop passes skip the timers entirely.
+        self.timer_tick = min(HEARTBEAT_INTERVAL, *(q.duration for q in self.timer_queues))
+        self.timers_due = 0.0
 
     # -- the loop -------------------------------------------------------------------
 
@@ -426,7 +431,6 @@ class EpollEngine(Engine):
                     if self.config.debug_blocking_ms else None)
         self.loop_heartbeat = True  # a stuck loop (a handler that never returns) stops beating
         while channels or not self.stopping:
-            self.heartbeat()
             ready = poll(self.poll_timeout())
             if watchdog is not None:
                 watchdog.busy()
@@ -442,22 +446,24 @@ class EpollEngine(Engine):
                     self.accept()
                 elif fd == wake_fd:
                     self.on_wake()
-            self.expire_timers()
             if watchdog is not None:
                 watchdog.idle()
 
     def poll_timeout(self) -> float:
-        """Seconds until the earliest deadline, at most one heartbeat interval."""
+        """Expire timers and beat when due; seconds until the next look."""
         now = time.monotonic()
-        earliest = now + HEARTBEAT_INTERVAL
-        for queue in self.timer_queues:
-            deadline = queue.first_deadline()
-            if deadline is not None and deadline < earliest:
-                earliest = deadline
-        return max(0.0, earliest - now)
+        if now >= self.timers_due:
+            self.heartbeat()
+            self.expire_timers(now)
+            due = now + self.timer_tick
+            for queue in self.timer_queues:
+                deadline = queue.first_deadline()
+                if deadline is not None and deadline < due:
+                    due = deadline
+            self.timers_due = due
+        return max(0.0, self.timers_due - now)
 
-    def expire_timers(self) -> None:
-        now = time.monotonic()
+    def expire_timers(self, now: float) -> None:
         for queue in self.timer_queues:
             for channel in queue.pop_expired(now):
                 channel.timer = None

@@ -378,6 +378,8 @@ class Reporter(threading.Thread):
         self._last: tuple[float, int] | None = None
 
     def run(self) -> None:
+        if self.directory is not None:
+            _publish(self.directory, snapshot(self.engine))  # visible to siblings from the start
         while not self._stop_event.wait(self.interval):
             self.report_once()
 

@@ -607,6 +607,11 @@ def test_cached_names_and_lines_are_still_checked() -> None:
     assert rejects(get(extra=b"X-Seen\r\n")).status == 400, "a known name without its colon"
     assert rejects(get(extra=b"X-Seen: 1\x00\r\n")).status == 400, "a known line plus a NUL"
     assert rejects(get(extra=b"X-Seen : 1\r\n")).status == 400
+    # Every field line cached, the request line still checked on its own.
+    assert rejects(b"GET /a\x00b HTTP/1.1\r\n" + HOST + b"X-Seen: 1\r\n\r\n").status == 400
+    assert rejects(b"GET /a\tb HTTP/1.1\r\n" + HOST + b"\r\n").status == 400
+    assert rejects(b"GET / HTTP/1.1\nX-Seen: 1\r\n" + HOST + b"\r\n").status == 400
+    assert parse(b"GET /caf\xe9\x85 HTTP/1.1\r\n" + HOST + b"\r\n").target == "/caf\xe9\x85"
 
 
 def test_field_caches_stay_bounded() -> None:

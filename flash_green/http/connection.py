@@ -67,6 +67,8 @@ _EMPTY_LINES = re.compile(rb"(?:\r\n)*")
 #: controls, which in a valid head are exactly the CR LF pairs ending its lines.
 _NOT_CONTROL = bytes(b for b in range(256) if b == 0x09 or 0x20 <= b < 0x7f or b > 0x7f)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: What a request target may not hold (controls and SP; obs-text is allowed).
+_NOT_TARGET = re.compile(r"[\x00-\x20\x7f]")
 #: Methods are tokens; like gunicorn we refuse lower case (a typo, or a probe).
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
@@ -221,10 +223,9 @@ class ServerConnection:
             # first one, which saves searching for it.
             lines = _split_lines(buf)
             if all(lines):
-                _check_controls(buf, lines, 1)
                 self._buf = b""
                 self._scan = 0
-                return self._start_request(lines, size)
+                return self._start_request(buf, lines)
         end = buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
             self._check_incomplete_head(buf)
@@ -237,9 +238,7 @@ class ServerConnection:
         head = buf[:size]
         self._buf = buf[size:]
         self._scan = 0
-        lines = _split_lines(head)
-        _check_controls(head, lines, 1)
-        return self._start_request(lines, size)
+        return self._start_request(head, _split_lines(head))
 
     def _check_incomplete_head(self, buf: bytes) -> None:
         limits = self.limits
@@ -252,9 +251,9 @@ class ServerConnection:
             raise HTTPError(400, "connection closed before the request head was complete")
         self._scan = max(0, len(buf) - 3)
 
-    def _start_request(self, lines: list[str], size: int) -> Request:
-        """The request of a head's `lines` (`size` octets); its body comes next."""
-        request = self._build_request(lines, size)
+    def _start_request(self, head: bytes, lines: list[str]) -> Request:
+        """The request of a `head` split into `lines`; its body comes next."""
+        request = self._build_request(head, lines)
         self.request = request
         self._body_size = 0
         self._continue_sent = False
@@ -262,9 +261,9 @@ class ServerConnection:
             self.trailers = []
         return request
 
-    def _build_request(self, lines: list[str], size: int) -> Request:
+    def _build_request(self, head: bytes, lines: list[str]) -> Request:
         method, target, version = _parse_request_line(lines[0])
-        headers = self._parse_fields(lines, 1, size)
+        headers = self._parse_fields(head, lines, 1)
         limits = self.limits
 
         content_length = None
@@ -338,24 +337,33 @@ class ServerConnection:
                 raise HTTPError(501, f"unsupported transfer coding {coding!r}")
         return True
 
-    def _parse_fields(self, lines: list[str], first: int, size: int) -> list[tuple[str, str]]:
-        """`lines[first:]` as (lower-case name, trimmed value); `size` bounds
-        their total length, so the per-field limit is checked only when needed."""
+    def _parse_fields(self, section: bytes, lines: list[str], first: int) -> list[tuple[str, str]]:
+        """`lines[first:]` of `section` as (lower-case name, trimmed value).
+
+        A line found in _FIELD_LINES was checked when it entered it; the first
+        line that was not makes the whole section's control characters
+        checked, before anything of it is parsed or remembered.
+        """
         limits = self.limits
         if len(lines) - first > limits.max_header_fields:
             raise HTTPError(431, "too many header fields")
-        if size > limits.max_field_size and max(map(len, lines[first:]), default=0) > limits.max_field_size:
+        max_field = limits.max_field_size
+        if len(section) > max_field and max(map(len, lines[first:]), default=0) > max_field:
             raise HTTPError(431, "header field too large")
         cache = _FIELD_LINES
         if len(cache) > _FIELD_LINES_MAX:
             cache.clear()
         parsed = cache.get
         known = _FIELD_NAMES.get
+        checked = False
         fields = []
         append = fields.append
         for line in lines[first:]:
             field = parsed(line)
             if field is None:
+                if not checked:
+                    _check_controls(section, lines, first)
+                    checked = True
                 name, colon, value = line.partition(":")
                 lower = known(name)
                 if lower is None or not colon:
@@ -443,9 +451,7 @@ class ServerConnection:
         if end + 4 > self.limits.max_trailer_size:
             raise HTTPError(431, "trailer section too large")
         section = buf[:end + 4]
-        lines = _split_lines(section)
-        _check_controls(section, lines, 0)
-        trailers = self._parse_fields(lines, 0, len(section))
+        trailers = self._parse_fields(section, _split_lines(section), 0)
         for name, _ in trailers:
             if name in _FORBIDDEN_TRAILERS:
                 raise HTTPError(400, f"{name} is not allowed in a trailer")
@@ -564,10 +570,14 @@ def _check_controls(section: bytes, lines: list[str], fields_from: int) -> None:
 
 
 def _parse_request_line(line: str) -> tuple[str, str, str]:
+    """(method, target, version), each checked here: no control character
+    gets past the method's token check, the version's lookup or the target's
+    (printable ASCII is the quick answer, obs-text gets the exact one)."""
     method, _, rest = line.partition(" ")
     target, _, version = rest.partition(" ")
     version = _VERSIONS.get(version) or _other_version(line, version)
-    if (method not in _COMMON_METHODS and not _METHOD.fullmatch(method)) or not target or "\t" in target:
+    if ((method not in _COMMON_METHODS and not _METHOD.fullmatch(method)) or not target
+            or (not target.isprintable() and _NOT_TARGET.search(target))):
         _reject_request_line(line)
     return method, target, version
 
@@ -599,7 +609,7 @@ def _reject_request_line(line: str) -> NoReturn:
         raise HTTPError(400, "invalid method")
     if method.upper() != method:
         raise HTTPError(400, "method must be upper case")
-    if re.search(r"[\x00-\x20\x7f]", target):
+    if _NOT_TARGET.search(target):
         raise HTTPError(400, "invalid request target")
     if re.fullmatch(r"HTTP/[0-9]+(\.[0-9]+)?", version):
         raise HTTPError(505, "HTTP version not supported")

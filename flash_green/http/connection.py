@@ -19,14 +19,15 @@ same object is driven by a blocking loop, a generator tasklet, an epoll
 callback or an asyncio protocol.
 
 Discussion: speed. Every engine pays this parser on every request, so its
-common case is a few C calls and one short Python loop: the head is decoded
-and split into lines once; one `bytes.translate` proves that the only control
-characters in it are the CR LF pairs ending its lines; the request line is
-two `partition`s and dictionary lookups; and each field line is looked up in
-a bounded cache of lines already parsed (clients repeat the same lines on
-every request), so only new lines are partitioned, checked and trimmed.
-Regular expressions appear only to explain an error or for rare forms. See
-`comparisons/bench_parser.py` for the figures against h11 and httptools.
+common case is a few C calls and one short Python loop. The head is decoded
+and split into lines once; the request line is two `partition`s and
+dictionary lookups; each field line is looked up in a bounded cache of lines
+already parsed and checked, because clients repeat the same lines on every
+request. Only a new line costs more: the head's control characters are then
+checked in one `bytes.translate`, and the line is partitioned, its name
+checked and lower-cased, its value trimmed. Regular expressions only explain
+errors or handle rare forms. `comparisons/bench_parser.py` measures it
+against h11 and httptools, with the cache warm and cold.
 
 Discussion: safety. Framing values are checked as plain ASCII digits
 (Python's `int` would accept `+5`, `0_5` and ` 5 `), and only SP and HTAB

@@ -1,6 +1,6 @@
 """Response serialisation: the status line and head, then body framing.
 
-`ResponseWriter` is created per response by `ServerConnection.start_response`.
+`ResponseWriter` is created per response by `ServerConnection.respond`.
 It decides the framing once, from the request and the app's headers:
 
 * the app gave Content-Length      -> length-delimited, checked byte-exact;
@@ -60,7 +60,7 @@ class ResponseError(Exception):
 
 
 class ResponseWriter:
-    """Frames one response. Create it through `ServerConnection.start_response`."""
+    """Frames one response. Create it through `ServerConnection.respond`."""
 
     __slots__ = ("keep_alive", "chunked", "remaining", "has_body", "sent_body", "status")
 

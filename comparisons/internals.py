@@ -33,7 +33,15 @@ from rich.console import Console
 from rich.table import Table
 
 from . import report
-from .micro import BENCHMARKS, RUNTIMES, TIMER_SPREAD, UNITS, ChildFailure, Measurement, run_child
+from .micro import (
+    BENCHMARKS,
+    RUNTIMES,
+    TIMER_SPREAD,
+    UNITS,
+    ChildFailure,
+    Measurement,
+    run_child,
+)
 
 log = logging.getLogger("comparisons.internals")
 
@@ -235,8 +243,8 @@ def tables(run: Run) -> list[Table]:
     simple = {
         "switch": ("switch: two tasks take turns", "switches/s"),
         "spawn": ("spawn + join: N tasks that return at once", "tasks/s"),
-        "timers": (f"timers: N sleepers, random deadlines in [0, {TIMER_SPREAD * 1000:g} ms), "
-                   "spawn included", "timers/s"),
+        "timers": (f"timers: N sleepers, random deadlines in [0, {TIMER_SPREAD * 1000:g} ms), spawn included",
+                   "timers/s"),
         "io": ("I/O wake-up: one byte bounced across a socketpair", "round trips/s"),
     }
     for bench, (title, rate) in simple.items():

@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from statistics import median
+from typing import ClassVar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,9 +131,9 @@ class Runtime:
     label = ""
     #: The module that must be importable for this runtime to exist here.
     module = ""
-    benches: tuple[str, ...] = ()
+    benches: ClassVar[tuple[str, ...]] = ()
     #: Largest count this runtime is asked to hold, per benchmark.
-    caps: dict[str, int] = {}
+    caps: ClassVar[dict[str, int]] = {}
     #: Smallest useful count when calibrating (a thread start is slow).
     start_count = 64
 
@@ -387,7 +388,7 @@ class GreenhubRuntime(Runtime):
     module = "greenlet"
     benches = ("switch", "spawn", "memory", "timers", "io")
 
-    def _run(self, main: Callable[["object"], object]) -> object:
+    def _run(self, main: Callable[[object], object]) -> object:
         from flash_green import greenhub
 
         hub = greenhub.Hub()
@@ -782,7 +783,7 @@ class ThreadsRuntime(Runtime):
     name = "threads"
     label = "OS threads"
     benches = ("switch", "spawn", "memory", "timers", "io")
-    caps = {"memory": 10_000, "timers": 2_000, "spawn": 5_000}
+    caps: ClassVar[dict[str, int]] = {"memory": 10_000, "timers": 2_000, "spawn": 5_000}
     start_count = 16
 
     def switch(self, rounds: int) -> float:
@@ -875,7 +876,7 @@ class ProcessesRuntime(Runtime):
     name = "processes"
     label = "processes (fork)"
     benches = ("switch", "spawn", "memory", "io")
-    caps = {"memory": 50, "spawn": 500}
+    caps: ClassVar[dict[str, int]] = {"memory": 50, "spawn": 500}
     start_count = 8
 
     @staticmethod
@@ -1023,14 +1024,14 @@ def poller_wait_cost(mechanism: str, nfds: int, budget: float) -> float:
             poller = select.epoll()
             for fd in fds:
                 poller.register(fd, select.EPOLLIN)
-            wait = lambda: poller.poll(0)  # noqa: E731
+            wait = lambda: poller.poll(0)
         elif mechanism == "poll":
             poller = select.poll()
             for fd in fds:
                 poller.register(fd, select.POLLIN)
-            wait = lambda: poller.poll(0)  # noqa: E731
+            wait = lambda: poller.poll(0)
         else:
-            wait = lambda: select.select(fds, [], [], 0)  # noqa: E731
+            wait = lambda: select.select(fds, [], [], 0)
         assert wait(), "the ready fd was not reported"
         return _per_call(wait, budget)
     finally:
@@ -1163,7 +1164,8 @@ def run_child(runtime: str, plan: dict[str, int | str], repeats: int, budget: fl
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                PYTHONWARNINGS="ignore")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
+                              check=False)
     except subprocess.TimeoutExpired:
         return ChildResult(failure=ChildFailure(runtime, spec, f"timed out after {timeout:g}s"))
     lines = proc.stdout.strip().splitlines()

@@ -40,6 +40,7 @@ import faulthandler
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -298,9 +299,8 @@ class SupervisorStats:
 
     def close(self) -> None:
         global _workers_dir
-        for name in os.listdir(self.directory):
-            os.unlink(os.path.join(self.directory, name))
-        os.rmdir(self.directory)
+        # A worker killed mid-write may leave a temporary file: remove all.
+        shutil.rmtree(self.directory, ignore_errors=True)
         _workers_dir = None
 
 

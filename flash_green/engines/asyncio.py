@@ -49,9 +49,11 @@ import os
 import signal
 from typing import Callable
 
+from .. import stats
 from ..config import Config
 from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
+from ._loop import LoopWatchdog
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine
 
 log = logging.getLogger("flash.engine.asyncio")
@@ -393,6 +395,20 @@ class AsyncioEngine(Engine):
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(self._main())
 
+    def _meter_selector(self, loop: asyncio.AbstractEventLoop) -> None:
+        """--stats: count the loop's epoll waits; --debug-blocking: also log the
+        loop thread's stack *while* a handler holds it (the slow-callback log
+        only comes afterwards, without it). A selector loop waits in
+        `loop._selector._selector.poll()`; uvloop has no such poller and keeps
+        only its slow-callback log."""
+        selector = getattr(loop, "_selector", None)
+        epoll = getattr(selector, "_selector", None)
+        if epoll is None or not hasattr(epoll, "poll"):
+            return
+        watchdog = (LoopWatchdog(self.config.debug_blocking_ms, log)
+                    if self.config.debug_blocking_ms else None)
+        selector._selector = stats.metered_poller(self, epoll, watchdog)
+
     async def _main(self) -> None:
         loop = self.loop = asyncio.get_running_loop()
         log.info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
@@ -401,6 +417,7 @@ class AsyncioEngine(Engine):
             # callback or task step that held it longer than this.
             loop.set_debug(True)
             loop.slow_callback_duration = self.config.debug_blocking_ms / 1000
+        self._meter_selector(loop)
         self._stop_requested = loop.create_future()
         self._drained = loop.create_future()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -24,7 +24,7 @@ from flash_green.http import connection as core
 
 pytestmark = pytest.mark.timeout(60)
 
-SETTINGS = settings(max_examples=250, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
 #: Where h11 0.16 and we disagree on purpose; generated requests avoid these.
@@ -110,8 +110,8 @@ chunk_extensions = st.lists(
 
 
 @st.composite
-def messages(draw) -> Message:
-    version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.0"]))
+def messages(draw, versions: tuple[str, ...] = ("HTTP/1.1", "HTTP/1.0")) -> Message:
+    version = draw(st.sampled_from(versions))
     headers = [(name, pad + value + pad2) for name, value, pad, pad2 in draw(
         st.lists(st.tuples(field_names, field_values, padding, padding), max_size=8))]
     if version == "HTTP/1.1" or draw(st.booleans()):
@@ -302,7 +302,7 @@ DEFECTS = [
 
 
 @SETTINGS
-@given(msg=messages().filter(lambda m: m.version == "HTTP/1.1"), defect=st.sampled_from(DEFECTS))
+@given(msg=messages(versions=("HTTP/1.1",)), defect=st.sampled_from(DEFECTS))
 def test_h11_agrees_on_defective_requests(msg: Message, defect: tuple[bytes, bytes]) -> None:
     data = msg.wire().replace(defect[0], defect[1], 1)
     assert data != msg.wire()

@@ -15,23 +15,24 @@ import time
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
 
-from flask import Flask, request
-
 from flash_green.apps.demo import app as demo_app
 
 HOLD_DIR = os.environ.get("FLASH_TEST_HOLD_DIR", "/tmp")
-
-flask_app = Flask("suite")
-
-
-@flask_app.route("/flask/hello")
-def flask_hello():
-    return "Hello from Flask"
+_flask_app = None
 
 
-@flask_app.route("/flask/echo", methods=["POST"])
-def flask_echo():
-    return request.get_data()
+def flask_app():
+    """Flask, imported on first use: the cgi engine starts a fresh process per
+    request, and importing Flask in every one of them would dominate the suite."""
+    global _flask_app
+    if _flask_app is None:
+        from flask import Flask, request
+
+        app = Flask("suite")
+        app.add_url_rule("/flask/hello", "hello", lambda: "Hello from Flask")
+        app.add_url_rule("/flask/echo", "echo", lambda: request.get_data(), methods=["POST"])
+        _flask_app = app
+    return _flask_app
 
 
 _validated = validator(demo_app)
@@ -58,7 +59,7 @@ def app(environ, start_response):
         environ["PATH_INFO"] = path[2:]
         return _validated(environ, start_response)
     if path.startswith("/flask/"):
-        return flask_app(environ, start_response)
+        return flask_app()(environ, start_response)
     if path == "/hold":
         return hold(environ, start_response)
     return demo_app(environ, start_response)

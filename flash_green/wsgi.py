@@ -201,18 +201,18 @@ class WSGIContext:
         }
 
     def connection_environ(self, peer) -> dict:
-        """The part of environ fixed for one connection (the peer address)."""
-        environ = self.base_environ.copy()
+        """The part of environ fixed for one connection (the peer address).
+
+        Only the two peer keys: an idle connection keeps this dict, and a
+        full copy of the base environ would cost it a kilobyte.
+        """
         if isinstance(peer, tuple) and len(peer) >= 2:
-            environ["REMOTE_ADDR"] = peer[0]
-            environ["REMOTE_PORT"] = str(peer[1])
-        else:
-            environ["REMOTE_ADDR"] = "127.0.0.1" if not peer else str(peer)
-            environ["REMOTE_PORT"] = "0"
-        return environ
+            return {"REMOTE_ADDR": peer[0], "REMOTE_PORT": str(peer[1])}
+        return {"REMOTE_ADDR": "127.0.0.1" if not peer else str(peer), "REMOTE_PORT": "0"}
 
     def environ(self, conn_environ: dict, request: Request, body: InputStream) -> dict:
-        environ = conn_environ.copy()
+        environ = self.base_environ.copy()
+        environ.update(conn_environ)
         path = request.path
         environ["REQUEST_METHOD"] = request.method
         environ["PATH_INFO"] = unquote(path, encoding="latin-1") if "%" in path else path

@@ -43,7 +43,7 @@ class Socket:
     garbage collector closes the fd behind the kernel's back.
     """
 
-    __slots__ = ("_sock", "_read_trap", "_write_trap", "_recv", "_recv_into", "_send")
+    __slots__ = ("_sock", "_read_trap", "_write_trap")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -51,10 +51,9 @@ class Socket:
         fd = sock.fileno()
         self._read_trap = ReadWait(fd)
         self._write_trap = WriteWait(fd)
-        # Bound methods cached once: the fast paths below are one call each.
-        self._recv = sock.recv
-        self._recv_into = sock.recv_into
-        self._send = sock.send
+        # Discussion: no bound methods are cached here. A server holds one
+        # Socket per idle connection, and three cached methods would cost
+        # more memory (216 B) than the attribute lookup they save costs time.
 
     # --- plain (non-blocking) methods ---------------------------------------
 
@@ -65,6 +64,12 @@ class Socket:
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    @property
+    def read_trap(self) -> ReadWait:
+        """The prebuilt trap for "wake me when readable": ``yield sock.read_trap``
+        waits without creating a helper generator (a server's hottest wait)."""
+        return self._read_trap
 
     def getsockname(self) -> Any:
         return self._sock.getsockname()
@@ -129,7 +134,7 @@ class Socket:
         """Receive up to ``maxsize`` bytes; ``b''`` means the peer closed."""
         while True:
             try:
-                return self._recv(maxsize, flags)
+                return self._sock.recv(maxsize, flags)
             except BlockingIOError:
                 yield self._read_trap
 
@@ -138,7 +143,7 @@ class Socket:
         """Receive into ``buffer`` (no new bytes object); return the byte count."""
         while True:
             try:
-                return self._recv_into(buffer, nbytes, flags)
+                return self._sock.recv_into(buffer, nbytes, flags)
             except BlockingIOError:
                 yield self._read_trap
 
@@ -147,7 +152,7 @@ class Socket:
         """Send some of ``data``; return how many bytes went out."""
         while True:
             try:
-                return self._send(data, flags)
+                return self._sock.send(data, flags)
             except BlockingIOError:
                 yield self._write_trap
 
@@ -160,7 +165,7 @@ class Socket:
         copied, however many pieces it goes out in.
         """
         try:
-            sent = self._send(data, flags)
+            sent = self._sock.send(data, flags)
         except BlockingIOError:
             sent = 0
         if isinstance(data, (bytes, bytearray)) and sent == len(data):
@@ -169,7 +174,7 @@ class Socket:
             total = len(octets)
             while sent < total:
                 try:
-                    sent += self._send(octets[sent:], flags)
+                    sent += self._sock.send(octets[sent:], flags)
                 except BlockingIOError:
                     yield self._write_trap
 

@@ -48,7 +48,6 @@ from typing import Any
 
 from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sleep
 from tasklets.io import Socket
-from tasklets.traps import ReadWait
 
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
@@ -99,7 +98,7 @@ class TaskletsEngine(Engine):
         self.kernel = Kernel(longblock_ms=blocking_ms or None, traptrace=trace in ("traps", "all"),
                              schedtrace=trace in ("sched", "all"))
         self.is_tasklet_app = getattr(self.app, "__tasklet_app__", False)
-        self.connections: dict[int, ConnectionState] = {}
+        self.connections: set[ConnectionState] = set()
         self.slots = Semaphore(self.config.max_connections)
         try:
             self.kernel.run(self._main, name="main")
@@ -163,104 +162,105 @@ class TaskletsEngine(Engine):
             self.heartbeat()
             yield from sleep(min(HEARTBEAT_INTERVAL, 1.0))
             now = time.monotonic()
-            for state in list(self.connections.values()):
+            for state in list(self.connections):
                 if state.deadline and now > state.deadline:
                     state.deadline = 0.0
                     cancel(state.task)
 
     def _begin_stop(self, graceful: bool) -> None:
         self.listener_socket.close()
-        for state in list(self.connections.values()):
+        for state in list(self.connections):
             if state.idle or not graceful:
                 self.kernel.cancel(state.task)
 
     def _connection(self, sock: Socket, peer: Any, state: ConnectionState) -> Generator:
-        """The tasklet twin of `flash_green.blocking.serve_connection`."""
-        key = id(state)
-        self.connections[key] = state
+        """The tasklet twin of `flash_green.blocking.serve_connection`.
+
+        Discussion: an idle keep-alive connection is this generator's frame
+        and little else, so everything a request needs is dropped (set to
+        None) before the next wait, and the frame keeps only aliases of
+        shared objects: that is what keeps an idle connection near 1-2 KB.
+        """
+        self.connections.add(state)
         counters = self.counters
         counters.connections_total += 1
         counters.connections_open += 1
-        try:
-            yield from self._serve(sock, peer, state)
-        except (Cancelled, ClosedError, ConnectionError):
-            pass
-        except OSError as exc:
-            log.debug("connection from %s ended: %s", peer, exc)
-        finally:
-            del self.connections[key]
-            counters.connections_open -= 1
-            self.slots.release()
-            sock.close()
-
-    def _serve(self, sock: Socket, peer: Any, state: ConnectionState) -> Generator:
         config = self.config
         wsgi = self.wsgi
-        counters = self.counters
         conn = ServerConnection(config.limits, config.server_header)
         conn_environ = wsgi.connection_environ(peer)
-        raw = sock.socket
-        recv = raw.recv
-        read_trap = ReadWait(raw.fileno())
-        keep_alive_timeout = config.keep_alive
-        header_timeout = config.header_timeout
-        send_timeout = config.timeout
+        recv = sock.socket.recv
+        read_trap = sock.read_trap
         monotonic = time.monotonic
         # Discussion: a new connection's first request has usually arrived
         # with it, so read first. After a response, the next request has
         # rarely arrived yet: wait first, then read, which saves an EAGAIN
         # recv per keep-alive request.
         wait_first = False
-
-        while True:
-            try:
-                event = conn.next_event()
-                if event is NEED_DATA:
-                    if wait_first:
-                        idle = conn.buffered == 0
-                        if idle and self.stopping:
-                            return
-                        state.idle = idle
-                        state.deadline = monotonic() + (keep_alive_timeout if idle else header_timeout)
-                        yield read_trap
-                        state.idle = False
-                    try:
-                        data = recv(RECV_SIZE)
-                    except BlockingIOError:
+        try:
+            while True:
+                try:
+                    event = conn.next_event()
+                    if event is NEED_DATA:
+                        if wait_first:
+                            idle = conn.buffered == 0
+                            if idle and self.stopping:
+                                return
+                            state.idle = idle
+                            state.deadline = monotonic() + (
+                                config.keep_alive if idle else config.header_timeout)
+                            yield read_trap
+                            state.idle = False
+                        try:
+                            data = recv(RECV_SIZE)
+                        except BlockingIOError:
+                            wait_first = True
+                            continue
                         wait_first = True
+                        conn.receive_data(data)
+                        data = None
                         continue
-                    wait_first = True
-                    conn.receive_data(data)
-                    continue
-                if event is CLOSED or type(event) is not Request:
+                    if event is CLOSED or type(event) is not Request:
+                        return
+                    pieces = None
+                    if event.has_body:
+                        state.deadline = monotonic() + config.header_timeout
+                        pieces = yield from self._read_body(sock, conn)
+                except HTTPError as exc:
+                    yield from self._send_error(sock, exc)
                     return
-                state.deadline = monotonic() + header_timeout if event.has_body else 0.0
-                pieces = yield from self._read_body(sock, conn) if event.has_body else []
-                state.deadline = 0.0
-            except HTTPError as exc:
-                yield from self._send_error(sock, exc)
-                return
 
-            counters.requests += 1
-            # A tasklet handler and a client that stops reading the response
-            # are bounded by --timeout (a plain app cannot be interrupted).
-            state.deadline = monotonic() + send_timeout
-            environ = wsgi.environ(conn_environ, event, InputStream(body_from_pieces(pieces)))
-            exchange = Exchange(wsgi, conn, environ, keep_alive=not self.stopping)
-            if self.is_tasklet_app:
-                out = yield from self._run_tasklet_app(exchange, environ)
-            else:
-                out = exchange.run()
-            for data in out:
-                yield from sock.sendall(data)
-            state.deadline = 0.0
-            counters.bytes_sent += exchange.sent
-            if exchange.status >= 500:
-                counters.errors_5xx += 1
-            elif exchange.status >= 400:
-                counters.errors_4xx += 1
-            if not exchange.keep_alive or not conn.start_next_cycle() or self.stopping:
-                return
+                counters.requests += 1
+                # A tasklet handler and a client that stops reading the
+                # response are bounded by --timeout (a plain app cannot be).
+                state.deadline = monotonic() + config.timeout
+                environ = wsgi.environ(conn_environ, event, InputStream(body_from_pieces(pieces)))
+                exchange = Exchange(wsgi, conn, environ, keep_alive=not self.stopping)
+                if self.is_tasklet_app:
+                    out = yield from self._run_tasklet_app(exchange, environ)
+                else:
+                    out = exchange.run()
+                for data in out:
+                    yield from sock.sendall(data)
+                state.deadline = 0.0
+                counters.bytes_sent += exchange.sent
+                if exchange.status >= 400:
+                    if exchange.status >= 500:
+                        counters.errors_5xx += 1
+                    else:
+                        counters.errors_4xx += 1
+                if not exchange.keep_alive or not conn.start_next_cycle() or self.stopping:
+                    return
+                event = pieces = environ = exchange = out = data = None
+        except (Cancelled, ClosedError, ConnectionError):
+            pass
+        except OSError as exc:
+            log.debug("connection from %s ended: %s", peer, exc)
+        finally:
+            self.connections.discard(state)
+            counters.connections_open -= 1
+            self.slots.release()
+            sock.close()
 
     def _read_body(self, sock: Socket, conn: ServerConnection) -> Generator[Any, Any, list[bytes]]:
         """The whole request body, before the app runs (bounded by max_body_size).

@@ -145,14 +145,22 @@ class Request:
         return f"<Request {self.method} {self.target} {self.version}>"
 
 
+#: Shared by every request without trailers (most of them): no list each.
+_NO_TRAILERS: tuple = ()
+
+
 class ServerConnection:
     """One connection's protocol state (see the module docstring)."""
+
+    # Slots: a server holds one of these per open connection, idle ones too.
+    __slots__ = ("limits", "server", "request", "trailers", "_buf", "_scan", "_eof", "_state",
+                 "_remaining", "_body_size", "_continue_sent")
 
     def __init__(self, limits: Limits | None = None, server: str = "flash") -> None:
         self.limits = limits or Limits()
         self.server = server
         self.request: Request | None = None
-        self.trailers: list[tuple[str, str]] = []
+        self.trailers: list[tuple[str, str]] | tuple = _NO_TRAILERS
         self._buf = b""
         self._scan = 0
         self._eof = False
@@ -259,7 +267,7 @@ class ServerConnection:
         self._body_size = 0
         self._continue_sent = False
         if self.trailers:
-            self.trailers = []
+            self.trailers = _NO_TRAILERS
         return request
 
     def _build_request(self, head: bytes, lines: list[str]) -> Request:

@@ -55,7 +55,7 @@ Level- vs edge-triggered: level
     keep-alive hot path makes no epoll_ctl call at all.
 
 What it costs per connection
-    About 0.9 KB of RSS per idle keep-alive connection (Channel,
+    About 0.7 KB of RSS per idle keep-alive connection (Channel,
     ServerConnection, socket object, peer address, a timer entry), measured
     with 10,000 of them held open by comparisons/bench_inprocess.py, plus
     the kernel's socket buffers (not in RSS). No thread, no stack, no

@@ -36,7 +36,7 @@ Request bodies: read whole, in the loop, before dispatch
     bodies to a temporary file; we do not).
 
 What it costs per connection
-    Idle: v4's ~0.9 KB. Busy: a pool thread (~28 KB RSS, 8 MB virtual stack)
+    Idle: v4's ~0.7 KB. Busy: a pool thread (~28 KB RSS, 8 MB virtual stack)
     for the duration of one request. Per request: two epoll_ctl calls (out
     of epoll and back), a queue hand-off to a thread and a wake-up of the
     loop, so on tiny requests it is slower than v4.

@@ -162,10 +162,20 @@ def idle_cost(server: Server, count: int) -> float:
     return (after - before) / count
 
 
-def report_idle(count: int) -> None:
+def chosen(labels: list[str] | None) -> list[Server]:
+    candidates = servers()
+    if not labels:
+        return candidates
+    unknown = set(labels) - {s.label for s in candidates}
+    if unknown:
+        raise SystemExit(f"unknown servers {sorted(unknown)}; known: {[s.label for s in candidates]}")
+    return [s for s in candidates if s.label in labels]
+
+
+def report_idle(count: int, labels: list[str] | None) -> None:
     print(f"\nRSS per idle keep-alive connection ({count} connections, one request each, held open):")
-    for server in servers():
-        if "uvicorn" in server.label and "asyncio" not in server.label:
+    for server in chosen(labels):
+        if not labels and "uvicorn" in server.label and "asyncio" not in server.label:
             continue  # one uvicorn row is enough here
         print(f"  {server.label:28} {idle_cost(server, count) / 1024:7.2f} KB", flush=True)
 
@@ -178,8 +188,9 @@ def report_throughput(runs: dict[str, list[Run]], connections: int, seconds: int
              for label, values in runs.items()}
     for label, values in runs.items():
         rounds = " ".join(f"{r.rate:7.0f}" for r in values)
+        taken = statistics.median(r.neighbours for r in values)
         print(f"  {label:28} {rates[label]:7.0f} req/s {costs[label]:6.1f} us CPU/request"
-              f"   rounds: {rounds}")
+              f"  others took {taken:4.0%} of CPU 0   rounds: {rounds}")
     print("\nthe aims of issue 6, as ratios of medians from this run: req/s, and requests per")
     print("CPU-second of the server (= peer's CPU/request over ours: what the req/s ratio")
     print("becomes when both saturate a core; it holds when other load shares CPU 0):")
@@ -203,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-idle", action="store_true")
+    parser.add_argument("--only", nargs="+", metavar="LABEL",
+                        help="measure only these servers (labels as printed, e.g. asyncio "
+                             "'uvicorn httptools asyncio')")
     parser.add_argument("--serve-peer", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_peer:
@@ -214,10 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         if not wrk.available():
             print("wrk is not installed: skipping the throughput part", file=sys.stderr)
         else:
-            runs = measure_throughput(servers(), args.rounds, args.connections, args.duration)
+            runs = measure_throughput(chosen(args.only), args.rounds, args.connections,
+                                      args.duration)
             report_throughput(runs, args.connections, args.duration)
     if not args.skip_idle:
-        report_idle(args.idle)
+        report_idle(args.idle, args.only)
     return 0
 
 

@@ -109,11 +109,10 @@ async def asgi_hello(scope, receive, send) -> None:
 def serve_peer(name: str) -> None:
     sock = listener()
     if name == "gevent.pywsgi":
+        import gevent.socket
         from gevent.pywsgi import WSGIServer
 
         from flash_green.apps.demo import app
-
-        import gevent.socket
 
         announce(sock.getsockname()[1])
         WSGIServer(gevent.socket.socket(fileno=sock.detach()), app, log=None).serve_forever()

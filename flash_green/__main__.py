@@ -10,6 +10,7 @@ from .patching import patch_from_argv
 
 patch_from_argv(sys.argv[1:])
 
-from .cli import main  # noqa: E402  (after patching, on purpose)
+# Only now, after patching, the CLI and everything it imports.
+from .cli import main
 
 raise SystemExit(main())

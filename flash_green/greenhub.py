@@ -61,10 +61,14 @@ import select
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from greenlet import getcurrent, greenlet
+
+if TYPE_CHECKING:
+    from typing import Self
 
 log = logging.getLogger("flash.greenhub")
 
@@ -97,9 +101,9 @@ class HubStats:
 class Timer:
     """A callback due at `deadline` (time.monotonic). Cancel is lazy."""
 
-    __slots__ = ("deadline", "callback", "args", "cancelled", "_hub")
+    __slots__ = ("_hub", "args", "callback", "cancelled", "deadline")
 
-    def __init__(self, hub: "Hub", deadline: float, callback: Callable, args: tuple) -> None:
+    def __init__(self, hub: Hub, deadline: float, callback: Callable, args: tuple) -> None:
         self._hub = hub
         self.deadline = deadline
         self.callback = callback
@@ -111,7 +115,7 @@ class Timer:
             self.cancelled = True
             self._hub._timer_cancelled()
 
-    def __lt__(self, other: "Timer") -> bool:
+    def __lt__(self, other: Timer) -> bool:
         return self.deadline < other.deadline
 
 
@@ -144,7 +148,7 @@ class Hub:
         def main_task():
             try:
                 outcome.append((True, main(*args)))
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - re-raised by run() in the caller
                 outcome.append((False, exc))
             finally:
                 self._running = False
@@ -308,7 +312,7 @@ class Hub:
         if waiters.get(fd) is waiter:
             del waiters[fd]
             self.stats.switches_in += 1
-            waiter.switch(socket.timeout("timed out"))
+            waiter.switch(TimeoutError("timed out"))
 
     def forget_fd(self, fd: int) -> None:
         """`fd` is about to be closed: wake its waiters with an error, leave epoll.
@@ -393,7 +397,7 @@ class CooperativeSocket:
     tries the system call first and waits in the hub only on EAGAIN.
     """
 
-    __slots__ = ("_sock", "_fd", "_hub", "_timeout", "_recv", "_send")
+    __slots__ = ("_fd", "_hub", "_recv", "_send", "_sock", "_timeout")
 
     def __init__(self, sock: socket.socket, hub: Hub) -> None:
         sock.setblocking(False)
@@ -436,7 +440,7 @@ class CooperativeSocket:
                 continue
             view = view[sent:]
 
-    def accept(self) -> tuple["CooperativeSocket", object]:
+    def accept(self) -> tuple[CooperativeSocket, object]:
         while True:
             try:
                 sock, peer = self._sock.accept()
@@ -486,7 +490,7 @@ class CooperativeSocket:
     def getsockopt(self, *args):
         return self._sock.getsockopt(*args)
 
-    def __enter__(self) -> "CooperativeSocket":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -16,8 +16,14 @@ from comparisons.upstream import UpstreamService
 from .conftest import SUITE_ARGS
 from .httpclient import Client, build_request
 from .serverproc import ServerProcess
-from .test_green import (N_CALLS, SEQUENTIAL_SECONDS, WAIT_MS, BLOCKED_IMPORT, concurrent_gets,
-                         run_python)
+from .test_green import (
+    BLOCKED_IMPORT,
+    N_CALLS,
+    SEQUENTIAL_SECONDS,
+    WAIT_MS,
+    concurrent_gets,
+    run_python,
+)
 from .test_tasklets_engine import GatedUpstream
 
 pytestmark = pytest.mark.timeout(120)

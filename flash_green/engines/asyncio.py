@@ -47,7 +47,7 @@ import inspect
 import logging
 import os
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 from .. import stats
 from ..config import Config
@@ -72,8 +72,7 @@ READING, AWAITING, WRITING, LINGERING, CLOSED = range(5)
 
 def is_async_app(app: Callable) -> bool:
     """An `async def app(environ, start_response)` (or an object whose __call__ is)."""
-    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(
-        getattr(app, "__call__", None))
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__)
 
 
 def uvloop_requested(config: Config) -> bool:
@@ -83,11 +82,26 @@ def uvloop_requested(config: Config) -> bool:
 class HTTPProtocol(asyncio.Protocol):
     """One connection's state machine, driven by the loop's callbacks."""
 
-    __slots__ = ("engine", "transport", "peer", "conn", "state", "served", "body", "exchange",
-                 "pending", "task", "write_paused", "reading_paused", "in_head", "deadline",
-                 "timer", "linger_left")
+    __slots__ = (
+        "body",
+        "conn",
+        "deadline",
+        "engine",
+        "exchange",
+        "in_head",
+        "linger_left",
+        "peer",
+        "pending",
+        "reading_paused",
+        "served",
+        "state",
+        "task",
+        "timer",
+        "transport",
+        "write_paused",
+    )
 
-    def __init__(self, engine: "AsyncioEngine") -> None:
+    def __init__(self, engine: AsyncioEngine) -> None:
         self.engine = engine
         self.transport: asyncio.Transport | None = None
         self.peer = None
@@ -228,7 +242,7 @@ class HTTPProtocol(asyncio.Protocol):
                 result = self.engine.app(environ, exchange.start_response)
                 if inspect.isawaitable(result):  # a middleware may answer without awaiting
                     result = await result
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any app error is a 500, as in Exchange.run
                 out = exchange.failed(exc)
             else:
                 out = exchange.respond(result)

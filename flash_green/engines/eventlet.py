@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 from .. import patching
 from ..blocking import serve_connection
@@ -44,8 +44,7 @@ from ..config import Config
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
 
 eventlet = patching.import_eventlet()
-import eventlet.greenio  # noqa: E402  (after the quiet import above)
-import eventlet.hubs  # noqa: E402
+from eventlet import greenio, hubs
 
 log = logging.getLogger("flash.engine.eventlet")
 
@@ -90,7 +89,7 @@ class EventletEngine(BlockingServer):
             signal.signal(signum, lambda signum, frame: self._signals.append(signum))
 
     def serve(self) -> None:
-        listener = eventlet.greenio.GreenSocket(self.listener)
+        listener = greenio.GreenSocket(self.listener)
         pool = eventlet.GreenPool(self.config.max_connections)
         acceptor = eventlet.spawn(self._accept_until_stopped, listener, pool)
         eventlet.spawn_n(self._beat)
@@ -122,7 +121,7 @@ class EventletEngine(BlockingServer):
     def _handle_signals(self) -> None:
         """Wait on the Waker and act on the queued signals until a stop."""
         while not self.stopping:
-            eventlet.hubs.trampoline(self.waker.rfd, read=True)
+            hubs.trampoline(self.waker.rfd, read=True)
             # One read, not Waker.clear(): its read-until-EAGAIN loop would
             # park forever in eventlet's patched os.read.
             os.read(self.waker.rfd, 4096)

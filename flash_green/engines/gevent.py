@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Callable
+from collections.abc import Callable
 
 import gevent
 import gevent.pool
@@ -64,7 +64,7 @@ class OneSendFirst:
     socket's own bound method.
     """
 
-    __slots__ = ("_sock", "recv", "send", "settimeout", "shutdown", "close", "fileno")
+    __slots__ = ("_sock", "close", "fileno", "recv", "send", "settimeout", "shutdown")
 
     def __init__(self, sock: gevent.socket.socket) -> None:
         self._sock = sock

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import select
-from typing import Callable
+from collections.abc import Callable
 
 from .. import greenhub, stats
 from ..blocking import serve_connection

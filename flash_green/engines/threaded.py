@@ -17,8 +17,9 @@ The model
     clients (enforced by the kernel, see `KernelTimeoutSocket`: Python's
     own socket timeouts would add a poll() and a GIL round trip to every
     recv and send). `--max-connections N` bounds the threads: at N, the accept loop
-    stops accepting until a thread ends, so new connections wait in the
-    kernel's listen backlog (`--backlog`) instead of being refused. We chose
+    stops accepting until a thread ends (it holds the one connection it
+    just accepted), so new connections wait in the kernel's listen backlog
+    (`--backlog`) instead of being refused. We chose
     waiting over an immediate 503 because a 503 sent before the request was
     read races the client's request bytes (closing with unread input sends
     an RST that can destroy the 503), and because waiting is what a burst

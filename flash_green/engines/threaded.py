@@ -10,20 +10,20 @@ What changed from v1 (sequential)
     client or a `/sleep` handler now stalls only its own thread.
 
 The model
-    accept -> thread(serve_connection) -> keep-alive requests -> close.
-    The thread is held while the connection is open, including the idle
-    time between keep-alive requests; `--keep-alive` and `--header-timeout`
-    are socket timeouts that release threads held by idle or trickling
-    clients (enforced by the kernel, see `KernelTimeoutSocket`: Python's
-    own socket timeouts would add a poll() and a GIL round trip to every
-    recv and send). `--max-connections N` bounds the threads: at N, the accept loop
-    stops accepting until a thread ends (it holds the one connection it
-    just accepted), so new connections wait in the kernel's listen backlog
-    (`--backlog`) instead of being refused. We chose
-    waiting over an immediate 503 because a 503 sent before the request was
-    read races the client's request bytes (closing with unread input sends
-    an RST that can destroy the 503), and because waiting is what a burst
-    wants; when the backlog fills, the kernel drops SYNs and clients retry.
+    accept -> thread(serve_connection) -> keep-alive requests -> close. The
+    thread is held while the connection is open, including the idle time
+    between keep-alive requests; `--keep-alive` and `--header-timeout` are
+    socket timeouts that release threads held by idle or trickling clients
+    (enforced by the kernel, see `KernelTimeoutSocket`: Python's own socket
+    timeouts would add a poll() and a GIL round trip to every recv and
+    send). `--max-connections N` bounds the threads: at N, the accept loop
+    stops accepting until a thread ends (it holds the one connection it just
+    accepted), so new connections wait in the kernel's listen backlog
+    (`--backlog`) instead of being refused. We chose waiting over an
+    immediate 503 because a 503 sent before the request was read races the
+    client's request bytes (closing with unread input sends an RST that can
+    destroy the 503), and because waiting is what a burst wants; when the
+    backlog fills, the kernel drops SYNs and clients retry.
 
 What it costs per connection
     A thread: 25-28 KB of RSS here (its stack pages actually touched, the

@@ -1,16 +1,9 @@
-"""`python -m flash_green ...` -> flash_green.cli.main().
+"""`python -m flash_green ...`: the CLI, after monkey-patching if asked.
 
-Monkey-patching (gevent/eventlet `--patch`) happens here, before the CLI and
-everything it imports: see `flash_green.patching`.
+`console_main` patches (gevent/eventlet `--patch`) before the CLI and
+everything it imports are loaded: see `flash_green.patching`.
 """
 
-import sys
+from .patching import console_main
 
-from .patching import patch_from_argv
-
-patch_from_argv(sys.argv[1:])
-
-# Only now, after patching, the CLI and everything it imports.
-from .cli import main
-
-raise SystemExit(main())
+raise SystemExit(console_main())

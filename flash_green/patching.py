@@ -12,23 +12,25 @@ Why it must come first
     Patching rebinds module attributes; it cannot reach objects that were
     already taken from them. A module that ran `from time import sleep`, a
     lock created by `threading.Lock()`, a `socket.socket` subclass defined
-    at import: all keep the blocking originals. So `python -m flash_green`
-    calls `patch_from_argv` before importing anything else of its own
-    (`flash_green/__main__.py`), when only the interpreter's start-up modules
-    are loaded.
+    at import: all keep the blocking originals. So both entry points,
+    `python -m flash_green` and the `flash-green` script, go through
+    `console_main`, which patches before importing the CLI and everything
+    behind it, when only the interpreter's start-up modules are loaded.
 
 Under the supervisor (`--workers N`)
-    The supervisor itself stays unpatched (it only forks, waits and sends
-    signals, like gunicorn's arbiter); each worker patches itself after fork,
-    in the engine's `run()` through `ensure_patched`, before it loads any
-    connection. That is later than ideal (the app is already imported), and
-    the log says so.
+    The master itself stays unpatched (it only forks, waits and sends
+    signals, like gunicorn's arbiter); each worker calls `apply` right after
+    fork, before it imports the app. The engine's `run()` calls
+    `ensure_patched` as a safety net for any other way of starting it (an
+    embedding program): that comes after the app was imported, and the log
+    says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import warnings
 
 log = logging.getLogger("flash.patching")
@@ -53,6 +55,14 @@ def requested(argv: list[str]) -> tuple[str | None, bool, int]:
         # A malformed option: leave the real parser to report it.
         return None, False, 0
     return args.engine, args.patch, args.workers
+
+
+def console_main() -> int:
+    """The command line's entry point: patch if asked, only then load the CLI."""
+    patch_from_argv(sys.argv[1:])
+    from .cli import main
+
+    return main()
 
 
 def patch_from_argv(argv: list[str]) -> None:
@@ -88,8 +98,8 @@ def ensure_patched(engine: str) -> None:
         return
     if _patched_by is not None:
         raise RuntimeError(f"already patched by {_patched_by}, cannot patch for {engine}")
-    log.warning("patching the standard library for %s after start-up (a worker after fork): "
-                "objects the app created at import keep their blocking originals", engine)
+    log.warning("patching the standard library for %s after start-up: objects the app "
+                "created at import keep their blocking originals", engine)
     apply(engine)
 
 

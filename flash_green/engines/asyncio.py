@@ -32,7 +32,9 @@ What breaks it
     Anything that blocks the loop: a plain WSGI app calling `time.sleep`, a
     blocking socket or database call, CPU work; the suite asserts it. Async
     code that forgets an `await` (calls a blocking function) blocks it just
-    the same. One core: use `--workers N` for more.
+    the same. One core: use `--workers N` for more. `--max-connections` is
+    not enforced: asyncio's server has no public way to pause accepting
+    (uvicorn answers 503 past its limit instead).
 
 When to use it
     New I/O-bound services written with async/await (and the ASGI world:

@@ -296,7 +296,7 @@ def drive(pieces: list[bytes], limits: Limits) -> Outcome:
                 assert event, "an empty body piece"
                 out.bodies[-1] += event
             elif event is END:
-                out.trailers.append(conn.trailers)
+                out.trailers.append(list(conn.trailers))
             elif event is PAUSED:
                 if not out.requests[-1].keep_alive:
                     break  # the rest is never read: the connection closes

@@ -168,7 +168,7 @@ def parse(pieces: list[bytes], max_requests: int = 4) -> Parsed:
             elif type(event) is bytes:
                 out.bodies[-1] += event
             elif event is END:
-                out.trailers.append(conn.trailers)
+                out.trailers.append(list(conn.trailers))
             elif event is PAUSED:
                 if len(out.requests) == max_requests or not conn.start_next_cycle():
                     return out

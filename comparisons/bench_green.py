@@ -60,6 +60,9 @@ TARGETS = [
     ("eventlet", "eventlet.wsgi", 1.2),
     ("asyncio", "uvicorn httptools asyncio", 1.0),
     ("asyncio --uvloop", "uvicorn httptools uvloop", 1.0),
+    # The tasklets engine's aims (issue 3), against the same peers.
+    ("tasklets", "gevent.pywsgi", 4.0),
+    ("tasklets", "uvicorn httptools uvloop", 1.2),
 ]
 
 #: Peers: label -> the packages each needs.
@@ -76,8 +79,8 @@ def peer_server(name: str) -> Server:
 
 
 def servers() -> list[Server]:
-    chosen = [flash_server("greenlet"), flash_server("gevent"), flash_server("eventlet"),
-              flash_server("asyncio")]
+    chosen = [flash_server("tasklets"), flash_server("greenlet"), flash_server("gevent"),
+              flash_server("eventlet"), flash_server("asyncio")]
     if importlib.util.find_spec("uvloop"):
         chosen.append(flash_server("asyncio", "--uvloop"))
     for name, packages in PEERS.items():

@@ -190,6 +190,7 @@ class TaskletsEngine(Engine):
         conn = ServerConnection(config.limits, config.server_header)
         conn_environ = wsgi.connection_environ(peer)
         recv = sock.socket.recv
+        send = sock.socket.send
         read_trap = sock.read_trap
         monotonic = time.monotonic
         # Discussion: a new connection's first request has usually arrived
@@ -241,7 +242,14 @@ class TaskletsEngine(Engine):
                 else:
                     out = exchange.run()
                 for data in out:
-                    yield from sock.sendall(data)
+                    # The usual case: the socket takes the whole response at
+                    # once, with no generator made for sendall.
+                    try:
+                        sent = send(data)
+                    except BlockingIOError:
+                        sent = 0
+                    if sent < len(data):
+                        yield from sock.sendall(memoryview(data)[sent:])
                 state.deadline = 0.0
                 counters.bytes_sent += exchange.sent
                 if exchange.status >= 400:

@@ -341,7 +341,10 @@ def test_slow_handler_and_fast_request(server, target, hold_dir):
 
 
 def test_sigterm_lets_the_request_in_flight_finish(target, hold_dir):
-    proc = start_server(target, hold_dir)
+    # A graceful timeout longer than the wait below: an engine that does not
+    # stop by itself once the request is done fails here instead of being
+    # rescued by the deadline (which also exits 0).
+    proc = start_server(target, hold_dir, "--graceful-timeout", "60")
     try:
         hold = Hold(hold_dir)
         with Client(proc.address, timeout=30) as c:

@@ -107,12 +107,7 @@ def _serve(sock, peer, engine, config) -> None:
         exchange = Exchange(wsgi, conn, environ, keep_alive=not engine.stopping)
         for data in exchange.run():
             sendall(data)
-        counters.bytes_sent += exchange.sent
-        if exchange.status >= 400:
-            if exchange.status >= 500:
-                counters.errors_5xx += 1
-            else:
-                counters.errors_4xx += 1
+        counters.record_response(exchange.sent, exchange.status)
         if not exchange.keep_alive or not _finish_body(conn, body):
             return
         if not conn.start_next_cycle() or engine.stopping:
@@ -138,7 +133,7 @@ def _finish_body(conn: ServerConnection, body: InputStream) -> bool:
 
 
 def _send_error(sock, engine, exc: HTTPError) -> None:
-    engine.counters.errors_4xx += exc.status < 500
+    engine.counters.record_rejection(exc.status)
     log.info("bad request: %s %s", exc.status, exc.reason)
     try:
         sock.sendall(render_error(exc.status, exc.reason, engine.config.server_header))

@@ -281,7 +281,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.exchange = self.pending = None
         self.served = True
         self.deadline = None
-        engine.count_response(exchange)
+        engine.counters.record_response(exchange.sent, exchange.status)
         if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
             self._close()
             return False
@@ -296,7 +296,7 @@ class HTTPProtocol(asyncio.Protocol):
     def _reject(self, exc: HTTPError) -> None:
         """Answer the core's verdict, half-close, and drop what still comes."""
         engine = self.engine
-        engine.counters.errors_4xx += exc.status < 500
+        engine.counters.record_rejection(exc.status)
         log.info("bad request from %s: %s %s", self.peer, exc.status, exc.reason)
         self.state = LINGERING
         self.in_head = False
@@ -483,10 +483,3 @@ class AsyncioEngine(Engine):
         if self.stopping and not self.connections and not self._drained.done():
             self._drained.set_result(None)
 
-    def count_response(self, exchange: Exchange) -> None:
-        counters = self.counters
-        counters.bytes_sent += exchange.sent
-        if exchange.status >= 500:
-            counters.errors_5xx += 1
-        elif exchange.status >= 400:
-            counters.errors_4xx += 1

@@ -59,6 +59,20 @@ class Counters:
     errors_5xx: int = 0
     started: float = field(default_factory=time.time)
 
+    def record_response(self, sent: int, status: int) -> None:
+        """Account for one answered request (after its last byte was sent)."""
+        self.bytes_sent += sent
+        if status >= 400:
+            if status >= 500:
+                self.errors_5xx += 1
+            else:
+                self.errors_4xx += 1
+
+    def record_rejection(self, status: int) -> None:
+        """Account for a request the protocol core refused (HTTPError)."""
+        if status < 500:
+            self.errors_4xx += 1
+
     def snapshot(self) -> dict:
         return asdict(self)
 

@@ -295,7 +295,7 @@ class Channel:
         exchange = self.exchange
         self.exchange = self.pending = None
         self.served = True
-        engine.count_response(exchange)
+        engine.counters.record_response(exchange.sent, exchange.status)
         if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
             self.close()
             return False
@@ -313,7 +313,7 @@ class Channel:
     def reject(self, exc: HTTPError) -> None:
         """Answer the core's verdict, then linger and close."""
         engine = self.engine
-        engine.counters.errors_4xx += exc.status < 500
+        engine.counters.record_rejection(exc.status)
         log.info("bad request from %s: %s %s", self.peer, exc.status, exc.reason)
         self.disarm()
         self.state = REJECTING
@@ -520,15 +520,6 @@ class EpollEngine(Engine):
         self.epoll.register(self.listener.fileno(), EPOLLIN)
         self.accepting = True
         self.accept_retry_at = 0.0
-
-    def count_response(self, exchange: Exchange) -> None:
-        counters = self.counters
-        counters.bytes_sent += exchange.sent
-        status = exchange.status
-        if status >= 500:
-            counters.errors_5xx += 1
-        elif status >= 400:
-            counters.errors_4xx += 1
 
     # -- stopping -----------------------------------------------------------------------
 

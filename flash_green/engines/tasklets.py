@@ -251,12 +251,7 @@ class TaskletsEngine(Engine):
                     if sent < len(data):
                         yield from sock.sendall(memoryview(data)[sent:])
                 state.deadline = 0.0
-                counters.bytes_sent += exchange.sent
-                if exchange.status >= 400:
-                    if exchange.status >= 500:
-                        counters.errors_5xx += 1
-                    else:
-                        counters.errors_4xx += 1
+                counters.record_response(exchange.sent, exchange.status)
                 if not exchange.keep_alive or not conn.start_next_cycle() or self.stopping:
                     return
                 event = pieces = environ = exchange = out = data = None
@@ -300,7 +295,7 @@ class TaskletsEngine(Engine):
         return exchange.respond(result)
 
     def _send_error(self, sock: Socket, exc: HTTPError) -> Generator:
-        self.counters.errors_4xx += exc.status < 500
+        self.counters.record_rejection(exc.status)
         log.info("bad request: %s %s", exc.status, exc.reason)
         try:
             yield from sock.sendall(render_error(exc.status, exc.reason, self.config.server_header))

@@ -35,22 +35,17 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import socket
-import statistics
 import sys
-import time
-
-import psutil
 
 from comparisons.bench_inprocess import (
     HELLO,
-    Run,
     Server,
     announce,
     flash_server,
+    idle_cost,
+    listener,
     measure_throughput,
-    open_idle_connections,
-    start,
+    report_throughput,
 )
 
 #: (ours, peer, the ratio the study aims at)
@@ -94,15 +89,6 @@ def servers() -> list[Server]:
 
 # -- the reference servers, run as `--serve-peer NAME` in a child process ------------
 
-def listener() -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4096)
-    return sock
-
-
 async def asgi_hello(scope, receive, send) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
@@ -142,28 +128,6 @@ def serve_peer(name: str) -> None:
         raise SystemExit(f"unknown peer {name!r}")
 
 
-# -- idle connections ----------------------------------------------------------------
-
-def idle_cost(server: Server, count: int) -> float:
-    """Server RSS per idle keep-alive connection, in bytes."""
-    extra = ("--keep-alive", "600", "--max-connections", str(count + 100), "--backlog", "4096") \
-        if server.argv[1:3] == ("-m", "flash_green") else ()
-    running = start(server, *extra)
-    process = psutil.Process(running.proc.pid)
-    try:
-        for sock in open_idle_connections(running.port, 200):  # warm up allocators
-            sock.close()
-        time.sleep(0.5)  # let the server finish closing them before the baseline
-        before = process.memory_info().rss
-        socks = open_idle_connections(running.port, count)
-        after = process.memory_info().rss
-        for sock in socks:
-            sock.close()
-    finally:
-        running.stop()
-    return (after - before) / count
-
-
 def chosen(labels: list[str] | None) -> list[Server]:
     candidates = servers()
     if not labels:
@@ -174,38 +138,14 @@ def chosen(labels: list[str] | None) -> list[Server]:
     return [s for s in candidates if s.label in labels]
 
 
+# -- idle connections ----------------------------------------------------------------
+
 def report_idle(count: int, labels: list[str] | None) -> None:
     print(f"\nRSS per idle keep-alive connection ({count} connections, one request each, held open):")
     for server in chosen(labels):
         if not labels and "uvicorn" in server.label and "asyncio" not in server.label:
             continue  # one uvicorn row is enough here
         print(f"  {server.label:28} {idle_cost(server, count) / 1024:7.2f} KB", flush=True)
-
-
-def report_throughput(runs: dict[str, list[Run]], connections: int, seconds: int) -> None:
-    print(f"\nhello, keep-alive, wrk -t1 -c{connections} -d{seconds}s "
-          "(server on CPU 0, wrk on CPU 1), medians of the rounds:")
-    rates = {label: statistics.median(r.rate for r in values) for label, values in runs.items()}
-    costs = {label: statistics.median(r.cpu_us_per_request for r in values)
-             for label, values in runs.items()}
-    for label, values in runs.items():
-        rounds = " ".join(f"{r.rate:7.0f}" for r in values)
-        taken = statistics.median(r.neighbours for r in values)
-        print(f"  {label:28} {rates[label]:7.0f} req/s {costs[label]:6.1f} us CPU/request"
-              f"  others took {taken:4.0%} of CPU 0   rounds: {rounds}")
-    print("\nthe aims of issue 6, as ratios of medians from this run: req/s, and requests per")
-    print("CPU-second of the server (= peer's CPU/request over ours: what the req/s ratio")
-    print("becomes when both saturate a core; it holds when other load shares CPU 0):")
-    for ours, peer, aim in TARGETS:
-        if ours in rates and peer in rates:
-            ratio = rates[ours] / rates[peer]
-            per_cpu = costs[peer] / costs[ours]
-            print(f"  {ours:18} / {peer:28} req/s {ratio:5.2f} ({verdict(ratio, aim)}), "
-                  f"per CPU-second {per_cpu:5.2f} ({verdict(per_cpu, aim)})   aim >= {aim}")
-
-
-def verdict(ratio: float, aim: float) -> str:
-    return "meets" if ratio >= aim else "MISSES"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runs = measure_throughput(chosen(args.only), args.rounds, args.connections,
                                       args.duration)
-            report_throughput(runs, args.connections, args.duration)
+            report_throughput(runs, args.connections, args.duration, TARGETS)
     if not args.skip_idle:
         report_idle(args.idle, args.only)
     return 0

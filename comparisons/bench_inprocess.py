@@ -121,16 +121,23 @@ def serve_peer(name: str) -> None:
 
         from flash_green.apps.demo import app
 
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(2048)
+        sock = listener(backlog=2048)
         announce(sock.getsockname()[1])
         # connection_limit: waitress's default (100) would sit exactly at c=100.
         waitress.serve(app, sockets=[sock], threads=4, connection_limit=2000, _quiet=True)
     else:
         raise SystemExit(f"unknown peer {name!r}")
+
+
+def listener(backlog: int = 4096) -> socket.socket:
+    """A peer's listening socket on an ephemeral port, with TCP_NODELAY (which
+    Linux copies to every accepted socket)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+    return sock
 
 
 def announce(port: int) -> None:
@@ -251,25 +258,33 @@ def measure_throughput(servers: list[Server], rounds: int, connections: int,
     return runs
 
 
-def report_throughput(runs: dict[str, list[Run]], connections: int, seconds: int) -> None:
+def report_throughput(runs: dict[str, list[Run]], connections: int, seconds: int,
+                      targets: list[tuple[str, str, float]]) -> None:
+    """The medians of the rounds, then (ours, peer, aim) `targets` as ratios of medians."""
     print(f"\nhello, keep-alive, wrk -t1 -c{connections} -d{seconds}s "
-          f"(server on CPU 0, wrk on CPU 1):")
+          f"(server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}), medians of the rounds:")
     rates = {label: statistics.median(r.rate for r in values) for label, values in runs.items()}
     costs = {label: statistics.median(r.cpu_us_per_request for r in values)
              for label, values in runs.items()}
+    width = max(map(len, runs), default=0) + 2
     for label, values in runs.items():
         rounds = " ".join(f"{r.rate:7.0f}" for r in values)
         taken = statistics.median(r.neighbours for r in values)
-        print(f"  {label:30} median {rates[label]:7.0f} req/s {costs[label]:6.1f} us CPU/request"
-              f"  (CPU {SERVER_CPU} taken by others: {taken:4.0%})   rounds (req/s): {rounds}")
-    print("\nratios of medians (same run): throughput, and server CPU per request "
-          "(peer / ours: above 1 means we spend less)")
-    for top, bottom, aim in TARGETS:
-        if top in rates and bottom in rates:
-            ratio = rates[top] / rates[bottom]
-            verdict = "meets" if ratio >= aim else "MISSES"
-            print(f"  {top:20} / {bottom:28} = {ratio:5.2f} req/s (aim >= {aim}: {verdict});"
-                  f"  CPU/request {costs[bottom] / costs[top]:5.2f}")
+        print(f"  {label:{width}} {rates[label]:7.0f} req/s {costs[label]:6.1f} us CPU/request"
+              f"  others took {taken:4.0%} of CPU {SERVER_CPU}   rounds: {rounds}")
+    print("\nratios of medians from this run: req/s, and requests per CPU-second of the")
+    print("server (= peer's CPU/request over ours: what the req/s ratio becomes when both")
+    print(f"saturate a core; it holds when other load shares CPU {SERVER_CPU}):")
+    for ours, peer, aim in targets:
+        if ours in rates and peer in rates:
+            ratio = rates[ours] / rates[peer]
+            per_cpu = costs[peer] / costs[ours]
+            print(f"  {ours:18} / {peer:28} req/s {ratio:5.2f} ({verdict(ratio, aim)}), "
+                  f"per CPU-second {per_cpu:5.2f} ({verdict(per_cpu, aim)})   aim >= {aim}")
+
+
+def verdict(ratio: float, aim: float) -> str:
+    return "meets" if ratio >= aim else "MISSES"
 
 
 # -- idle connections ----------------------------------------------------------------
@@ -291,11 +306,17 @@ def open_idle_connections(port: int, count: int) -> list[socket.socket]:
     return socks
 
 
-def measure_idle(engine: str, options: tuple[str, ...], count: int) -> float:
+def idle_options(server: Server, count: int) -> tuple[str, ...]:
+    """The CLI options that let a Flash engine hold `count` idle keep-alive
+    connections (its defaults would time them out or refuse them); peers take none."""
+    if server.argv[1:3] != ("-m", "flash_green"):
+        return ()
+    return ("--keep-alive", "600", "--max-connections", str(count + 100), "--backlog", "4096")
+
+
+def idle_cost(server: Server, count: int) -> float:
     """Server RSS per idle keep-alive connection, in bytes."""
-    server = flash_server(engine, *options)
-    running = start(server, "--keep-alive", "600", "--max-connections", str(count + 100),
-                    "--backlog", "4096")
+    running = start(server, *idle_options(server, count))
     process = psutil.Process(running.proc.pid)
     try:
         for sock in open_idle_connections(running.port, 200):  # warm up allocators
@@ -314,8 +335,8 @@ def measure_idle(engine: str, options: tuple[str, ...], count: int) -> float:
 def report_idle(count: int) -> None:
     print(f"\nRSS per idle keep-alive connection ({count} connections, one request each, held open):")
     for engine, options in (("threaded", ()), ("epoll", ()), ("event", ("--threads", "4"))):
-        per_connection = measure_idle(engine, options, count)
-        print(f"  {flash_server(engine, *options).label:20} {per_connection / 1024:7.2f} KB", flush=True)
+        server = flash_server(engine, *options)
+        print(f"  {server.label:20} {idle_cost(server, count) / 1024:7.2f} KB", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runs = measure_throughput(throughput_servers(), args.rounds, args.connections,
                                       args.duration)
-            report_throughput(runs, args.connections, args.duration)
+            report_throughput(runs, args.connections, args.duration, TARGETS)
     if not args.skip_idle:
         report_idle(args.idle)
     return 0

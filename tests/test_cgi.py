@@ -261,7 +261,7 @@ def test_parse_response_head():
 
 def test_meta_variables_round_trip_to_a_pep3333_environ():
     ctx = WSGIContext(None, "127.0.0.1", 8080)
-    environ = dict(ctx.connection_environ(("10.0.0.1", 5555)), REQUEST_METHOD="POST",
+    environ = dict(ctx.base_environ, **ctx.connection_environ(("10.0.0.1", 5555)), REQUEST_METHOD="POST",
                    PATH_INFO="/a b", QUERY_STRING="q=%C3%A9", SERVER_PROTOCOL="HTTP/1.1",
                    REQUEST_URI="/app/a%20b?q=%C3%A9", CONTENT_TYPE="text/plain",
                    HTTP_X_LATIN="caf\xe9", HTTP_PROXY="evil", HTTP_COOKIE="a=1; b=2")

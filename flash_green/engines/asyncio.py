@@ -5,12 +5,13 @@ The model
     FLASH_UVLOOP=1 swaps in uvloop's libuv loop). Each connection is an
     `asyncio.Protocol`: the loop calls `data_received(bytes)`, we feed the
     sans-IO `ServerConnection` and act on its events - the `epoll` engine's
-    callback state machine, with the loop, transports and timers supplied by
-    the standard library. The request body is read before the app runs (a
-    WSGI app reads `wsgi.input` synchronously, it could not wait for the
-    network), then the response is written through `transport.write`,
-    pausing when the transport says its buffer is full (`pause_writing`)
-    and going on at `resume_writing`: back-pressure for large downloads.
+    callback state machine (the same `_pump.RequestPump`), with the loop,
+    transports and timers supplied by the standard library. The request
+    body is read before the app runs (a WSGI app reads `wsgi.input`
+    synchronously, it could not wait for the network), then the response
+    is written through `transport.write`, pausing when the transport says
+    its buffer is full (`pause_writing`) and going on at `resume_writing`:
+    back-pressure for large downloads.
 
     Two kinds of apps:
     * a plain WSGI app runs inline, on the loop: while it runs nothing else
@@ -53,9 +54,10 @@ from collections.abc import Callable
 
 from .. import stats
 from ..config import Config
-from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection, render_error
+from ..http import HTTPError, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
 from ._loop import LoopWatchdog
+from ._pump import READING, RequestPump
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine
 
 log = logging.getLogger("flash.engine.asyncio")
@@ -68,8 +70,8 @@ LINGER_BYTES = 1 << 20
 #: responses is still being produced (resumed when it is done).
 MAX_PIPELINED = 256 * 1024
 
-# Connection states (small ints: compared on every callback).
-READING, AWAITING, WRITING, LINGERING, CLOSED = range(5)
+# Connection states after READING (small ints: compared on every callback).
+AWAITING, WRITING, LINGERING, CLOSED = range(READING + 1, READING + 5)
 
 
 def is_async_app(app: Callable) -> bool:
@@ -81,7 +83,7 @@ def uvloop_requested(config: Config) -> bool:
     return config.uvloop or os.environ.get("FLASH_UVLOOP", "") not in ("", "0")
 
 
-class HTTPProtocol(asyncio.Protocol):
+class HTTPProtocol(RequestPump, asyncio.Protocol):
     """One connection's state machine, driven by the loop's callbacks."""
 
     __slots__ = (
@@ -137,9 +139,9 @@ class HTTPProtocol(asyncio.Protocol):
         state = self.state
         if state == READING:
             self.conn.receive_data(data)
-            self._advance()
+            self.advance()
         elif state == LINGERING:
-            self._drop_input(data)
+            self.drop_input(data)
         elif state != CLOSED:
             # A response is in progress: keep pipelined bytes for later.
             self.conn.receive_data(data)
@@ -149,16 +151,16 @@ class HTTPProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         if self.state == LINGERING:
-            self._close()
+            self.close()
             return False
         self.conn.receive_data(b"")
         if self.state == READING:
-            self._advance()
+            self.advance()
         # Keep the transport: a response may still be on its way out.
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._close()
+        self.close()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -166,56 +168,28 @@ class HTTPProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.state == WRITING and self._flush():
-            self._advance()
+            self.advance()
 
-    # -- reading ----------------------------------------------------------------
+    # -- waiting for input (the hooks of RequestPump.wait_for_input) ---------------
 
-    def _advance(self) -> None:
-        """Parse what is buffered; run each complete request, in order."""
-        conn = self.conn
-        while self.state == READING:
-            try:
-                event = conn.next_event()
-            except HTTPError as exc:
-                self._reject(exc)
-                return
-            if type(event) is bytes:
-                self.body.append(event)
-            elif type(event) is Request:
-                self.body = []
-            elif event is END:
-                self._dispatch()
-            elif event is NEED_DATA:
-                self._wait_for_input()
-                return
-            else:  # CLOSED: the client hung up between two requests
-                self._close()
-                return
+    def send_interim(self, data: bytes) -> bool:
+        self.transport.write(data)
+        return True
 
-    def _wait_for_input(self) -> None:
-        """Choose the timeout that bounds the wait for the next bytes."""
-        engine = self.engine
-        conn = self.conn
-        config = engine.config
-        if conn.request is not None:
-            # Inside a body: ask for it if the client waits for our go-ahead.
-            interim = conn.send_continue()
-            if interim:
-                self.transport.write(interim)
-            self._arm(config.header_timeout)
-        elif conn.buffered:
-            # Part of a head: its deadline counts from the first byte.
-            if not self.in_head:
-                self.in_head = True
-                self._arm(config.header_timeout)
-        elif engine.stopping and self.served:
-            self._close()
-        else:
-            self._arm(config.keep_alive)
+    def arm_body(self) -> None:
+        self._arm(self.engine.config.header_timeout)
+
+    def arm_head(self) -> None:
+        if not self.in_head:
+            self.in_head = True
+            self._arm(self.engine.config.header_timeout)
+
+    def arm_idle(self) -> None:
+        self._arm(self.engine.config.keep_alive)
 
     # -- running the app ----------------------------------------------------------
 
-    def _dispatch(self) -> None:
+    def dispatch(self) -> None:
         engine = self.engine
         wsgi = engine.wsgi
         self.deadline = None
@@ -254,7 +228,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.state = WRITING
         self.pending = iter(out)
         if self._flush():
-            self._advance()
+            self.advance()
 
     # -- writing ----------------------------------------------------------------
 
@@ -266,7 +240,13 @@ class HTTPProtocol(asyncio.Protocol):
         while not self.write_paused:
             data = next(pending, None)
             if data is None:
-                return self._finish_response()
+                self.deadline = None
+                if not self.finish_response():
+                    return False
+                if self.reading_paused:
+                    self.reading_paused = False
+                    transport.resume_reading()
+                return True
             write(data)
             if transport.is_closing():  # the client is gone: stop pulling the body
                 return False
@@ -274,26 +254,9 @@ class HTTPProtocol(asyncio.Protocol):
         self._arm(self.engine.config.timeout)
         return False
 
-    def _finish_response(self) -> bool:
-        """The response is out: count it, then read the next request or close."""
-        engine = self.engine
-        exchange = self.exchange
-        self.exchange = self.pending = None
-        self.served = True
-        self.deadline = None
-        engine.counters.record_response(exchange.sent, exchange.status)
-        if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
-            self._close()
-            return False
-        self.state = READING
-        if self.reading_paused:
-            self.reading_paused = False
-            self.transport.resume_reading()
-        return True
-
     # -- bad input ----------------------------------------------------------------
 
-    def _reject(self, exc: HTTPError) -> None:
+    def reject(self, exc: HTTPError) -> None:
         """Answer the core's verdict, half-close, and drop what still comes."""
         engine = self.engine
         engine.counters.record_rejection(exc.status)
@@ -307,11 +270,6 @@ class HTTPProtocol(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
         self._arm(LINGER_SECONDS)
-
-    def _drop_input(self, data: bytes) -> None:
-        self.linger_left -= len(data)
-        if self.linger_left <= 0:
-            self._close()
 
     # -- timers and closing ---------------------------------------------------------
 
@@ -344,19 +302,9 @@ class HTTPProtocol(asyncio.Protocol):
             log.warning("async handler for %s ran past --timeout; connection closed",
                         self.exchange.environ.get("PATH_INFO") if self.exchange else "?")
         log.debug("connection from %s timed out in state %d", self.peer, self.state)
-        self._close()
+        self.close()
 
-    @property
-    def idle(self) -> bool:
-        """Between two requests, with nothing buffered: a stop may close it.
-
-        A new connection's first request is owed an answer even if it has not
-        arrived yet (a graceful restart must not drop it).
-        """
-        return (self.served and self.state == READING and self.conn.request is None
-                and not self.conn.buffered)
-
-    def _close(self) -> None:
+    def close(self) -> None:
         if self.state == CLOSED:
             return
         self.state = CLOSED
@@ -367,10 +315,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self.task is not None:
             self.task.cancel()
             self.task = None
-        pending, self.pending = self.pending, None
-        close_pending = getattr(pending, "close", None)
-        if close_pending is not None:
-            close_pending()  # runs the Exchange's cleanup: the app iterable's close()
+        self.close_response()
         if self.transport is not None:
             self.transport.close()
             self.engine.forget(self)
@@ -447,7 +392,7 @@ class AsyncioEngine(Engine):
         await self._stop_requested
         server.close()
         for protocol in [p for p in self.connections if p.idle]:
-            protocol._close()
+            protocol.close()
         if self.connections:
             await self._drained
         log.info("all connections finished")

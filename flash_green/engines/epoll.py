@@ -26,6 +26,12 @@ The state machine (each arrow is one callback's work)
     in the Channel's fields. Tasklets, greenlets and asyncio exist to hide
     exactly this machine; read it once to see what they do for you.
 
+    The READING part of the machine - feed the parser, collect the body,
+    dispatch a whole request, choose a timeout when it needs more bytes,
+    reject bad input - is the same for every callback-style engine, so it
+    lives in `_pump.RequestPump` (asyncio's Protocol uses it too). This
+    module adds the rest: the loop, sending, timers, lingering, closing.
+
 Back-pressure
     The next piece of a response is pulled from the app's iterable only
     when the previous piece has gone to the kernel, so a client that stops
@@ -87,9 +93,10 @@ from collections.abc import Callable
 
 from .. import stats
 from ..config import Config
-from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection, render_error
+from ..http import HTTPError, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
 from ._loop import DeadlineQueue, LoopWatchdog
+from ._pump import READING, RequestPump
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker
 
 log = logging.getLogger("flash.engine.epoll")
@@ -106,11 +113,11 @@ LINGER_BYTES = 1 << 20
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 
-# Channel states (small ints: compared on every event).
-READING, WRITING, REJECTING, LINGERING, CLOSED = range(5)
+# Channel states after READING (small ints: compared on every event).
+WRITING, REJECTING, LINGERING, CLOSED = range(READING + 1, READING + 5)
 
 
-class Channel:
+class Channel(RequestPump):
     """One connection's state machine, driven by the loop's callbacks."""
 
     __slots__ = ("engine", "sock", "fd", "peer", "conn", "state", "served", "body", "exchange",
@@ -169,52 +176,17 @@ class Channel:
         log.debug("connection from %s timed out in state %d", self.peer, self.state)
         self.close()
 
-    # -- reading ----------------------------------------------------------------
+    # -- waiting for input (the hooks of RequestPump.wait_for_input) ---------------
 
-    def advance(self) -> None:
-        """Parse what is buffered; run each complete request, in order.
+    def arm_body(self) -> None:
+        self.arm(self.engine.read_timers)
 
-        Loops rather than recursing, so a client that pipelines a thousand
-        requests in one packet costs no stack depth.
-        """
-        conn = self.conn
-        while self.state == READING:
-            try:
-                event = conn.next_event()
-            except HTTPError as exc:
-                self.reject(exc)
-                return
-            if type(event) is bytes:
-                self.body.append(event)
-            elif type(event) is Request:
-                self.body = []
-            elif event is END:
-                self.dispatch()
-            elif event is NEED_DATA:
-                self.wait_for_input()
-                return
-            else:  # CLOSED: the client hung up between two requests
-                self.close()
-                return
+    def arm_head(self) -> None:
+        if self.timer is not self.engine.read_timers:
+            self.arm(self.engine.read_timers)
 
-    def wait_for_input(self) -> None:
-        """Choose the timeout that bounds the wait for the next bytes."""
-        engine = self.engine
-        conn = self.conn
-        if conn.request is not None:
-            # Inside a body: ask for it if the client waits for our go-ahead.
-            interim = conn.send_continue()
-            if interim and not self.send_interim(interim):
-                return
-            self.arm(engine.read_timers)
-        elif conn.buffered:
-            # Part of a head: its deadline counts from the first byte.
-            if self.timer is not engine.read_timers:
-                self.arm(engine.read_timers)
-        elif engine.stopping and self.served:
-            self.close()
-        else:
-            self.arm(engine.idle_timers)
+    def arm_idle(self) -> None:
+        self.arm(self.engine.idle_timers)
 
     def send_interim(self, data: bytes) -> bool:
         """Send `100 Continue`; False (and closed) if that failed.
@@ -279,7 +251,10 @@ class Channel:
         if self.state == REJECTING:
             self.linger()
             return False
-        return self.finish_response()
+        if self.finish_response():
+            self.watch_input()
+            return True
+        return False
 
     def wait_writable(self) -> None:
         """The socket is full: sleep until EPOLLOUT; each partial send re-arms
@@ -288,20 +263,6 @@ class Channel:
             self.engine.epoll.modify(self.fd, EPOLLOUT)
             self.want_out = True
         self.arm(self.engine.write_timers)
-
-    def finish_response(self) -> bool:
-        """The response is out: count it, then read the next request or close."""
-        engine = self.engine
-        exchange = self.exchange
-        self.exchange = self.pending = None
-        self.served = True
-        engine.counters.record_response(exchange.sent, exchange.status)
-        if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
-            self.close()
-            return False
-        self.state = READING
-        self.watch_input()
-        return True
 
     def watch_input(self) -> None:
         if self.want_out:
@@ -333,11 +294,6 @@ class Channel:
         self.watch_input()
         self.arm(self.engine.linger_timers)
 
-    def drop_input(self, data: bytes) -> None:
-        self.linger_left -= len(data)
-        if not data or self.linger_left <= 0:
-            self.close()
-
     # -- timers and closing ---------------------------------------------------------
 
     def arm(self, queue: DeadlineQueue) -> None:
@@ -353,25 +309,12 @@ class Channel:
             self.timer.cancel(self)
             self.timer = None
 
-    @property
-    def idle(self) -> bool:
-        """Between two requests, with nothing buffered: a stop may close it.
-
-        A new connection's first request is owed an answer even if it has
-        not arrived yet (a graceful restart must not drop it), as in v1-v3.
-        """
-        return (self.served and self.state == READING and self.conn.request is None
-                and not self.conn.buffered)
-
     def close(self) -> None:
         if self.state == CLOSED:
             return
         self.state = CLOSED
         self.disarm()
-        pending, self.pending = self.pending, None
-        close_pending = getattr(pending, "close", None)
-        if close_pending is not None:
-            close_pending()  # runs the Exchange's cleanup: the app iterable's close()
+        self.close_response()
         try:
             self.sock.shutdown(socket.SHUT_WR)  # FIN after our last byte, not RST
         except OSError:

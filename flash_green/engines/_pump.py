@@ -1,0 +1,128 @@
+"""The request pump of the callback-style engines (epoll, event, asyncio).
+
+A blocking-style engine reads a request with a loop of blocking calls
+(`serve_connection`). A callback-style engine cannot wait: each time bytes
+arrive, a callback feeds them to the connection's `ServerConnection` and
+pumps its events as far as they go without waiting:
+
+    Request  -> start collecting the body's pieces
+    bytes    -> one more piece
+    END      -> the request is whole: dispatch it (the app runs, or is handed off)
+    NEED_DATA-> choose the timeout for the wait, return to the loop
+    CLOSED   -> the client hung up between two requests: close
+    HTTPError-> answer the core's verdict (reject)
+
+That pump, the choice of timeout and the bookkeeping after a response are
+the same whether the loop is our own epoll (a `Channel`) or asyncio's (an
+`asyncio.Protocol`), so they are written once, here, as a mixin. What
+differs is how each engine writes, sets timers and closes: those are the
+hooks a subclass provides (listed on `RequestPump`).
+"""
+
+from __future__ import annotations
+
+from ..http import END, NEED_DATA, HTTPError, Request
+
+#: The state in which a connection reads requests; each engine numbers its
+#: other states after it (small ints: compared on every event).
+READING = 0
+
+
+class RequestPump:
+    """Mixin: the event pump over `self.conn`, shared by the callback engines.
+
+    A subclass has the attributes `engine` (with `counters` and `stopping`),
+    `conn`, `state`, `served`, `body`, `exchange`, `pending`, `linger_left`, and
+    the hooks:
+
+    * `dispatch()`: the request in `self.body` is whole; run or hand off the app
+    * `reject(exc)`: answer an `HTTPError` and close
+    * `close()`: close the connection (idempotent)
+    * `send_interim(data) -> bool`: send `100 Continue`; False if that closed us
+    * `arm_body()`, `arm_head()`, `arm_idle()`: bound the wait for the rest of
+      a body, for the rest of a head (from its first byte: arming it again
+      must not extend it), and for the next request.
+    """
+
+    __slots__ = ()
+
+    def advance(self) -> None:
+        """Parse what is buffered; run each complete request, in order.
+
+        Loops rather than recursing, so a client that pipelines a thousand
+        requests in one packet costs no stack depth.
+        """
+        conn = self.conn
+        while self.state == READING:
+            try:
+                event = conn.next_event()
+            except HTTPError as exc:
+                self.reject(exc)
+                return
+            if type(event) is bytes:
+                self.body.append(event)
+            elif type(event) is Request:
+                self.body = []
+            elif event is END:
+                self.dispatch()
+            elif event is NEED_DATA:
+                self.wait_for_input()
+                return
+            else:  # CLOSED: the client hung up between two requests
+                self.close()
+                return
+
+    def wait_for_input(self) -> None:
+        """Choose the timeout that bounds the wait for the next bytes."""
+        conn = self.conn
+        if conn.request is not None:
+            # Inside a body: ask for it if the client waits for our go-ahead.
+            interim = conn.send_continue()
+            if interim and not self.send_interim(interim):
+                return
+            self.arm_body()
+        elif conn.buffered:
+            self.arm_head()
+        elif self.engine.stopping and self.served:
+            self.close()
+        else:
+            self.arm_idle()
+
+    def finish_response(self) -> bool:
+        """The response is out: count it; True if the connection reads the
+        next request (state READING), False if it closed."""
+        engine = self.engine
+        exchange = self.exchange
+        self.exchange = self.pending = None
+        self.served = True
+        engine.counters.record_response(exchange.sent, exchange.status)
+        if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
+            self.close()
+            return False
+        self.state = READING
+        return True
+
+    def close_response(self) -> None:
+        """Drop the response in progress, if any, running the Exchange's
+        cleanup (the app iterable's close())."""
+        pending, self.pending = self.pending, None
+        close_pending = getattr(pending, "close", None)
+        if close_pending is not None:
+            close_pending()
+
+    def drop_input(self, data: bytes) -> None:
+        """Lingering after an error response: drop what the client still sends,
+        up to `self.linger_left` bytes; close at its end of file or past that."""
+        self.linger_left -= len(data)
+        if not data or self.linger_left <= 0:
+            self.close()
+
+    @property
+    def idle(self) -> bool:
+        """Between two requests, with nothing buffered: a stop may close it.
+
+        A new connection's first request is owed an answer even if it has
+        not arrived yet (a graceful restart must not drop it), as in v1-v3.
+        """
+        return (self.served and self.state == READING and self.conn.request is None
+                and not self.conn.buffered)

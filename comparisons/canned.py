@@ -44,11 +44,10 @@ import os
 import select
 import signal
 import socket
-import subprocess
 import sys
-import time
-from types import TracebackType
 from typing import Sequence
+
+from comparisons.childproc import HelperService
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     raise
 
 
-class CannedServer:
+class CannedServer(HelperService):
     """Run the canned server in a subprocess for the duration of a ``with`` block.
 
     ``cpu`` pins the server to those CPUs (so it and the generator do not
@@ -236,6 +235,9 @@ class CannedServer:
     is a pipe from us.
     """
 
+    module = "comparisons.canned"
+    title = "canned server"
+
     def __init__(
         self,
         host: str = "127.0.0.1",
@@ -243,71 +245,15 @@ class CannedServer:
         cpu: int | Sequence[int] | None = None,
         start_timeout: float = 15.0,
     ) -> None:
-        self.host = host
+        super().__init__(host, cpu, start_timeout)
         self.processes = processes
-        self.cpu = cpu
-        self.start_timeout = start_timeout
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
-    def __enter__(self) -> "CannedServer":
-        # Make `-m comparisons.canned` importable whatever the caller's cwd is.
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [
-            sys.executable, "-m", "comparisons.canned", "--host", self.host, "--port", "0",
-            "--processes", str(self.processes), "--exit-on-stdin-eof",
-        ]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + self.start_timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, remaining))
-            if not ready:
-                self.close()
-                raise RuntimeError("canned server did not report its port in time")
-            chunk = os.read(self.proc.stdout.fileno(), 64)
-            if not chunk:
-                self.close()
-                raise RuntimeError("canned server exited before reporting its port")
-            line += chunk
-        self.port = int(line.split()[0])
-        if self.cpu is not None:
-            cpus = {self.cpu} if isinstance(self.cpu, int) else set(self.cpu)
-            os.sched_setaffinity(self.proc.pid, cpus)
-        log.info("canned server pid %d on port %d", self.proc.pid, self.port)
-        return self
-
-    def close(self) -> None:
-        """Stop the subprocess (SIGTERM, then SIGKILL after 5 s)."""
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def arguments(self) -> list[str]:
+        return ["--processes", str(self.processes)]
 
 
 if __name__ == "__main__":

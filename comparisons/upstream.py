@@ -23,14 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import re
-import select
 import signal
-import subprocess
 import sys
-from types import TracebackType
 from typing import Sequence
+
+from comparisons.childproc import HelperService
 
 log = logging.getLogger(__name__)
 
@@ -92,54 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class UpstreamService:
+class UpstreamService(HelperService):
     """The upstream in a subprocess for a ``with`` block; ``cpu`` pins it."""
 
-    def __init__(self, host: str = "127.0.0.1", cpu: Sequence[int] | None = None,
-                 start_timeout: float = 15.0) -> None:
-        self.host = host
-        self.cpu = cpu
-        self.start_timeout = start_timeout
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> "UpstreamService":
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [sys.executable, "-m", "comparisons.upstream", "--host", self.host, "--port", "0",
-               "--exit-on-stdin-eof"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], self.start_timeout)
-        line = self.proc.stdout.readline() if ready else b""
-        if not line.strip().isdigit():
-            self.close()
-            raise RuntimeError(f"upstream service did not report its port: {line!r}")
-        self.port = int(line)
-        if self.cpu:
-            os.sched_setaffinity(self.proc.pid, set(self.cpu))
-        log.info("upstream service pid %d on port %d", self.proc.pid, self.port)
-        return self
-
-    def close(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s; only our own child."""
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                pipe.close()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+    module = "comparisons.upstream"
+    title = "upstream service"
 
 
 if __name__ == "__main__":

@@ -46,10 +46,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psutil
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from comparisons.childproc import (
+    LISTENING,
+    ROOT,
+    child_env,
+    read_announcement,
+    stop_child,
+)
+
 APP = "flash_green.apps.demo:app"
 HELLO = b"Hello, World!"
-_LISTENING = re.compile(r"listening on http://([^:/\s]+):(\d+)")
 _REQUESTS_PER_SEC = re.compile(r"Requests/sec:\s+([0-9.]+)")
 _REQUEST_COUNT = re.compile(r"(\d+) requests in")
 _ERRORS = re.compile(r"(Socket errors:.*|Non-2xx or 3xx responses:.*)")
@@ -154,13 +160,7 @@ class Running:
 
     def stop(self) -> None:
         """SIGTERM our child (by its PID), then SIGKILL if it lingers."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_child(self.proc, grace=15)
         self.proc.stdout.close()
 
 
@@ -174,17 +174,11 @@ def pinned(argv: list[str], cpu: int) -> list[str]:
 
 
 def start(server: Server, *extra: str) -> Running:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen(pinned([*server.argv, *extra], SERVER_CPU), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        match = _LISTENING.search(line)
-        if match:
-            return Running(server, proc, int(match.group(2)))
-        if not line and proc.poll() is not None:
-            break
+    proc = subprocess.Popen(pinned([*server.argv, *extra], SERVER_CPU), cwd=ROOT, env=child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    match, _ = read_announcement(proc, LISTENING, timeout=30)
+    if match:
+        return Running(server, proc, int(match.group(2)))
     proc.kill()
     raise RuntimeError(f"{server.label} did not start")
 

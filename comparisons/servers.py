@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,13 +27,12 @@ import psutil
 from flash_green import engines
 from flash_green.loader import bind_listener
 
+from .childproc import LISTENING, ROOT, child_env, read_announcement, stop_child
 from .peers import Peer
 
 log = logging.getLogger(__name__)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_APP = "flash_green.apps.demo:app"
-_LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:/\s]+):(\d+)")
 
 
 @dataclass(frozen=True)
@@ -156,7 +152,6 @@ class ServerUnderTest:
     # -- starting --------------------------------------------------------
 
     def start(self) -> "ServerUnderTest":
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._log = open(self.log_path, "ab")
         app = self.target.app or self.app
         listener = None
@@ -176,7 +171,7 @@ class ServerUnderTest:
         self._log.write(f"\n$ {' '.join(argv)}\n".encode())
         self._log.flush()
         try:
-            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env,
+            self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=child_env(),
                                          pass_fds=pass_fds, start_new_session=True)
         finally:
             if listener is not None:
@@ -200,22 +195,10 @@ class ServerUnderTest:
         return [taskset, "-c", ",".join(map(str, self.cpus)), *argv] if taskset else argv
 
     def _read_port(self) -> int:
-        assert self.proc is not None and self.proc.stdout is not None
-        deadline = time.monotonic() + self.start_timeout
-        seen = b""
-        fd = self.proc.stdout.fileno()
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                seen += chunk
-                match = _LISTENING.search(seen.decode(errors="replace"))
-                if match:
-                    return int(match.group(2))
-            elif self.proc.poll() is not None:
-                break
+        assert self.proc is not None
+        match, seen = read_announcement(self.proc, LISTENING, self.start_timeout)
+        if match:
+            return int(match.group(2))
         raise ServerFailed(f"{self.target.label} did not announce its port: {seen[-300:]!r}\n{self.log_tail()}")
 
     def _wait_ready(self) -> None:
@@ -276,17 +259,8 @@ class ServerUnderTest:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s ignored SIGTERM for %ss; killing its process group", self.target.label, timeout)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # stray workers of the session we created
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait(10)
+        if not stop_child(proc, timeout, session=True):  # also reaps stray workers of its session
+            log.warning("%s ignored SIGTERM for %ss; its process group was killed", self.target.label, timeout)
         if proc.stdout is not None:
             proc.stdout.close()
         self._log.close()

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
-import select
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:]+):(\d+)")
+from comparisons.childproc import LISTENING, ROOT, child_env, read_announcement, stop_child
 
 
 @dataclass
@@ -31,32 +26,19 @@ class ServerProcess:
     def start(self) -> "ServerProcess":
         cmd = [sys.executable, "-m", "flash_green", "serve", self.app, "--engine", self.engine,
                "-b", f"{self.host}:0", *self.args]
-        env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.stderr_path = f"/tmp/flash-test-{os.getpid()}-{id(self)}.log"
         self._stderr = open(self.stderr_path, "w+b")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, cwd=ROOT,
-                                     env=env, start_new_session=True)
+                                     env=child_env(), start_new_session=True)
         self.port = self._read_port()
         return self
 
     def _read_port(self) -> int:
-        deadline = time.monotonic() + self.start_timeout
-        line = b""
-        fd = self.proc.stdout.fileno()
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.2)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                line += chunk
-                match = _LISTENING.search(line.decode(errors="replace"))
-                if match:
-                    return int(match.group(2))
-            elif self.proc.poll() is not None:
-                break
+        match, seen = read_announcement(self.proc, LISTENING, self.start_timeout)
+        if match:
+            return int(match.group(2))
         self.stop()
-        raise RuntimeError(f"server {self.engine} did not start: {line!r}\n{self.log()}")
+        raise RuntimeError(f"server {self.engine} did not start: {seen!r}\n{self.log()}")
 
     def log(self) -> str:
         try:
@@ -79,17 +61,7 @@ class ServerProcess:
         """SIGTERM, wait, then SIGKILL the whole process group if needed."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_child(self.proc, timeout, session=True)
         self.proc.stdout.close()
         self._stderr.close()
         return self.proc.returncode

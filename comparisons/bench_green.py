@@ -33,7 +33,6 @@ beyond the kernel's socket buffers.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 
@@ -41,6 +40,7 @@ from comparisons.bench_inprocess import (
     HELLO,
     Server,
     announce,
+    bench_arguments,
     flash_server,
     idle_cost,
     listener,
@@ -149,17 +149,10 @@ def report_idle(count: int, labels: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=100)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--idle", type=int, default=5000, help="idle connections to hold")
-    parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--skip-idle", action="store_true")
+    parser = bench_arguments(__doc__)
     parser.add_argument("--only", nargs="+", metavar="LABEL",
                         help="measure only these servers (labels as printed, e.g. asyncio "
                              "'uvicorn httptools asyncio')")
-    parser.add_argument("--serve-peer", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_peer:
         serve_peer(args.serve_peer)

@@ -333,8 +333,9 @@ def report_idle(count: int) -> None:
         print(f"  {server.label:20} {idle_cost(server, count) / 1024:7.2f} KB", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def bench_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every in-process benchmark takes (its docstring's first paragraph as description)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=100)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
@@ -342,7 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-idle", action="store_true")
     parser.add_argument("--serve-peer", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = bench_arguments(__doc__).parse_args(argv)
     if args.serve_peer:
         serve_peer(args.serve_peer)
         return 0

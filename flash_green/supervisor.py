@@ -78,7 +78,7 @@ DEFAULT_WORKERS = 2
 EXIT_BOOT_ERROR = 3
 #: Signals the master queues for its loop.
 MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGCHLD)
+                  signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD)
 #: Extra seconds a worker gets past --graceful-timeout to exit by itself
 #: (its engine's own deadline) before the master kills it.
 KILL_MARGIN = 1.0
@@ -300,6 +300,10 @@ class Supervisor:
             reopen_log_files()
             self._signal_workers(signal.SIGUSR1)
             return
+        if signum == signal.SIGUSR2:
+            log.info("USR2: asking every worker to dump its state")
+            self._signal_workers(signal.SIGUSR2)
+            return
         if signum == signal.SIGTERM:
             self._stop(graceful=True)
             return
@@ -460,7 +464,7 @@ class Supervisor:
         TERM/INT/QUIT itself; HUP/TTIN/TTOU are the master's business."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD):
             signal.signal(signum, signal.SIG_DFL)
-        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
             signal.signal(signum, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files())
 

@@ -298,6 +298,14 @@ def test_usr1_reopens_the_access_log(servers, hold_dir, tmp_path):
     assert '"GET / HTTP/1.1" 200' in log_path.read_text()
 
 
+def test_usr2_reaches_the_workers_and_the_master_survives(servers, hold_dir):
+    proc = servers("tasklets", "--workers", "2", hold_dir=hold_dir)
+    assert get_ok(proc.address)
+    proc.signal(signal.SIGUSR2)
+    wait_for(lambda: proc.log().count("STATE") >= 2, what="both workers' tasklet tables")
+    assert proc.proc.poll() is None and get_ok(proc.address)
+
+
 def test_master_killed_leaves_no_orphans(servers, hold_dir):
     proc = servers("prefork", "--workers", "2", hold_dir=hold_dir)
     pids = worker_pids(proc)

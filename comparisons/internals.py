@@ -309,18 +309,10 @@ def to_json(run: Run, environment: dict[str, Any]) -> dict[str, Any]:
 
 def make_plots(run: Run, out_dir: str) -> list[str]:
     """PNG files: a bar chart per benchmark (log scale, min-max whiskers), memory, epoll."""
-    import matplotlib
+    from comparisons.report import PlotFiles
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, name), dpi=110)
-        plt.close(fig)
-        written.append(name)
+    plots = PlotFiles(out_dir)
+    plt, save, written = plots.plt, plots.save, plots.written
 
     for bench in ("switch", "spawn", "timers", "io"):
         rows = run.of(bench)

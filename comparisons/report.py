@@ -247,20 +247,34 @@ def write_csv(data: dict[str, Any], path: str) -> None:
 # ---------------------------------------------------------------------------
 
 
+class PlotFiles:
+    """Saves matplotlib figures as PNG files in one folder and lists their names.
+
+    Shared by this report and `comparisons.internals`; matplotlib is imported
+    here, on first use, with the Agg backend (no display needed).
+    """
+
+    def __init__(self, out_dir: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        self.plt = plt
+        self.out_dir = out_dir
+        self.written: list[str] = []
+
+    def save(self, fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(os.path.join(self.out_dir, name), dpi=110)
+        self.plt.close(fig)
+        self.written.append(name)
+
+
 def make_plots(data: dict[str, Any], out_dir: str) -> list[str]:
     """PNG files: throughput vs concurrency, latency per scenario, RSS per idle connection, a bar per scenario."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-
-    def save(fig: Any, name: str) -> None:
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, name), dpi=110)
-        plt.close(fig)
-        written.append(name)
+    plots = PlotFiles(out_dir)
+    plt, save, written = plots.plt, plots.save, plots.written
 
     hello = rows_of(data, "hello")
     if hello:

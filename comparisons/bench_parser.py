@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 from flash_green.apps.demo import app as demo_app
 from flash_green.config import Limits
-from flash_green.http import END, PAUSED, HTTPError, Request, ServerConnection
+from flash_green.http import END, PAUSED, Request, ServerConnection
 from flash_green.wsgi import Exchange, InputStream, WSGIContext
 
 try:

@@ -357,10 +357,11 @@ class Exchange:
                 yield out
         except HTTPError as exc:
             self._abort(f"bad request body: {exc}")
-            if self._writer is None:
+            if self._writer is None or head:
                 yield from self._error(exc.status, exc.reason)
         except Exception as exc:
-            if self._writer is None:
+            # `head` still set: it was built but never sent, so a 500 may replace it.
+            if self._writer is None or head:
                 log.error("application error before the response head", exc_info=exc)
                 yield from self._error(500, "application error")
             else:

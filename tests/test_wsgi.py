@@ -601,3 +601,21 @@ def test_file_wrapper_without_close() -> None:
 
     wrapper = FileWrapper(Reader(), 2)
     assert list(wrapper) == [b"ab", b"c"] and not hasattr(wrapper, "close")
+
+
+@pytest.mark.parametrize("headers, items", [
+    ([("Content-Length", "1")], [b"ab"]),
+    ([("Content-Length", "5")], []),
+    ([], ["text"]),
+])
+def test_a_stream_failing_before_its_head_went_out_is_500(headers, items) -> None:
+    # The head is built with the first piece (or at the end) but sent with it:
+    # when that piece is refused, nothing has gone out and a 500 can still be
+    # sent, rather than closing on an empty reply.
+    def app(environ, start_response):
+        start_response("200 OK", list(headers))
+        return iter(items)
+
+    out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive
+    assert exchange.status == 500

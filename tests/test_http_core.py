@@ -624,3 +624,15 @@ def test_field_caches_stay_bounded() -> None:
     long_line = b"X-Long: " + b"v" * core._FIELD_LINE_CACHEABLE
     assert parse(get(extra=long_line + b"\r\n")).header("x-long").startswith("vvv")
     assert long_line.decode() not in core._FIELD_LINES, "long lines are not kept"
+
+
+@pytest.mark.parametrize("value, status", [
+    (b"1" * 5000, 413),           # past int()'s 4300-digit limit: no ValueError
+    (b"0" * 5000 + b"7", None),   # leading zeros do not make it large
+])
+def test_a_content_length_of_thousands_of_digits(value: bytes, status: int | None) -> None:
+    data = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + value + b"\r\n\r\n1234567"
+    if status is None:
+        assert parse(data).content_length == 7
+    else:
+        assert rejects(data).status == status

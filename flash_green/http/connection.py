@@ -293,7 +293,10 @@ class ServerConnection:
                     raise HTTPError(400, "repeated Content-Length")
                 if not (value.isascii() and value.isdigit()):
                     raise HTTPError(400, "Content-Length is not a plain number")
-                content_length = int(value)
+                # int() refuses over 4300 digits (ValueError, not HTTPError):
+                # any length of 20 digits or more is past every body limit.
+                digits = value.lstrip("0")
+                content_length = int(digits or "0") if len(digits) < 20 else 1 << 64
             elif name == "transfer-encoding":
                 transfer_codings.extend(c.strip(" \t").lower() for c in value.split(","))
             elif name == "content-type":

@@ -4,8 +4,10 @@ cooperate, slow clients do not starve others, the connection bound holds."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -137,3 +139,23 @@ def test_tasklet_app_is_refused_by_other_engines():
     proc = ServerProcess("sequential", app="flash_green.apps.tasklet_demo:app", start_timeout=10)
     with pytest.raises(RuntimeError, match="only --engine tasklets can run it"):
         proc.start()
+
+
+def test_graceful_stop_answers_a_first_request_still_in_flight(hold_dir_env):
+    """A connection accepted before SIGTERM, its request not yet sent, is
+    owed an answer (a graceful restart must not drop it), as in the other
+    engines; only connections idle between two requests are closed."""
+    proc = ServerProcess("tasklets", args=[*SUITE_ARGS, "--keep-alive", "10"]).start()
+    try:
+        with Client(proc.address, timeout=10) as early:
+            # Once a later connection is answered, `early` has been accepted
+            # (the backlog is FIFO) and its tasklet waits for its first byte.
+            with Client(proc.address) as later:
+                assert later.request("GET", "/").status == 200
+            proc.signal(signal.SIGTERM)
+            time.sleep(0.5)
+            early.send(build_request("GET", "/"))
+            assert early.read_response().status == 200
+        assert proc.wait(30) == 0, proc.log()
+    finally:
+        proc.stop()

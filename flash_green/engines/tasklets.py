@@ -198,18 +198,23 @@ class TaskletsEngine(Engine):
         # rarely arrived yet: wait first, then read, which saves an EAGAIN
         # recv per keep-alive request.
         wait_first = False
+        # A new connection's first request is owed an answer even if a stop
+        # arrives before its bytes do (as in serve_connection and _pump):
+        # only the wait between two requests counts as idle.
+        served = False
         try:
             while True:
                 try:
                     event = conn.next_event()
                     if event is NEED_DATA:
                         if wait_first:
-                            idle = conn.buffered == 0
+                            empty = conn.buffered == 0
+                            idle = empty and served
                             if idle and self.stopping:
                                 return
                             state.idle = idle
                             state.deadline = monotonic() + (
-                                config.keep_alive if idle else config.header_timeout)
+                                config.keep_alive if empty else config.header_timeout)
                             yield read_trap
                             state.idle = False
                         try:
@@ -232,6 +237,7 @@ class TaskletsEngine(Engine):
                     return
 
                 counters.requests += 1
+                served = True
                 # A tasklet handler and a client that stops reading the
                 # response are bounded by --timeout (a plain app cannot be).
                 state.deadline = monotonic() + config.timeout

@@ -159,3 +159,21 @@ def test_graceful_stop_answers_a_first_request_still_in_flight(hold_dir_env):
         assert proc.wait(30) == 0, proc.log()
     finally:
         proc.stop()
+
+
+def test_a_slow_upload_that_keeps_coming_is_not_cut_off(hold_dir_env):
+    """The header timeout bounds each wait for body bytes, not the whole
+    upload: a body that takes longer than it but keeps arriving is served."""
+    proc = ServerProcess("tasklets", args=[*SUITE_ARGS, "--header-timeout", "1"]).start()
+    try:
+        with Client(proc.address, timeout=10) as c:
+            pieces = [b"%02d" % i * 8 for i in range(12)]
+            body = b"".join(pieces)
+            c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+            for piece in pieces:   # about 3 s in all, never 1 s without a byte
+                time.sleep(0.25)
+                c.send(piece)
+            resp = c.read_response()
+            assert resp.status == 200 and resp.body == body
+    finally:
+        assert proc.stop() == 0, proc.log()

@@ -231,7 +231,7 @@ class TaskletsEngine(Engine):
                     pieces = None
                     if event.has_body:
                         state.deadline = monotonic() + config.header_timeout
-                        pieces = yield from self._read_body(sock, conn)
+                        pieces = yield from self._read_body(sock, conn, state)
                 except HTTPError as exc:
                     yield from self._send_error(sock, exc)
                     return
@@ -271,11 +271,14 @@ class TaskletsEngine(Engine):
             self.slots.release()
             sock.close()
 
-    def _read_body(self, sock: Socket, conn: ServerConnection) -> Generator[Any, Any, list[bytes]]:
+    def _read_body(self, sock: Socket, conn: ServerConnection,
+                   state: ConnectionState) -> Generator[Any, Any, list[bytes]]:
         """The whole request body, before the app runs (bounded by max_body_size).
 
         A plain WSGI app reads `wsgi.input` synchronously; reading the socket
         there would block the loop, so the body is read here, cooperatively.
+        The header timeout bounds each wait for more of it (inactivity, as in
+        the other engines), not the whole upload.
         """
         interim = conn.send_continue()
         if interim:
@@ -287,6 +290,7 @@ class TaskletsEngine(Engine):
                 pieces.append(event)
             elif event is NEED_DATA:
                 conn.receive_data((yield from sock.recv(RECV_SIZE)))
+                state.deadline = time.monotonic() + self.config.header_timeout
             else:
                 return pieces
 

@@ -177,3 +177,29 @@ def test_a_slow_upload_that_keeps_coming_is_not_cut_off(hold_dir_env):
             assert resp.status == 200 and resp.body == body
     finally:
         assert proc.stop() == 0, proc.log()
+
+
+def test_a_long_download_to_a_client_that_keeps_reading_is_not_cut_off(hold_dir_env):
+    """--timeout bounds each wait for the client to take more of the
+    response, not the whole download (as the other engines' write timeout)."""
+    proc = ServerProcess("tasklets", args=[*SUITE_ARGS, "--timeout", "1"]).start()
+    size = 24 << 20
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        sock.settimeout(10)
+        sock.connect(proc.address)
+        with sock:
+            sock.sendall(b"GET /download?bytes=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+            got = 0
+            started = time.monotonic()
+            while got < size:
+                data = sock.recv(256 * 1024)
+                if not data:
+                    break
+                got += len(data)
+                time.sleep(0.01)   # a slow reader: several seconds in all
+            assert got > size, "the whole response (head and body) arrives"
+            assert time.monotonic() - started > 2, "the test needs a download slower than --timeout"
+    finally:
+        assert proc.stop() == 0, proc.log()

@@ -255,7 +255,12 @@ class TaskletsEngine(Engine):
                     except BlockingIOError:
                         sent = 0
                     if sent < len(data):
-                        yield from sock.sendall(memoryview(data)[sent:])
+                        # --timeout bounds each wait for the client to read
+                        # (re-armed on progress), not the whole download.
+                        view = memoryview(data)
+                        while sent < len(view):
+                            state.deadline = monotonic() + config.timeout
+                            sent += yield from sock.send(view[sent:])
                 state.deadline = 0.0
                 counters.record_response(exchange.sent, exchange.status)
                 if not exchange.keep_alive or not conn.start_next_cycle() or self.stopping:

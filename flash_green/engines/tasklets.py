@@ -88,18 +88,22 @@ class TaskletsEngine(Engine):
     summary = "generator tasklets on our own epoll kernel; one thread, a tasklet per connection"
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
 
-    def serve(self) -> None:
-        self.loop_heartbeat = True
-        blocking_ms = self.config.debug_blocking_ms
-        trace = self.config.trace
+    def __init__(self, config, app, listener) -> None:
+        super().__init__(config, app, listener)
+        trace = config.trace
         if trace:
             # The kernel traces at DEBUG; --log-level keeps governing the rest.
             logging.getLogger("tasklets").setLevel(logging.DEBUG)
-        self.kernel = Kernel(longblock_ms=blocking_ms or None, traptrace=trace in ("traps", "all"),
+        # Made here, not in serve(): a stop signal may arrive before serving.
+        self.kernel = Kernel(longblock_ms=config.debug_blocking_ms or None,
+                             traptrace=trace in ("traps", "all"),
                              schedtrace=trace in ("sched", "all"))
-        self.is_tasklet_app = getattr(self.app, "__tasklet_app__", False)
+        self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
         self.connections: set[ConnectionState] = set()
-        self.slots = Semaphore(self.config.max_connections)
+        self.slots = Semaphore(config.max_connections)
+
+    def serve(self) -> None:
+        self.loop_heartbeat = True
         try:
             self.kernel.run(self._main, name="main")
         finally:
@@ -113,7 +117,7 @@ class TaskletsEngine(Engine):
 
     def stats(self) -> dict:
         stats = super().stats()
-        stats["kernel"] = self.kernel.stats().__dict__ if hasattr(self, "kernel") else {}
+        stats["kernel"] = self.kernel.stats().__dict__
         return stats
 
     def ps(self) -> str:
@@ -122,9 +126,8 @@ class TaskletsEngine(Engine):
 
     def request_dump(self) -> None:
         """SIGUSR2: log `ps` from the loop, between two passes (not inside a tasklet step)."""
-        kernel = getattr(self, "kernel", None)
-        if kernel is not None:
-            kernel.call_soon_threadsafe(lambda: log.warning("tasklets (SIGUSR2):\n%s", kernel.ps()))
+        kernel = self.kernel
+        kernel.call_soon_threadsafe(lambda: log.warning("tasklets (SIGUSR2):\n%s", kernel.ps()))
 
     # -- the tasklets -------------------------------------------------------------
 

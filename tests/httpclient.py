@@ -134,3 +134,26 @@ def build_request(method: str, path: str, body: bytes = b"", headers: dict | Non
 
 def chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+def assert_two_connections_bound(address) -> None:
+    """For a server run with --max-connections 2: two clients hold both slots
+    mid-head, a third is not served until one of them finishes."""
+    import pytest
+
+    first, second = (Client(address) for _ in range(2))
+    try:
+        for c in (first, second):
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # both slots held mid-head
+        with Client(address, timeout=10) as third:
+            third.send(build_request("GET", "/"))
+            third.sock.settimeout(0.5)
+            with pytest.raises(socket.timeout):
+                third.sock.recv(1)  # not served: the bound holds
+            first.send(b"Connection: close\r\n\r\n")
+            assert first.read_response().status == 200
+            third.sock.settimeout(10)
+            assert third.read_response().status == 200
+    finally:
+        first.close()
+        second.close()

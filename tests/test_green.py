@@ -22,7 +22,7 @@ from flash_green import greenhub
 from flash_green.greenhub import CooperativeSocket, Event, Hub, HubError
 
 from .conftest import SUITE_ARGS
-from .httpclient import Client, build_request
+from .httpclient import Client, assert_two_connections_bound
 from .serverproc import ROOT, ServerProcess
 from .test_tasklets_engine import GatedUpstream
 
@@ -343,20 +343,7 @@ def test_the_hubs_own_sleep_cooperates():
 def test_max_connections_bound(engine):
     proc = start(engine, "--max-connections", "2", "--header-timeout", "20")
     try:
-        first, second = (Client(proc.address) for _ in range(2))
-        for c in (first, second):
-            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # both slots held mid-head
-        with Client(proc.address, timeout=10) as third:
-            third.send(build_request("GET", "/"))
-            third.sock.settimeout(0.5)
-            with pytest.raises(socket.timeout):
-                third.sock.recv(1)  # not served: the bound holds
-            first.send(b"Connection: close\r\n\r\n")
-            assert first.read_response().status == 200
-            third.sock.settimeout(10)
-            assert third.read_response().status == 200
-        first.close()
-        second.close()
+        assert_two_connections_bound(proc.address)
     finally:
         assert proc.stop() == 0, proc.log()
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from .conftest import SUITE_ARGS
-from .httpclient import Client, build_request
+from .httpclient import Client, assert_two_connections_bound, build_request
 from .serverproc import ServerProcess
 from .test_engines import Hold
 
@@ -117,20 +117,7 @@ def test_max_connections_bound(hold_dir_env):
     proc = ServerProcess("tasklets", args=[*SUITE_ARGS, "--max-connections", "2",
                                            "--header-timeout", "20"]).start()
     try:
-        first, second = (Client(proc.address) for _ in range(2))
-        for c in (first, second):
-            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # both slots held mid-head
-        with Client(proc.address, timeout=10) as third:
-            third.send(build_request("GET", "/"))
-            third.sock.settimeout(0.5)
-            with pytest.raises(socket.timeout):
-                third.sock.recv(1)  # waits in the backlog: the bound holds
-            first.send(b"Connection: close\r\n\r\n")
-            assert first.read_response().status == 200
-            third.sock.settimeout(10)
-            assert third.read_response().status == 200
-        first.close()
-        second.close()
+        assert_two_connections_bound(proc.address)  # the third waits in the backlog
     finally:
         assert proc.stop() == 0, proc.log()
 

@@ -21,7 +21,7 @@ hooks a subclass provides (listed on `RequestPump`).
 
 from __future__ import annotations
 
-from ..http import END, NEED_DATA, HTTPError, Request
+from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection
 
 #: The state in which a connection reads requests; each engine numbers its
 #: other states after it (small ints: compared on every event).
@@ -45,6 +45,20 @@ class RequestPump:
     """
 
     __slots__ = ()
+
+    def start_pump(self, engine, peer) -> None:
+        """The pump's own state for a new connection (call from `__init__`)."""
+        self.engine = engine
+        self.peer = peer
+        self.conn = ServerConnection(engine.config.limits, engine.config.server_header)
+        self.state = READING
+        #: A response went out: from now on, waiting for a request is idling.
+        self.served = False
+        #: Pieces of the current request body (None between requests).
+        self.body: list[bytes] | None = None
+        self.exchange = None
+        #: The rest of the current response, pulled one piece at a time.
+        self.pending = None
 
     def advance(self) -> None:
         """Parse what is buffered; run each complete request, in order.

@@ -54,7 +54,7 @@ from collections.abc import Callable
 
 from .. import stats
 from ..config import Config
-from ..http import HTTPError, ServerConnection, render_error
+from ..http import HTTPError, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
@@ -106,18 +106,8 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
     )
 
     def __init__(self, engine: AsyncioEngine) -> None:
-        self.engine = engine
+        self.start_pump(engine, None)
         self.transport: asyncio.Transport | None = None
-        self.peer = None
-        self.conn = ServerConnection(engine.config.limits, engine.config.server_header)
-        self.state = READING
-        #: A response went out: from now on, waiting for a request is idling.
-        self.served = False
-        #: Pieces of the current request body (None between requests).
-        self.body: list[bytes] | None = None
-        self.exchange: Exchange | None = None
-        #: The rest of the current response, pulled one piece at a time.
-        self.pending = None
         self.task: asyncio.Task | None = None
         self.write_paused = False
         self.reading_paused = False

@@ -93,7 +93,7 @@ from collections.abc import Callable
 
 from .. import stats
 from ..config import Config
-from ..http import HTTPError, ServerConnection, render_error
+from ..http import HTTPError, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
 from ._loop import DeadlineQueue, LoopWatchdog
 from ._pump import READING, RequestPump
@@ -124,19 +124,9 @@ class Channel(RequestPump):
                  "pending", "out", "want_out", "timer", "linger_left")
 
     def __init__(self, engine: EpollEngine, sock: socket.socket, peer) -> None:
-        self.engine = engine
+        self.start_pump(engine, peer)
         self.sock = sock
         self.fd = sock.fileno()
-        self.peer = peer
-        self.conn = ServerConnection(engine.config.limits, engine.config.server_header)
-        self.state = READING
-        #: A response went out: from now on, waiting for a request is idling.
-        self.served = False
-        #: Pieces of the current request body (None between requests).
-        self.body: list[bytes] | None = None
-        self.exchange: Exchange | None = None
-        #: The rest of the current response, pulled one piece at a time.
-        self.pending = None
         #: The part of a piece the socket did not take yet.
         self.out: bytes | memoryview | None = None
         #: Registered for EPOLLOUT (a write is blocked) instead of EPOLLIN.

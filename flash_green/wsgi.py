@@ -255,7 +255,8 @@ class Exchange:
         self._headers: list[tuple[str, str]] = []
         self._pending: list[bytes] = []
         self._writer = None
-        self._started = time.perf_counter()
+        # The clock is read only when an access log will print the duration.
+        self._started = time.perf_counter() if ctx.access_log is not None else 0.0
 
     # -- the PEP 3333 callables -----------------------------------------------
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import logging
 import os
 import sys
@@ -140,13 +139,9 @@ def serve(args: argparse.Namespace) -> int:
     except AppLoadError as exc:
         print(f"flash: {exc}", file=sys.stderr)
         return EXIT_APP_LOAD
-    if getattr(app, "__tasklet_app__", False) and engine_cls.name != "tasklets":
-        print(f"flash: {args.app} is a tasklet handler (a generator); only --engine tasklets "
-              "can run it", file=sys.stderr)
-        return 2
-    if inspect.iscoroutinefunction(app) and engine_cls.name != "asyncio":
-        print(f"flash: {args.app} is an async app (async def); only --engine asyncio can run it",
-              file=sys.stderr)
+    refusal = engine_cls.refuse_app(app)
+    if refusal:
+        print(f"flash: {args.app}: {refusal}", file=sys.stderr)
         return 2
     host, port = config.host_port()
     listener = bind_listener(host, port, config.backlog, config.reuse_port)

@@ -483,6 +483,9 @@ class Supervisor:
             # workers (the master stays unpatched); the engine then finds it done.
             patching.apply(self.engine_cls.name)
         app = load_app(self.app_spec, self.factory)
+        refusal = self.engine_cls.refuse_app(app)
+        if refusal:
+            raise AppLoadError(f"{self.app_spec}: {refusal}")
         engine = self.engine_cls(config, app, listener)
         max_requests = config.max_requests
         if max_requests and config.max_requests_jitter:

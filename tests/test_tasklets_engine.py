@@ -122,10 +122,13 @@ def test_max_connections_bound(hold_dir_env):
         assert proc.stop() == 0, proc.log()
 
 
-def test_tasklet_app_is_refused_by_other_engines():
-    proc = ServerProcess("sequential", app="flash_green.apps.tasklet_demo:app", start_timeout=10)
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["alone", "supervised"])
+def test_tasklet_app_is_refused_by_other_engines(workers):
+    proc = ServerProcess("sequential", app="flash_green.apps.tasklet_demo:app",
+                         args=list(workers), start_timeout=20)
     with pytest.raises(RuntimeError, match="only --engine tasklets can run it"):
         proc.start()
+    assert proc.proc.returncode in (2, 4)  # a usage error alone; a boot error under the supervisor
 
 
 def test_graceful_stop_answers_a_first_request_still_in_flight(hold_dir_env):

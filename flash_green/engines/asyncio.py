@@ -315,6 +315,7 @@ class AsyncioEngine(Engine):
     name = "asyncio"
     summary = "asyncio Protocols (uvloop with --uvloop); WSGI inline on the loop, async apps as tasks"
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    app_colours = frozenset({"async"})
 
     def __init__(self, config: Config, app: Callable, listener) -> None:
         super().__init__(config, app, listener)

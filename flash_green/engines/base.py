@@ -8,6 +8,7 @@ or builds an environ itself: that is `flash_green.http` and `flash_green.wsgi`.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import select
@@ -104,6 +105,20 @@ class Engine:
             access_log=logging.getLogger("flash.access") if config.access_log else None,
         )
 
+    #: The kinds of app this model can run besides plain WSGI ("tasklet":
+    #: generator handlers, "async": `async def` apps). See `refuse_app`.
+    app_colours: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def refuse_app(cls, app: Callable) -> str | None:
+        """Why this model cannot run `app` (its function colour), or None."""
+        colour = app_colour(app)
+        if colour is None or colour in cls.app_colours:
+            return None
+        runs_it = "tasklets" if colour == "tasklet" else "asyncio"
+        kind = "a tasklet handler (a generator)" if colour == "tasklet" else "an async app (async def)"
+        return f"the app is {kind}; only --engine {runs_it} can run it"
+
     @classmethod
     def validate(cls, config: Config) -> None:
         """Refuse options this model cannot honour, with a clear message."""
@@ -161,6 +176,15 @@ class Engine:
     def stats(self) -> dict:
         """Counters for `--stats`; engines add their scheduler's own numbers."""
         return self.counters.snapshot()
+
+
+def app_colour(app: Callable) -> str | None:
+    """"tasklet", "async", or None for a plain WSGI app."""
+    if getattr(app, "__tasklet_app__", False):
+        return "tasklet"
+    if inspect.iscoroutinefunction(app):
+        return "async"
+    return None
 
 
 class Waker:

@@ -87,6 +87,7 @@ class TaskletsEngine(Engine):
     name = "tasklets"
     summary = "generator tasklets on our own epoll kernel; one thread, a tasklet per connection"
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    app_colours = frozenset({"tasklet"})
 
     def __init__(self, config, app, listener) -> None:
         super().__init__(config, app, listener)

@@ -36,7 +36,6 @@ Blocking detection (`--debug-blocking MS`)
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import logging
 import os
@@ -408,14 +407,11 @@ class Monitor:
     engine: Any
     reporter: Reporter | None = None
     usr2_previous: Any = None
-    usr2_faulthandler: bool = False
 
     def close(self) -> None:
         if self.reporter is not None:
             self.reporter.stop()
-        if self.usr2_faulthandler:
-            faulthandler.unregister(signal.SIGUSR2)
-        elif self.usr2_previous is not None:
+        if self.usr2_previous is not None:
             signal.signal(signal.SIGUSR2, self.usr2_previous)
 
 
@@ -439,15 +435,17 @@ def install(engine: Any) -> Monitor:
 def _install_dump_signal(engine: Any, monitor: Monitor) -> None:
     """SIGUSR2 dumps what the process is doing: the engine's own way, or every thread's stack.
 
-    faulthandler writes from C, so it is safe in any engine (a green hub
-    included); an engine with `request_dump` (tasklets) has the dump made
-    by its own loop instead. Only in the main thread can signals be set.
+    The stacks are formatted by a Python signal handler, in the main thread
+    with the GIL held. Discussion: faulthandler's C-level dump of all threads
+    reads frames that running threads are changing; under a threaded engine
+    it was seen to stop mid-stack and take the process down. An engine with
+    `request_dump` (tasklets) has the dump made by its own loop instead. Only
+    in the main thread can signals be set.
     """
     if threading.current_thread() is not threading.main_thread():
         return
     request_dump = getattr(engine, "request_dump", None)
-    if callable(request_dump):
-        monitor.usr2_previous = signal.signal(signal.SIGUSR2, lambda signum, frame: request_dump())
-    else:
-        faulthandler.register(signal.SIGUSR2, all_threads=True)
-        monitor.usr2_faulthandler = True
+    if not callable(request_dump):
+        def request_dump() -> None:
+            log.warning("thread stacks (SIGUSR2):\n%s", thread_stacks())
+    monitor.usr2_previous = signal.signal(signal.SIGUSR2, lambda signum, frame: request_dump())

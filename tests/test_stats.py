@@ -191,7 +191,7 @@ def test_sigusr2_dumps_thread_stacks_in_other_engines(servers):
     servers.append(server)
     assert_still_serving(server)  # serving: the handlers were installed before serve()
     server.signal(signal.SIGUSR2)
-    wait_for(lambda: "accept_loop" in full_log(server))  # faulthandler's stack of the main thread
+    wait_for(lambda: "accept_loop" in full_log(server))  # the main thread's stack
     assert_still_serving(server)
 
 

@@ -33,7 +33,7 @@ def serve_connection(sock, peer, engine) -> None:
     """Serve every request on `sock` until the client or the engine ends it.
 
     `engine` provides `config`, `wsgi` (WSGIContext), `counters`,
-    `mark_idle(sock, idle) -> bool` (False once the server is stopping).
+    `stopping`, `drain_seconds` and `mark_idle(sock, idle)`.
     """
     config = engine.config
     counters = engine.counters
@@ -77,13 +77,15 @@ def _serve(sock, peer, engine, config) -> None:
                 # keep-alive timeout, and a stop may end it); once bytes of a
                 # head arrived, the header timeout bounds the rest.
                 idle = conn.buffered == 0
+                between_requests = idle and served
                 wanted = keep_alive_timeout if idle else header_timeout
+                if between_requests and engine.stopping:
+                    wanted = engine.drain_seconds  # see Engine.request_stop
                 if wanted != timeout:
                     sock.settimeout(wanted)
                     timeout = wanted
-                between_requests = idle and served
-                if between_requests and not engine.mark_idle(sock, True):
-                    return
+                if between_requests:
+                    engine.mark_idle(sock, True)
                 data = recv(RECV_SIZE)
                 if between_requests:
                     engine.mark_idle(sock, False)
@@ -110,7 +112,7 @@ def _serve(sock, peer, engine, config) -> None:
         counters.record_response(exchange.sent, exchange.status)
         if not exchange.keep_alive or not _finish_body(conn, body):
             return
-        if not conn.start_next_cycle() or engine.stopping:
+        if not conn.start_next_cycle():
             return
 
 

@@ -19,12 +19,22 @@ What it costs
     where fork's copy-on-write pages stay untouched) and no shared state
     between workers: caches, counters and sessions live in one process.
 
-Signals (as gunicorn): TERM graceful stop (in-flight requests finish within
+Signals (as gunicorn): TERM graceful stop (the master closes its copy of
+the listening socket; each worker takes its backlog, closes its copy and
+finishes every request that reached it - `Engine.request_stop` - within
 `--graceful-timeout`, then the rest is killed); INT and QUIT quick stop; HUP
 graceful restart (new workers boot before the old ones are told to stop;
-the listening socket is never closed, so no connection is refused); TTIN and
-TTOU one worker more or less; USR1 reopen log files (workers too); CHLD
-reap. Handlers only queue the signal and wake the loop; the loop acts.
+the master keeps the listening socket, so no connection is refused and a
+retiring worker's idle keep-alive connections get their next request
+answered with `Connection: close`); TTIN and TTOU one worker more or less;
+USR1 reopen log files (workers too); CHLD reap. Handlers only queue the
+signal and wake the loop; the loop acts.
+
+With `--reuse-port` every worker has its own listening socket and accept
+queue. A retiring worker takes its queue before closing the socket, so only
+a connection the kernel hashes to it in the window between its last accept
+and its close is reset (Linux >= 5.14 can migrate even those to a sibling
+socket: `sysctl net.ipv4.tcp_migrate_req=1`).
 
 Liveness. Each worker owns a page of shared memory holding the monotonic
 time of its last heartbeat. The engine's own loop calls `Engine.heartbeat()`
@@ -328,6 +338,10 @@ class Supervisor:
         if graceful and self.stop_deadline is not None:
             return
         log.info("stopping %s: %d workers", "gracefully" if graceful else "now", len(self.workers))
+        # The master's copy of the listening socket goes first: once every
+        # worker has taken its backlog and closed its own, new clients are
+        # refused instead of queueing for nobody.
+        self.listener.close()
         self._signal_workers(signal.SIGTERM if graceful else signal.SIGQUIT)
         grace = self.config.graceful_timeout if graceful else 0.0
         self.stop_deadline = time.monotonic() + grace + KILL_MARGIN

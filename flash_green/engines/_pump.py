@@ -41,7 +41,10 @@ class RequestPump:
     * `send_interim(data) -> bool`: send `100 Continue`; False if that closed us
     * `arm_body()`, `arm_head()`, `arm_idle()`: bound the wait for the rest of
       a body, for the rest of a head (from its first byte: arming it again
-      must not extend it), and for the next request.
+      must not extend it), and for the next request (the keep-alive timeout;
+      during a stop, the engine's `drain_seconds`: a response that promised
+      keep-alive before the stop is followed by one more request at most,
+      answered with `Connection: close`).
     """
 
     __slots__ = ()
@@ -97,8 +100,6 @@ class RequestPump:
             self.arm_body()
         elif conn.buffered:
             self.arm_head()
-        elif self.engine.stopping and self.served:
-            self.close()
         else:
             self.arm_idle()
 
@@ -110,7 +111,7 @@ class RequestPump:
         self.exchange = self.pending = None
         self.served = True
         engine.counters.record_response(exchange.sent, exchange.status)
-        if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
+        if not exchange.keep_alive or not self.conn.start_next_cycle():
             self.close()
             return False
         self.state = READING
@@ -133,10 +134,12 @@ class RequestPump:
 
     @property
     def idle(self) -> bool:
-        """Between two requests, with nothing buffered: a stop may close it.
+        """Between two requests, with nothing buffered: a stop gives it the
+        engine's `drain_seconds` for its next request, then closes it.
 
         A new connection's first request is owed an answer even if it has
-        not arrived yet (a graceful restart must not drop it), as in v1-v3.
+        not arrived yet (a graceful restart must not drop it), as in v1-v3:
+        its wait stays bounded by the keep-alive timeout.
         """
         return (self.served and self.state == READING and self.conn.request is None
                 and not self.conn.buffered)

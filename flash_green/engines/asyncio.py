@@ -58,7 +58,7 @@ from ..http import HTTPError, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
-from .base import HEARTBEAT_INTERVAL, Capabilities, Engine
+from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, accept_backlog
 
 log = logging.getLogger("flash.engine.asyncio")
 
@@ -175,7 +175,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
             self._arm(self.engine.config.header_timeout)
 
     def arm_idle(self) -> None:
-        self._arm(self.engine.config.keep_alive)
+        self._arm(self.engine.idle_timeout)
 
     # -- running the app ----------------------------------------------------------
 
@@ -324,6 +324,9 @@ class AsyncioEngine(Engine):
         self.connections: set[HTTPProtocol] = set()
         self._stop_requested: asyncio.Future | None = None
         self._drained: asyncio.Future | None = None
+        #: How long a connection waits for its next request: --keep-alive,
+        #: `drain_seconds` once a stop began.
+        self.idle_timeout = config.keep_alive
 
     @classmethod
     def validate(cls, config: Config) -> None:
@@ -381,12 +384,22 @@ class AsyncioEngine(Engine):
         self.loop_heartbeat = True
         self._beat()
         await self._stop_requested
-        server.close()
-        for protocol in [p for p in self.connections if p.idle]:
-            protocol.close()
+        await self._stop_serving(server)
         if self.connections:
             await self._drained
         log.info("all connections finished")
+
+    async def _stop_serving(self, server: asyncio.Server) -> None:
+        """The stop (see `Engine.request_stop`): take the listener's backlog,
+        close it, and give idle connections `drain_seconds` for a last request."""
+        backlog = accept_backlog(self.listener, close=False)
+        server.close()
+        self.listener.close()  # uvloop serves a duplicate of it
+        self.idle_timeout = self.drain_seconds
+        for protocol in [p for p in self.connections if p.idle]:
+            protocol.arm_idle()
+        for sock, _ in backlog:
+            await self.loop.connect_accepted_socket(lambda: HTTPProtocol(self), sock)
 
     def _beat(self) -> None:
         """Heartbeat from a loop callback: it stops when something blocks the loop."""
@@ -395,9 +408,7 @@ class AsyncioEngine(Engine):
             self.loop.call_later(HEARTBEAT_INTERVAL, self._beat)
 
     def _stop_on_signal(self, signum: int) -> None:
-        log.info("received %s, stopping gracefully", signal.Signals(signum).name)
-        self.request_stop(graceful=True)
-        self._arm_graceful_deadline()
+        self.stop_gracefully(f"received {signal.Signals(signum).name}")
 
     def request_stop(self, graceful: bool = True) -> None:
         self.stopping = True

@@ -28,6 +28,10 @@ log = logging.getLogger("flash.engine")
 #: Longest a healthy engine loop goes without calling `Engine.heartbeat()`
 #: (seconds). The supervisor kills a worker silent for `--timeout`.
 HEARTBEAT_INTERVAL = 1.0
+#: During a graceful stop, how long a keep-alive connection waiting for its
+#: next request is kept (seconds; --keep-alive if that is shorter). See
+#: `Engine.request_stop`.
+STOP_DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -148,16 +152,43 @@ class Engine:
     def request_stop(self, graceful: bool = True) -> None:
         """Stop accepting; let in-flight requests finish (graceful) or not.
 
-        Called from a signal handler in the main thread: it must only set
-        flags and wake the loop.
+        A graceful stop loses no request that reached the server, in every
+        engine, in this order:
+
+        1. The listener is closed once the connections the kernel already
+           queued on it are accepted (`accept_backlog`): a new client is
+           refused from then on, one that had connected is served.
+        2. Every request the engine read, or that is already waiting in a
+           connection's socket buffer, is answered; a response that begins
+           after the stop says `Connection: close`.
+        3. A connection waiting for its next request, or whose last response
+           (begun before the stop) promised keep-alive, is given
+           `drain_seconds` for it: a request already on its way is answered
+           (with `Connection: close`) instead of meeting a closed socket.
+           Then it is closed, as a keep-alive timeout would close it.
+
+        The engine exits when no connection is left, or at --graceful-timeout.
+        Called from a signal handler in the main thread, and from the
+        engine's own code (`stop_gracefully`): it must only set flags and
+        wake the loop, which does the rest.
         """
         raise NotImplementedError
 
+    @property
+    def drain_seconds(self) -> float:
+        """How long a stop waits for a keep-alive connection's next request."""
+        return min(self.config.keep_alive, STOP_DRAIN_SECONDS)
+
+    def stop_gracefully(self, why: str) -> None:
+        """Begin a graceful stop, bounded by --graceful-timeout (a stop signal,
+        or --max-requests reached)."""
+        log.info("%s, stopping gracefully", why)
+        self.request_stop(graceful=True)
+        self._arm_graceful_deadline()
+
     def install_signal_handlers(self) -> None:
         def on_signal(signum, frame):
-            log.info("received %s, stopping gracefully", signal.Signals(signum).name)
-            self.request_stop(graceful=True)
-            self._arm_graceful_deadline()
+            self.stop_gracefully(f"received {signal.Signals(signum).name}")
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -185,6 +216,37 @@ def app_colour(app: Callable) -> str | None:
     if inspect.iscoroutinefunction(app):
         return "async"
     return None
+
+
+def accept_backlog(listener: socket.socket, close: bool = True) -> list[tuple[socket.socket, object]]:
+    """Accept every connection the kernel already queued on `listener`, then
+    close it (unless the caller's event loop must close it itself).
+
+    Closing a listening socket resets the connections still in its accept
+    queue - clients that connected, sent a request, and would read a reset.
+    So a stop takes them first (they are served like any other, with
+    `Connection: close`) and closes the listener at once after, which
+    refuses every later client. Only a handshake that completes between the
+    last accept and the close is still reset: a window of two system calls.
+
+    Under the supervisor the listening socket is shared: this closes only
+    this process's descriptor (the kernel keeps the socket while the master
+    or a new worker holds it, as after a HUP). The sockets come back
+    blocking, as `accept` returns them.
+    """
+    accepted = []
+    if listener.fileno() < 0:
+        return accepted
+    listener.setblocking(False)
+    while True:
+        try:
+            sock, peer = listener.accept()
+        except OSError:
+            break  # EAGAIN: the queue is empty (or accept failed: nothing more to take)
+        accepted.append((sock, peer))
+    if close:
+        listener.close()
+    return accepted
 
 
 class Waker:
@@ -215,9 +277,12 @@ class BlockingServer(Engine):
     """Base of the models whose connection code is plain blocking code.
 
     The accept loop waits on the listener and a Waker together, so a stop
-    request wakes it at once. Connections between two requests are "idle":
-    on stop they are shut down for reading, which ends their blocked recv;
-    busy ones finish their request first (see `serve_connection`).
+    request wakes it at once; it then takes the listener's backlog and
+    closes it (`accept_backlog`). Connections between two requests are
+    "idle": `drain_seconds` after the stop, those still idle are shut down
+    for reading, which ends their blocked recv (one that became idle after
+    the stop waits at most `drain_seconds` itself, see `serve_connection`);
+    busy ones finish their request first.
     """
 
     def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
@@ -226,7 +291,10 @@ class BlockingServer(Engine):
         self.idle: set[socket.socket] = set()
         self.idle_lock = threading.Lock()
 
-    def accept_loop(self, handle: Callable[[socket.socket, object], None]) -> None:
+    def accept_loop(self, handle: Callable[[socket.socket, object], None],
+                    adopt: Callable[[socket.socket, object], None] | None = None) -> None:
+        """Accept and `handle` each connection until a stop; then `adopt` (by
+        default `handle`) each connection left in the listener's backlog."""
         listener = self.listener
         listener.setblocking(False)
         poller = select.poll()
@@ -249,10 +317,29 @@ class BlockingServer(Engine):
                     continue
                 sock.setblocking(True)
                 handle(sock, peer)
+        for sock, peer in accept_backlog(listener):
+            sock.setblocking(True)
+            (adopt or handle)(sock, peer)
 
     def request_stop(self, graceful: bool = True) -> None:
         self.stopping = True
         self.waker.wake()
+        if not graceful:
+            os._exit(0)
+        self.close_idle_later()
+
+    def close_idle_later(self) -> None:
+        """After `drain_seconds`, shut down the connections still idle.
+
+        A timer thread here; the hub engines schedule `close_idle` on their
+        hub instead (their sockets belong to it).
+        """
+        timer = threading.Timer(self.drain_seconds, self.close_idle)
+        timer.daemon = True
+        timer.start()
+
+    def close_idle(self) -> None:
+        """End the blocked recv of every connection idle between requests."""
         with self.idle_lock:
             idle = list(self.idle)
         for sock in idle:
@@ -260,14 +347,11 @@ class BlockingServer(Engine):
                 sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
-        if not graceful:
-            os._exit(0)
 
-    def mark_idle(self, sock: socket.socket, idle: bool) -> bool:
-        """Track whether `sock` waits between requests; False if stopping."""
+    def mark_idle(self, sock: socket.socket, idle: bool) -> None:
+        """Track whether `sock` waits between requests (see `close_idle`)."""
         with self.idle_lock:
             if idle:
                 self.idle.add(sock)
             else:
                 self.idle.discard(sock)
-        return not self.stopping

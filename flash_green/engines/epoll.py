@@ -97,7 +97,7 @@ from ..http import HTTPError, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
 from ._loop import DeadlineQueue, LoopWatchdog
 from ._pump import READING, RequestPump
-from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker
+from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker, accept_backlog
 
 log = logging.getLogger("flash.engine.epoll")
 
@@ -336,8 +336,10 @@ class EpollEngine(Engine):
         self.read_timers = DeadlineQueue(config.header_timeout)
         self.write_timers = DeadlineQueue(config.timeout)
         self.linger_timers = DeadlineQueue(LINGER_SECONDS)
+        #: Becomes `idle_timers` when a stop begins (see `begin_stop`).
+        self.drain_timers = DeadlineQueue(self.drain_seconds)
         self.timer_queues = (self.idle_timers, self.read_timers, self.write_timers,
-                             self.linger_timers)
+                             self.linger_timers, self.drain_timers)
         #: Look at the timers (and beat) at least this often. Every timeout
         #: is at least this long, so nothing armed after a look can fall due
         #: before the next one: most loop passes skip the timers entirely.
@@ -375,7 +377,7 @@ class EpollEngine(Engine):
                 channel = channels.get(fd)
                 if channel is not None:
                     channel.on_event(events)
-                elif fd == listen_fd:
+                elif fd == listen_fd and not self.stop_begun:  # closed at the stop
                     self.accept()
                 elif fd == wake_fd:
                     self.on_wake()
@@ -472,13 +474,24 @@ class EpollEngine(Engine):
             self.begin_stop()
 
     def begin_stop(self) -> None:
-        """Stop accepting and close idle connections; busy ones finish their
-        request and close after it (the loop ends when none is left)."""
+        """Take the listener's backlog and close it; give the connections that
+        wait for a next request `drain_seconds` for it (see
+        `Engine.request_stop`). The loop ends when no connection is left.
+
+        Discussion: the drain is one swap. From now on every wait for a next
+        request is armed on `drain_timers` instead of the keep-alive queue,
+        with no test on the keep-alive path; the connections idle right now
+        are moved over here.
+        """
         self.stop_begun = True
         self.pause_accepting()
+        self.idle_timers = self.drain_timers
+        for sock, peer in accept_backlog(self.listener):
+            sock.setblocking(False)
+            self.add_channel(sock, peer)
         for channel in list(self.channels.values()):
             if channel.idle:
-                channel.close()
+                channel.arm_idle()
 
     def shut_down(self) -> None:
         for channel in list(self.channels.values()):

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from .. import patching
 from ..blocking import serve_connection
 from ..config import Config
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, accept_backlog
 
 eventlet = patching.import_eventlet()
 from eventlet import greenio, hubs
@@ -97,7 +97,10 @@ class EventletEngine(BlockingServer):
         # Eventlet does not wake a green thread waiting on a socket that gets
         # closed (its hub's notify_close is a no-op): kill the acceptor instead.
         acceptor.kill()
+        backlog = accept_backlog(self.listener, close=False)
         listener.close()
+        for sock, peer in backlog:
+            pool.spawn_n(serve_connection, greenio.GreenSocket(sock), peer, self)
         pool.waitall()
         log.info("all connections finished")
 
@@ -129,6 +132,7 @@ class EventletEngine(BlockingServer):
                 signum = self._signals.pop(0)
                 if signum == signal.SIGQUIT:
                     self.request_stop(graceful=False)
-                log.info("received %s, stopping gracefully", signal.Signals(signum).name)
-                self.request_stop(graceful=True)
-                self._arm_graceful_deadline()
+                self.stop_gracefully(f"received {signal.Signals(signum).name}")
+
+    def close_idle_later(self) -> None:
+        eventlet.spawn_after(self.drain_seconds, self.close_idle)

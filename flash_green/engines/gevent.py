@@ -48,7 +48,7 @@ import gevent.socket
 from .. import patching
 from ..blocking import serve_connection
 from ..config import Config
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, accept_backlog
 
 log = logging.getLogger("flash.engine.gevent")
 
@@ -89,6 +89,8 @@ class GeventEngine(BlockingServer):
     def __init__(self, config: Config, app: Callable, listener) -> None:
         super().__init__(config, app, listener)
         self._listener: gevent.socket.socket | None = None
+        self._pool = gevent.pool.Pool(config.max_connections)
+        self._adopting: gevent.Greenlet | None = None
 
     def run(self) -> None:
         if self.config.patch:
@@ -104,15 +106,27 @@ class GeventEngine(BlockingServer):
         gevent.signal_handler(signal.SIGQUIT, self.request_stop, False)
 
     def _stop_on_signal(self, signum: int) -> None:
-        log.info("received %s, stopping gracefully", signal.Signals(signum).name)
-        self.request_stop(graceful=True)
-        self._arm_graceful_deadline()
+        self.stop_gracefully(f"received {signal.Signals(signum).name}")
 
     def request_stop(self, graceful: bool = True) -> None:
+        """Runs in a greenlet (a signal through the hub, or the app's own
+        greenlet at --max-requests), where it may take the backlog and close."""
         super().request_stop(graceful)
-        if self._listener is not None:
+        listener = self._listener
+        if listener is not None and listener.fileno() >= 0:
+            backlog = accept_backlog(listener, close=False)
             # Wakes the accept loop: gevent cancels a wait on a closed socket.
-            self._listener.close()
+            listener.close()
+            self._adopting = gevent.spawn(self._adopt, backlog)
+
+    def _adopt(self, backlog: list) -> None:
+        """The connections taken from the backlog at a stop: served like any
+        other (a greenlet of its own: a full pool makes `spawn` wait)."""
+        for sock, peer in backlog:
+            self._pool.spawn(serve_connection, OneSendFirst(sock), peer, self)
+
+    def close_idle_later(self) -> None:
+        gevent.spawn_later(self.drain_seconds, self.close_idle)
 
     def _beat(self) -> None:
         """Heartbeat from a greenlet: it stops when something blocks the hub."""
@@ -125,7 +139,7 @@ class GeventEngine(BlockingServer):
         listener = self.listener
         self._listener = gevent.socket.socket(listener.family, listener.type,
                                               fileno=listener.detach())
-        pool = gevent.pool.Pool(self.config.max_connections)
+        pool = self._pool
         gevent.spawn(self._beat)
         while not self.stopping:
             try:
@@ -137,5 +151,7 @@ class GeventEngine(BlockingServer):
                 continue
             # Blocks while the pool is full: the connection limit.
             pool.spawn(serve_connection, OneSendFirst(sock), peer, self)
+        if self._adopting is not None:
+            self._adopting.join()
         pool.join()
         log.info("all connections finished")

@@ -43,7 +43,7 @@ from .. import greenhub, stats
 from ..blocking import serve_connection
 from ..config import Config
 from ._loop import LoopWatchdog
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, accept_backlog
 
 log = logging.getLogger("flash.engine.greenlet")
 
@@ -111,7 +111,8 @@ class GreenletEngine(BlockingServer):
                 self._drained.set()
 
     def _close_on_stop(self, listener: greenhub.CooperativeSocket) -> None:
-        """Wait on the Waker; on stop, close the listener (its accept fails).
+        """Wait on the Waker; on stop, take the backlog and close the listener
+        (its accept fails), and close idle connections after `drain_seconds`.
 
         The signal handler itself only sets a flag and writes to the Waker
         pipe: it may run inside any greenlet, so it must not switch.
@@ -119,8 +120,18 @@ class GreenletEngine(BlockingServer):
         while not self.stopping:
             self.hub.wait_readable(self.waker.rfd)
             self.waker.clear()
+        backlog = accept_backlog(self.listener, close=False)
         listener.close()
         self._slot_free.set()
+        for sock, peer in backlog:
+            self._open += 1
+            self.hub.spawn(self._serve_one, greenhub.CooperativeSocket(sock, self.hub), peer)
+        self.hub.sleep(self.drain_seconds)
+        self.close_idle()
+
+    def close_idle_later(self) -> None:
+        """Done by `_close_on_stop` on the hub: `request_stop` may run in a
+        signal handler inside any greenlet, where nothing may switch."""
 
     def _beat(self) -> None:
         """Heartbeat from a greenlet: it stops when something blocks the hub."""

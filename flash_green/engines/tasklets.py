@@ -51,7 +51,7 @@ from tasklets.io import Socket
 
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
-from .base import HEARTBEAT_INTERVAL, Capabilities, Engine
+from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, accept_backlog
 
 log = logging.getLogger("flash.engine.tasklets")
 
@@ -102,6 +102,9 @@ class TaskletsEngine(Engine):
         self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
         self.connections: set[ConnectionState] = set()
         self.slots = Semaphore(config.max_connections)
+        #: How long a connection waits for its next request: --keep-alive,
+        #: `drain_seconds` once a stop began.
+        self.idle_timeout = config.keep_alive
 
     def serve(self) -> None:
         self.loop_heartbeat = True
@@ -172,10 +175,29 @@ class TaskletsEngine(Engine):
                     cancel(state.task)
 
     def _begin_stop(self, graceful: bool) -> None:
+        """The stop (see `Engine.request_stop`): take the listener's backlog and
+        close it; idle connections get `drain_seconds` for a last request."""
+        backlog = accept_backlog(self.listener, close=False)
         self.listener_socket.close()
-        for state in list(self.connections):
-            if state.idle or not graceful:
+        if not graceful:
+            for state in list(self.connections):
                 self.kernel.cancel(state.task)
+            return
+        self.idle_timeout = self.drain_seconds
+        drained_by = time.monotonic() + self.drain_seconds
+        for state in self.connections:
+            if state.idle:
+                state.deadline = min(state.deadline, drained_by)
+        if backlog:
+            self.kernel.spawn(self._adopt, backlog, name="backlog")
+
+    def _adopt(self, backlog: list) -> Generator:
+        """The connections taken from the backlog at a stop: served like any other."""
+        for sock, peer in backlog:
+            yield from self.slots.acquire()
+            state = ConnectionState()
+            state.task = self.kernel.spawn(self._connection, Socket(sock), peer, state,
+                                           name=f"conn-{sock.fileno()}")
 
     def _connection(self, sock: Socket, peer: Any, state: ConnectionState) -> Generator:
         """The tasklet twin of `flash_green.blocking.serve_connection`.
@@ -213,12 +235,9 @@ class TaskletsEngine(Engine):
                     if event is NEED_DATA:
                         if wait_first:
                             empty = conn.buffered == 0
-                            idle = empty and served
-                            if idle and self.stopping:
-                                return
-                            state.idle = idle
+                            state.idle = empty and served
                             state.deadline = monotonic() + (
-                                config.keep_alive if empty else config.header_timeout)
+                                self.idle_timeout if empty else config.header_timeout)
                             yield read_trap
                             state.idle = False
                         try:
@@ -267,7 +286,7 @@ class TaskletsEngine(Engine):
                             sent += yield from sock.send(view[sent:])
                 state.deadline = 0.0
                 counters.record_response(exchange.sent, exchange.status)
-                if not exchange.keep_alive or not conn.start_next_cycle() or self.stopping:
+                if not exchange.keep_alive or not conn.start_next_cycle():
                     return
                 event = pieces = environ = exchange = out = data = None
         except (Cancelled, ClosedError, ConnectionError):

@@ -67,7 +67,7 @@ from collections.abc import Callable
 
 from ..blocking import serve_connection
 from ..config import Config
-from .base import BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
 
 log = logging.getLogger("flash.engine.threaded")
 
@@ -124,9 +124,7 @@ class ThreadedEngine(BlockingServer):
 
     def start_connection_thread(self, sock: socket.socket, peer) -> None:
         """Serve `sock` on a new thread once a slot is free (else keep waiting)."""
-        if not self.wait_for_slot():
-            sock.close()
-            return
+        self.wait_for_slot()
         with self.all_done:
             self.active += 1
         thread = threading.Thread(target=self.run_connection, args=(sock, peer),
@@ -134,21 +132,16 @@ class ThreadedEngine(BlockingServer):
                                   daemon=True)
         thread.start()
 
-    def wait_for_slot(self) -> bool:
+    def wait_for_slot(self) -> None:
         """Block the accept loop while --max-connections threads are busy.
 
         While we wait here nothing is accepted, so further clients queue in
-        the listen backlog. The timeout only lets a stop request through: a
-        signal handler cannot safely notify a condition the loop waits on.
+        the listen backlog. The connection in hand was accepted: it waits for
+        its slot even if a stop begins meanwhile (a graceful stop loses no
+        connection that reached the server).
         """
-        while not self.slots.acquire(timeout=0.25):
-            if self.stopping:
-                return False
+        while not self.slots.acquire(timeout=HEARTBEAT_INTERVAL):
             self.heartbeat()  # full is not stuck: the supervisor must not kill us
-        if self.stopping:
-            self.slots.release()
-            return False
-        return True
 
     def stats(self) -> dict:
         snapshot = super().stats()
@@ -169,9 +162,9 @@ class ThreadedEngine(BlockingServer):
     def wait_for_connections(self) -> None:
         """After a stop: let every in-flight request finish, then return.
 
-        Idle connections were shut down for reading by `request_stop`, and
-        busy ones close after their current response (`engine.stopping`);
-        `--graceful-timeout` (armed by the signal handler) bounds the wait.
+        Idle connections are shut down for reading `drain_seconds` after the
+        stop (`close_idle_later`), busy ones close after the response to a
+        request read after the stop; `--graceful-timeout` bounds the wait.
         """
         with self.all_done:
             while self.active:

@@ -78,8 +78,8 @@ class WorkerEngine(BlockingServer):
                 for i in range(self.pool_size)]
         for thread in pool:
             thread.start()
-        if self.wait_for_idle_thread():
-            self.accept_loop(self.hand_over)
+        self.wait_for_idle_thread()  # False only if a stop came first: then no loop
+        self.accept_loop(self.hand_over, adopt=self.queue_connection)
         for _ in pool:
             self.handoff.put(None)
         # In-flight requests finish; --graceful-timeout (armed by the signal
@@ -90,8 +90,12 @@ class WorkerEngine(BlockingServer):
     def hand_over(self, sock: socket.socket, peer) -> None:
         """Give the connection to the idle thread we reserved, then reserve
         the next one before accepting again."""
-        self.handoff.put((sock, peer))
+        self.queue_connection(sock, peer)
         self.wait_for_idle_thread()
+
+    def queue_connection(self, sock: socket.socket, peer) -> None:
+        """A connection taken from the backlog at a stop: the next free thread serves it."""
+        self.handoff.put((sock, peer))
 
     def wait_for_idle_thread(self) -> bool:
         """Block the accept loop until a pool thread is free (False if stopping).

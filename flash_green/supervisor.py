@@ -337,12 +337,12 @@ class Supervisor:
             self.exit_code = exit_code
         if graceful and self.stop_deadline is not None:
             return
-        log.info("stopping %s: %d workers", "gracefully" if graceful else "now", len(self.workers))
         # The master's copy of the listening socket goes first: once every
         # worker has taken its backlog and closed its own, new clients are
         # refused instead of queueing for nobody.
         self.listener.close()
         self._signal_workers(signal.SIGTERM if graceful else signal.SIGQUIT)
+        log.info("stopping %s: %d workers", "gracefully" if graceful else "now", len(self.workers))
         grace = self.config.graceful_timeout if graceful else 0.0
         self.stop_deadline = time.monotonic() + grace + KILL_MARGIN
 

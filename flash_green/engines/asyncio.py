@@ -49,7 +49,6 @@ import asyncio
 import inspect
 import logging
 import os
-import signal
 from collections.abc import Callable
 
 from .. import stats
@@ -337,10 +336,6 @@ class AsyncioEngine(Engine):
             except ImportError:
                 raise ValueError("--uvloop needs the package 'uvloop': pip install uvloop") from None
 
-    def install_signal_handlers(self) -> None:
-        """Nothing yet: `_main` installs them on the loop (add_signal_handler),
-        so they run as loop callbacks, where closing connections is safe."""
-
     def serve(self) -> None:
         loop_factory = None
         if uvloop_requested(self.config):
@@ -375,9 +370,8 @@ class AsyncioEngine(Engine):
         self._meter_selector(loop)
         self._stop_requested = loop.create_future()
         self._drained = loop.create_future()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop_on_signal, signum)
-        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, False)
+        if self.stopping:  # a stop signal came before the loop did
+            self._stop_requested.set_result(None)
         self.listener.setblocking(False)
         server = await loop.create_server(lambda: HTTPProtocol(self), sock=self.listener,
                                           backlog=self.config.backlog)
@@ -391,7 +385,14 @@ class AsyncioEngine(Engine):
 
     async def _stop_serving(self, server: asyncio.Server) -> None:
         """The stop (see `Engine.request_stop`): take the listener's backlog,
-        close it, and give idle connections `drain_seconds` for a last request."""
+        close it, and give idle connections `drain_seconds` for a last request.
+
+        Discussion: a connection the server's own accept callback took is
+        attached to the server by the first step of a task; closing the
+        server before that step has run resets it. One pass of the loop
+        (`sleep(0)`) lets the steps already scheduled run first.
+        """
+        await asyncio.sleep(0)
         backlog = accept_backlog(self.listener, close=False)
         server.close()
         self.listener.close()  # uvloop serves a duplicate of it
@@ -407,14 +408,26 @@ class AsyncioEngine(Engine):
             self.heartbeat()
             self.loop.call_later(HEARTBEAT_INTERVAL, self._beat)
 
-    def _stop_on_signal(self, signum: int) -> None:
-        self.stop_gracefully(f"received {signal.Signals(signum).name}")
-
     def request_stop(self, graceful: bool = True) -> None:
+        """Set the flag and hand the rest to the loop (`_stop_serving`).
+
+        Discussion: the signal handlers are plain ones (`Engine`'s), not
+        `loop.add_signal_handler`. Those run as loop callbacks, after the I/O
+        callbacks of the loop pass in which the signal was seen: a request
+        read in that pass (one that waited while a handler held the loop)
+        was answered keep-alive although the stop had begun. A plain handler
+        runs between two bytecodes of whatever the loop is doing, so the flag
+        is up before the next request is read; `call_soon_threadsafe` is the
+        loop's signal-safe door for the rest.
+        """
         self.stopping = True
         if not graceful:
             os._exit(0)
-        if self._stop_requested is not None and not self._stop_requested.done():
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._stop_requested_now)
+
+    def _stop_requested_now(self) -> None:
+        if not self._stop_requested.done():
             self._stop_requested.set_result(None)
 
     # -- connection bookkeeping (called by the protocols) ------------------------

@@ -28,6 +28,8 @@ log = logging.getLogger("flash.engine")
 #: Longest a healthy engine loop goes without calling `Engine.heartbeat()`
 #: (seconds). The supervisor kills a worker silent for `--timeout`.
 HEARTBEAT_INTERVAL = 1.0
+#: The signals that stop an engine (graceful: TERM, INT; at once: QUIT).
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
 #: During a graceful stop, how long a keep-alive connection waiting for its
 #: next request is kept (seconds; --keep-alive if that is shorter). See
 #: `Engine.request_stop`.
@@ -132,6 +134,9 @@ class Engine:
     def run(self) -> None:
         """Install stop signals and the --stats machinery, then serve until stopped."""
         self.install_signal_handlers()
+        # A supervised worker is forked with them blocked: one sent while it
+        # booted waited for the handlers above, instead of killing it.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         monitor = stats.install(self)
         try:
             self.serve()

@@ -81,12 +81,18 @@ class EventletEngine(BlockingServer):
         A Python signal handler runs where the interpreter happens to be -
         usually inside the hub's `epoll.poll` - and the hub must not block or
         switch (eventlet's patched `os.write` would do both). So the handler
-        only queues the signal number; `set_wakeup_fd` makes the C-level
-        handler write to the Waker pipe, which wakes `_handle_signals`.
+        only queues the signal number and raises the `stopping` flag (so a
+        request read before `_handle_signals` runs already says Connection:
+        close); `set_wakeup_fd` makes the C-level handler write to the Waker
+        pipe, which wakes `_handle_signals`.
         """
         signal.set_wakeup_fd(self.waker.wfd)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            signal.signal(signum, lambda signum, frame: self._signals.append(signum))
+            signal.signal(signum, self._queue_signal)
+
+    def _queue_signal(self, signum: int, frame) -> None:
+        self.stopping = True
+        self._signals.append(signum)
 
     def serve(self) -> None:
         listener = greenio.GreenSocket(self.listener)
@@ -122,17 +128,19 @@ class EventletEngine(BlockingServer):
             pool.spawn_n(serve_connection, sock, peer, self)
 
     def _handle_signals(self) -> None:
-        """Wait on the Waker and act on the queued signals until a stop."""
-        while not self.stopping:
-            hubs.trampoline(self.waker.rfd, read=True)
-            # One read, not Waker.clear(): its read-until-EAGAIN loop would
-            # park forever in eventlet's patched os.read.
-            os.read(self.waker.rfd, 4096)
+        """Act on the queued signals, waiting on the Waker, until a stop."""
+        while True:
             while self._signals:
                 signum = self._signals.pop(0)
                 if signum == signal.SIGQUIT:
                     self.request_stop(graceful=False)
                 self.stop_gracefully(f"received {signal.Signals(signum).name}")
+            if self.stopping:
+                return
+            hubs.trampoline(self.waker.rfd, read=True)
+            # One read, not Waker.clear(): its read-until-EAGAIN loop would
+            # park forever in eventlet's patched os.read.
+            os.read(self.waker.rfd, 4096)
 
     def close_idle_later(self) -> None:
         eventlet.spawn_after(self.drain_seconds, self.close_idle)

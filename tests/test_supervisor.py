@@ -370,3 +370,63 @@ def test_patching_engines_patch_each_worker_before_the_app_loads(servers, hold_d
         assert client.read_response().status == 200
         client.close()
     assert "after start-up" not in proc.log()  # patched before the app's imports
+
+
+# -- zero-loss restarts ---------------------------------------------------------------
+
+def wait_for_worker_log(proc, pid: int, text: str) -> None:
+    wait_for(lambda: f"[{pid}] [INFO] flash.engine: {text}" in full_log(proc),
+             what=f"worker {pid} to log {text!r}")
+
+
+def full_log(proc) -> str:
+    with open(proc.stderr_path, "rb") as f:
+        return f.read().decode(errors="replace")
+
+
+@pytest.mark.parametrize("engine", ["epoll", "threaded", "tasklets"])
+def test_hup_answers_the_next_request_of_a_retiring_workers_idle_connection(
+        servers, hold_dir, engine):
+    """A keep-alive connection idle on a worker that a HUP retires is not
+    closed under a request on its way: that request is answered, with
+    Connection: close, and the client reconnects to the new generation."""
+    proc = servers(engine, "--workers", "1", "--keep-alive", "30", hold_dir=hold_dir)
+    with Client(proc.address, timeout=30) as idle:
+        assert idle.request("GET", "/").status == 200
+        old = worker_serving(proc, idle)
+        proc.signal(signal.SIGHUP)
+        wait_for_worker_log(proc, old, "received SIGTERM, stopping gracefully")
+        resp = idle.request("GET", "/")
+        assert resp.status == 200 and resp.header("Connection") == "close"
+        assert idle.closed_by_server()
+    assert get_ok(proc.address)
+    wait_for(lambda: old not in worker_pids(proc), what="the old worker to exit")
+
+
+def test_hup_with_reuse_port_serves_the_connections_queued_on_the_old_socket(servers, hold_dir):
+    """With --reuse-port each worker has its own accept queue: a retiring
+    worker takes its queue before closing the socket, so the clients that
+    waited in it (here while a handler held the worker) are answered, not reset."""
+    proc = servers("epoll", "--workers", "1", "--reuse-port", "--keep-alive", "30",
+                   hold_dir=hold_dir)
+    (old,) = worker_pids(proc)
+    hold = Hold(hold_dir)
+    busy = send_hold(proc, hold)  # the only worker's loop is held: nothing is accepted
+    queued = [Client(proc.address, timeout=30) for _ in range(3)]
+    try:
+        for client in queued:
+            client.send(build_request("GET", "/"))
+        proc.signal(signal.SIGHUP)
+        wait_for_worker_log(proc, old, "received SIGTERM, stopping gracefully")
+        hold.release()
+        assert busy.read_response().status == 200
+        for client in queued:
+            resp = client.read_response()
+            assert resp.status == 200 and resp.header("Connection") == "close"
+    finally:
+        hold.release()
+        busy.close()
+        for client in queued:
+            client.close()
+    wait_for(lambda: old not in worker_pids(proc), what="the old worker to exit")
+    assert get_ok(proc.address)

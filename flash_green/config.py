@@ -58,7 +58,8 @@ class Config:
     graceful_timeout: float = 30.0
     #: Most connections served at once by one process (engines that bound it).
     max_connections: int = 10000
-    #: Recycle a worker after this many requests (0 = never), plus jitter.
+    #: Stop after this many requests (0 = never), plus up to the jitter: a
+    #: worker is replaced by its master, a server without workers exits 0.
     max_requests: int = 0
     max_requests_jitter: int = 0
     #: Each worker binds its own SO_REUSEPORT socket instead of inheriting one.

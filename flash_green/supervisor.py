@@ -133,29 +133,6 @@ class HeartbeatSlot:
         self._page.close()
 
 
-class Pulse:
-    """The worker's `engine.heartbeat`: beat, and recycle after max requests.
-
-    Recycling sends SIGTERM to its own process, so every engine stops the
-    way it always does (its own handler, in-flight requests finish).
-    """
-
-    def __init__(self, slot: HeartbeatSlot, engine: Engine, max_requests: int) -> None:
-        self.slot = slot
-        self.engine = engine
-        self.max_requests = max_requests
-        self.recycling = False
-
-    def __call__(self) -> None:
-        self.slot.beat()
-        if self.max_requests and not self.recycling \
-                and self.engine.counters.requests >= self.max_requests:
-            self.recycling = True
-            log.info("served %d requests (--max-requests): recycling this worker",
-                     self.engine.counters.requests)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 @dataclass
 class Worker:
     """The master's record of one worker process."""
@@ -465,7 +442,7 @@ class Supervisor:
             self._reset_signals()
             _die_with_master(self.pid)
             _reinit_event_libraries()
-            random.seed()  # the jitter below must differ between siblings
+            random.seed()  # the --max-requests jitter must differ between siblings
             code = self._serve_in_worker(slot)
         except AppLoadError as exc:
             sys.stderr.write(f"flash: {exc}\n")  # one write: siblings may fail at once
@@ -506,10 +483,7 @@ class Supervisor:
         if refusal:
             raise AppLoadError(f"{self.app_spec}: {refusal}")
         engine = self.engine_cls(config, app, listener)
-        max_requests = config.max_requests
-        if max_requests and config.max_requests_jitter:
-            max_requests += random.randint(0, config.max_requests_jitter)
-        engine.heartbeat = Pulse(slot, engine, max_requests)
+        engine.heartbeat = slot.beat
         slot.beat()
         # Tell the master at once (it would notice within a tick anyway);
         # the pipe is the master's, so the worker lets go of it afterwards.

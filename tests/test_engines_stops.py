@@ -196,3 +196,28 @@ def test_stop_refuses_new_connections_and_strands_none(target, hold_dir):
     finally:
         hold.release()
         proc.stop()
+
+
+# -- --max-requests -------------------------------------------------------------------
+
+def test_max_requests_is_exact(target, hold_dir):
+    """--max-requests 5: the 5th request on a connection is answered with
+    Connection: close and the process stops after it - recycled by its
+    master, or (without --workers) exiting 0 for its process manager."""
+    proc = start_server(target, hold_dir, "--max-requests", "5")
+    try:
+        with Client(proc.address) as c:
+            for i in range(1, 6):
+                resp = c.request("GET", "/")
+                assert resp.status == 200, i
+                assert resp.header("Connection") == ("close" if i == 5 else None), i
+            assert c.closed_by_server()
+        if supervised(target):
+            wait_for_log(proc, "recycled itself; replacing it")
+            with Client(proc.address) as c:
+                assert c.request("GET", "/").status == 200
+        else:
+            assert proc.wait(30) == 0, full_log(proc)
+            assert "served 5 requests (--max-requests): exiting for a restart" in full_log(proc)
+    finally:
+        proc.stop()

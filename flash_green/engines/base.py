@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import random
 import select
 import signal
 import socket
@@ -84,6 +85,36 @@ class Counters:
         return asdict(self)
 
 
+class LimitedCounters(Counters):
+    """`Counters` whose request count calls `on_limit` once it reaches `limit`
+    (--max-requests).
+
+    Discussion: every engine already counts each request the moment it is
+    read (`counters.requests += 1`), before the app runs. Checking the
+    limit right there makes it exact - the request that reaches it already
+    sees the stop begun and says `Connection: close` - at no cost without
+    --max-requests (these counters are only swapped in with it) and one
+    comparison with it. A check in the once-a-second heartbeat let an event
+    loop serve hundreds more.
+    """
+
+    def __init__(self, limit: int, on_limit: Callable[[], None]) -> None:
+        self.limit = limit
+        self.on_limit = on_limit
+        self._requests = 0
+        super().__init__()
+
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    @requests.setter
+    def requests(self, value: int) -> None:
+        self._requests = value
+        if value == self.limit:
+            self.on_limit()
+
+
 class Engine:
     """Base class: one subclass per concurrency model (gunicorn's workers)."""
 
@@ -137,6 +168,8 @@ class Engine:
         # A supervised worker is forked with them blocked: one sent while it
         # booted waited for the handlers above, instead of killing it.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if self.config.max_requests:
+            self.limit_requests()
         monitor = stats.install(self)
         try:
             self.serve()
@@ -145,6 +178,23 @@ class Engine:
 
     def serve(self) -> None:
         raise NotImplementedError
+
+    def limit_requests(self) -> None:
+        """--max-requests N (+ up to --max-requests-jitter): after the Nth
+        request, stop gracefully - the requests in flight are answered, the
+        Nth and later ones with `Connection: close`. A supervised worker is
+        then replaced by its master (gunicorn's recycling); a server without
+        --workers exits 0, for its process manager to restart (systemd
+        `Restart=always`; uvicorn's --limit-max-requests does the same)."""
+        config = self.config
+        limit = config.max_requests + random.randint(0, config.max_requests_jitter)
+        supervised = config.workers > 0 or self.capabilities.multiprocess
+        then = "recycling this worker" if supervised else "exiting for a restart"
+
+        def reached() -> None:
+            self.stop_gracefully(f"served {limit} requests (--max-requests): {then}")
+
+        self.counters = LimitedCounters(limit, reached)
 
     def heartbeat(self) -> None:
         """Proof of life for the supervisor: call it from the engine's loop.

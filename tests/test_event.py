@@ -8,8 +8,9 @@ import socket
 
 import pytest
 
-from .conftest import Target, start_server
+from .conftest import SUITE_ARGS, Target, start_server
 from .httpclient import Client, build_request
+from .serverproc import ServerProcess
 from .test_engines import Hold
 
 pytestmark = pytest.mark.timeout(90)
@@ -84,3 +85,78 @@ def test_pipelined_requests_keep_their_order(event_server):
                + build_request("POST", "/echo", b"last"))
         bodies = [c.read_response().body for _ in range(len(delays) + 1)]
     assert bodies == [f"slept {ms} ms\n".encode() for ms in delays] + [b"last"]
+
+
+# -- asynchronous write completion ------------------------------------------------------
+
+def slow_reader(address, path: str) -> tuple[socket.socket, bytes]:
+    """A client with a tiny receive window that asks for `path` and reads
+    only the first bytes: the rest of the response waits on the server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect(address)
+    sock.sendall(build_request("GET", path))
+    first = sock.recv(4096)
+    assert first.startswith(b"HTTP/1.1 200"), first
+    return sock, first
+
+
+def read_rest(sock: socket.socket, first: bytes) -> bytes:
+    """The whole body, given the bytes read so far (a Content-Length response)."""
+    head, _, body = first.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    chunks = [body]
+    received = len(body)
+    while received < length:
+        data = sock.recv(1 << 20)
+        assert data, "the response ended early"
+        chunks.append(data)
+        received += len(data)
+    return b"".join(chunks)
+
+
+def test_slow_readers_hold_no_pool_thread(event_server):
+    """As many slow downloads as pool threads, none of them read: a pool
+    thread only runs the app, so another client is still served (blocking
+    sends would hold every thread until --timeout)."""
+    size = 16 * 1024 * 1024  # far beyond what the socket buffers hold
+    slow = [slow_reader(event_server.address, f"/download?bytes={size}")
+            for _ in range(POOL_THREADS)]
+    try:
+        with Client(event_server.address, timeout=10) as other:
+            assert other.request("GET", "/").body == b"Hello, World!"
+        for sock, first in slow:
+            assert read_rest(sock, first) == b"x" * size  # every piece, in order
+    finally:
+        for sock, _ in slow:
+            sock.close()
+
+
+def test_the_apps_iterator_is_pulled_on_a_pool_thread(hold_dir):
+    """After the loop finished a piece the socket could not take, the next
+    piece is pulled on a pool thread: an iterator that blocks there leaves
+    the loop serving everyone else."""
+    os.environ["FLASH_TEST_HOLD_DIR"] = hold_dir
+    proc = ServerProcess("event", app="tests.held_body_app:app",
+                         args=[*SUITE_ARGS, "--threads", str(POOL_THREADS)]).start()
+    hold = Hold(hold_dir)
+    try:
+        size = 8 * 1024 * 1024
+        sock, first = slow_reader(proc.address, f"/held-body?name={hold.name}&bytes={size}")
+        with sock:
+            body = first.partition(b"\r\n\r\n")[2]
+            while len(body) < size:  # the first piece, through the loop's EPOLLOUT
+                body += sock.recv(1 << 20)
+            hold.wait_started()  # the iterator now blocks, between two pieces
+            with Client(proc.address, timeout=10) as other:
+                assert other.request("GET", "/").body == b"Hello, World!"
+            hold.release()
+            while len(body) < size + 3:
+                data = sock.recv(1 << 20)
+                assert data, "the response ended early"
+                body += data
+            assert body == b"x" * size + b"end"
+    finally:
+        hold.release()
+        assert proc.stop() == 0, proc.log()

@@ -420,9 +420,7 @@ def install(engine: Any) -> Monitor:
     config = engine.config
     monitor = Monitor(engine)
     if config.stats_path:
-        endpoint = StatsEndpoint(engine, config.stats_path)
-        engine.app = with_endpoint(engine.app, endpoint)
-        engine.wsgi.app = with_endpoint(engine.wsgi.app, endpoint)
+        add_endpoint(engine)
         log.info("stats endpoint at %s (opt-in: --stats-path)", config.stats_path)
     if config.stats_interval or (config.stats_path and _workers_dir is not None):
         interval = config.stats_interval or PUBLISH_INTERVAL
@@ -430,6 +428,14 @@ def install(engine: Any) -> Monitor:
         monitor.reporter.start()
     _install_dump_signal(engine, monitor)
     return monitor
+
+
+def add_endpoint(engine: Any) -> None:
+    """Put the --stats-path endpoint in front of the engine's app (at start-up,
+    and again after a HUP reloaded the app)."""
+    endpoint = StatsEndpoint(engine, engine.config.stats_path)
+    engine.app = with_endpoint(engine.app, endpoint)
+    engine.wsgi.app = with_endpoint(engine.wsgi.app, endpoint)
 
 
 def _install_dump_signal(engine: Any, monitor: Monitor) -> None:

@@ -22,8 +22,9 @@ import pytest
 from flash_green import engines
 from flash_green.supervisor import DEFAULT_WORKERS
 
-from .conftest import Target, start_server
+from .conftest import SUITE_ARGS, Target, start_server
 from .httpclient import Client, build_request
+from .serverproc import ServerProcess
 from .test_engines import Hold
 
 pytestmark = pytest.mark.timeout(90)
@@ -221,3 +222,58 @@ def test_max_requests_is_exact(target, hold_dir):
             assert "served 5 requests (--max-requests): exiting for a restart" in full_log(proc)
     finally:
         proc.stop()
+
+
+# -- HUP ---------------------------------------------------------------------------------
+
+def answer(address) -> bytes:
+    with Client(address, timeout=10) as c:
+        resp = c.request("GET", "/", headers={"Connection": "close"})
+        assert resp.status == 200
+        return resp.body
+
+
+def test_hup_serves_the_new_code_or_says_why_not(target, hold_dir, tmp_path, monkeypatch):
+    """HUP reloads the app: under --workers through new workers, without
+    them in place where the model allows it (between two requests). Where
+    it does not, the server logs why and goes on serving - it never dies."""
+    source = tmp_path / "answer.txt"
+    source.write_bytes(b"old code")
+    monkeypatch.setenv("FLASH_TEST_RELOAD_FILE", str(source))
+    monkeypatch.setenv("FLASH_TEST_HOLD_DIR", hold_dir)
+    proc = ServerProcess(target.engine, app="tests.reload_app:app",
+                         args=[*SUITE_ARGS, *target.args]).start()
+    try:
+        assert answer(proc.address) == b"old code"
+        source.write_bytes(b"new code")
+        proc.signal(signal.SIGHUP)
+        refusal = None if supervised(target) else engines.get(target.engine).reload_refusal
+        if refusal:
+            wait_for_log(proc, f"HUP ignored without --workers: {refusal}")
+            expected = b"new code" if target.capabilities().fork_per_request else b"old code"
+            assert answer(proc.address) == expected
+        else:
+            deadline = time.monotonic() + 20
+            while answer(proc.address) != b"new code":
+                assert time.monotonic() < deadline, full_log(proc)
+                time.sleep(0.01)
+        assert proc.proc.poll() is None
+    finally:
+        assert proc.stop() == 0, full_log(proc)
+
+
+def test_hup_keeps_serving_when_the_new_code_does_not_load(hold_dir, tmp_path, monkeypatch):
+    """A reload that fails (here the import raises) is logged; the old app
+    goes on serving."""
+    source = tmp_path / "answer.txt"
+    source.write_bytes(b"old code")
+    monkeypatch.setenv("FLASH_TEST_RELOAD_FILE", str(source))
+    proc = ServerProcess("epoll", app="tests.reload_app:app", args=list(SUITE_ARGS)).start()
+    try:
+        assert answer(proc.address) == b"old code"  # serving: its signal handlers are in
+        source.unlink()  # the next import fails: FileNotFoundError
+        proc.signal(signal.SIGHUP)
+        wait_for_log(proc, "still serving the previous app")
+        assert answer(proc.address) == b"old code"
+    finally:
+        assert proc.stop() == 0, full_log(proc)

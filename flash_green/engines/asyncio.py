@@ -426,6 +426,16 @@ class AsyncioEngine(Engine):
         if self.loop is not None:
             self.loop.call_soon_threadsafe(self._stop_requested_now)
 
+    def schedule_reload(self) -> None:
+        """A loop callback: no plain WSGI call is running then; an async
+        handler in flight keeps its old code."""
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self.reload_app)
+
+    def use_app(self, app: Callable) -> None:
+        super().use_app(app)
+        self.async_app = is_async_app(app)
+
     def _stop_requested_now(self) -> None:
         if not self._stop_requested.done():
             self._stop_requested.set_result(None)

@@ -15,6 +15,7 @@ import random
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,7 @@ from typing import Callable, ClassVar
 
 from .. import stats
 from ..config import Config
+from ..loader import AppLoadError, load_app
 from ..wsgi import WSGIContext
 
 log = logging.getLogger("flash.engine")
@@ -129,6 +131,8 @@ class Engine:
         self.listener = listener
         self.counters = Counters()
         self.stopping = False
+        #: A HUP asked for `reload_app` (engines that schedule it by flag).
+        self.reload_requested = False
         #: Set by an engine whose own loop calls `heartbeat()` at least every
         #: HEARTBEAT_INTERVAL. Until then the supervisor beats from a thread,
         #: which cannot notice a stuck single-threaded loop.
@@ -141,6 +145,11 @@ class Engine:
             multiprocess=config.workers > 0 or self.capabilities.multiprocess,
             access_log=logging.getLogger("flash.access") if config.access_log else None,
         )
+
+    #: Why a HUP without --workers cannot reload the app in place in this
+    #: model (None: it can, see `reload_app`). Under --workers the master
+    #: always can: its new workers import the new code.
+    reload_refusal: ClassVar[str | None] = None
 
     #: The kinds of app this model can run besides plain WSGI ("tasklet":
     #: generator handlers, "async": `async def` apps). See `refuse_app`.
@@ -248,6 +257,65 @@ class Engine:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGQUIT, lambda s, f: self.request_stop(graceful=False))
+        if not self.supervised:  # a worker leaves HUP to its master
+            signal.signal(signal.SIGHUP, lambda s, f: self.request_reload())
+
+    @property
+    def supervised(self) -> bool:
+        """Runs as a worker under the supervisor (which owns HUP, TTIN...)."""
+        return self.config.workers > 0 or self.capabilities.multiprocess
+
+    # -- HUP without --workers ----------------------------------------------------
+
+    def request_reload(self) -> None:
+        """HUP without --workers: reload the app where the model can, else say
+        why not and go on serving. Signal-handler safe, as `request_stop`."""
+        if self.reload_refusal:
+            log.warning("HUP ignored without --workers: %s", self.reload_refusal)
+            return
+        self.schedule_reload()
+
+    def schedule_reload(self) -> None:
+        """Have the engine's loop call `reload_app` at a point where no plain
+        WSGI call is running (between two requests)."""
+        raise NotImplementedError
+
+    def reload_if_requested(self) -> None:
+        """For the loops that `schedule_reload` by flag and Waker."""
+        if self.reload_requested:
+            self.reload_requested = False
+            self.reload_app()
+
+    def reload_app(self) -> None:
+        """Import the app anew and serve it from the next request on.
+
+        The app's package (its top-level package: the modules that are the
+        app's own code) is dropped from `sys.modules` and imported again;
+        libraries stay as they are. Requests in flight finish with the code
+        they started with. An app that does not load now - a syntax error, a
+        failing import - is logged, and the previous one goes on serving.
+        """
+        spec = self.config.app
+        log.info("HUP: reloading %s", spec)
+        previous = forget_app_modules(spec)
+        try:
+            app = load_app(spec, self.config.factory)
+            refusal = self.refuse_app(app)
+            if refusal:
+                raise AppLoadError(refusal)
+        except AppLoadError as exc:
+            forget_app_modules(spec)
+            sys.modules.update(previous)
+            log.error("HUP: %s; still serving the previous app", exc)
+            return
+        self.use_app(app)
+        log.info("HUP: serving the reloaded %s", spec)
+
+    def use_app(self, app: Callable) -> None:
+        """Serve `app` from the next request on."""
+        self.app = self.wsgi.app = app
+        if self.config.stats_path:
+            stats.add_endpoint(self)
 
     def _arm_graceful_deadline(self) -> None:
         """After --graceful-timeout, whatever is still running is cut off."""
@@ -271,6 +339,19 @@ def app_colour(app: Callable) -> str | None:
     if inspect.iscoroutinefunction(app):
         return "async"
     return None
+
+
+def forget_app_modules(spec: str) -> dict[str, object]:
+    """Drop the app's own modules from `sys.modules`; return what was dropped.
+
+    The app's own code is its top-level package (`myapp` for `myapp.wsgi:app`)
+    - or, for an app shipped inside flash_green, only its own module and
+    submodules, never the server's.
+    """
+    module = spec.partition(":")[0]
+    scope = module if module.startswith("flash_green.") else module.split(".")[0]
+    names = [name for name in sys.modules if name == scope or name.startswith(scope + ".")]
+    return {name: sys.modules.pop(name) for name in names}
 
 
 def accept_backlog(listener: socket.socket, close: bool = True) -> list[tuple[socket.socket, object]]:
@@ -362,6 +443,7 @@ class BlockingServer(Engine):
             for fd, _ in poller.poll(wait_ms):
                 if fd == self.waker.rfd:
                     self.waker.clear()
+                    self.reload_if_requested()
                     continue
                 try:
                     sock, peer = listener.accept()
@@ -382,6 +464,12 @@ class BlockingServer(Engine):
         if not graceful:
             os._exit(0)
         self.close_idle_later()
+
+    def schedule_reload(self) -> None:
+        """The accept loop reloads when woken: between connections (v1 serves
+        one at a time, so after the current one)."""
+        self.reload_requested = True
+        self.waker.wake()
 
     def close_idle_later(self) -> None:
         """After `drain_seconds`, shut down the connections still idle.

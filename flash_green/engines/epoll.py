@@ -465,8 +465,15 @@ class EpollEngine(Engine):
         if not graceful:
             os._exit(0)
 
+    def schedule_reload(self) -> None:
+        """Signal-handler safe: the loop reloads when woken (`on_wake`), where
+        no app call is running (v4 runs the app inline)."""
+        self.reload_requested = True
+        self.waker.wake()
+
     def on_wake(self) -> None:
         self.waker.clear()
+        self.reload_if_requested()
         self.check_stop()
 
     def check_stop(self) -> None:

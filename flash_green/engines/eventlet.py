@@ -89,10 +89,17 @@ class EventletEngine(BlockingServer):
         signal.set_wakeup_fd(self.waker.wfd)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             signal.signal(signum, self._queue_signal)
+        if not self.supervised:
+            signal.signal(signal.SIGHUP, self._queue_signal)
 
     def _queue_signal(self, signum: int, frame) -> None:
-        self.stopping = True
+        if signum != signal.SIGHUP:
+            self.stopping = True
         self._signals.append(signum)
+
+    def schedule_reload(self) -> None:
+        """Already in the signal green thread: reload now."""
+        self.reload_app()
 
     def serve(self) -> None:
         listener = greenio.GreenSocket(self.listener)
@@ -132,6 +139,9 @@ class EventletEngine(BlockingServer):
         while True:
             while self._signals:
                 signum = self._signals.pop(0)
+                if signum == signal.SIGHUP:
+                    self.request_reload()
+                    continue
                 if signum == signal.SIGQUIT:
                     self.request_stop(graceful=False)
                 self.stop_gracefully(f"received {signal.Signals(signum).name}")

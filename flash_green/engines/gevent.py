@@ -104,6 +104,12 @@ class GeventEngine(BlockingServer):
         for signum in (signal.SIGTERM, signal.SIGINT):
             gevent.signal_handler(signum, self._stop_on_signal, signum)
         gevent.signal_handler(signal.SIGQUIT, self.request_stop, False)
+        if not self.supervised:
+            gevent.signal_handler(signal.SIGHUP, self.request_reload)
+
+    def schedule_reload(self) -> None:
+        """Already in a greenlet of the hub's (the signal's): reload now."""
+        self.reload_app()
 
     def _stop_on_signal(self, signum: int) -> None:
         self.stop_gracefully(f"received {signal.Signals(signum).name}")

@@ -120,6 +120,7 @@ class GreenletEngine(BlockingServer):
         while not self.stopping:
             self.hub.wait_readable(self.waker.rfd)
             self.waker.clear()
+            self.reload_if_requested()
         backlog = accept_backlog(self.listener, close=False)
         listener.close()
         self._slot_free.set()
@@ -128,6 +129,12 @@ class GreenletEngine(BlockingServer):
             self.hub.spawn(self._serve_one, greenhub.CooperativeSocket(sock, self.hub), peer)
         self.hub.sleep(self.drain_seconds)
         self.close_idle()
+
+    def schedule_reload(self) -> None:
+        """`_close_on_stop` reloads when woken, in a greenlet of its own
+        (the signal handler may run inside any greenlet)."""
+        self.reload_requested = True
+        self.waker.wake()
 
     def close_idle_later(self) -> None:
         """Done by `_close_on_stop` on the hub: `request_stop` may run in a

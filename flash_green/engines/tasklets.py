@@ -119,6 +119,15 @@ class TaskletsEngine(Engine):
         self.stopping = True
         self.kernel.call_soon_threadsafe(self._begin_stop, graceful)
 
+    def schedule_reload(self) -> None:
+        """Between two passes of the kernel: no tasklet step (no plain WSGI
+        call) is running; a tasklet handler in flight keeps its old code."""
+        self.kernel.call_soon_threadsafe(self.reload_app)
+
+    def use_app(self, app) -> None:
+        super().use_app(app)
+        self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
+
     def stats(self) -> dict:
         stats = super().stats()
         stats["kernel"] = self.kernel.stats().__dict__

@@ -74,7 +74,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import patching, stats
+from . import patching, stats, watchdog
 from .cli import EXIT_APP_LOAD, announce
 from .config import Config
 from .engines.base import HEARTBEAT_INTERVAL, STOP_SIGNALS, Capabilities, Engine, Waker
@@ -126,6 +126,9 @@ class HeartbeatSlot:
     def beat(self) -> None:
         self._STAMP.pack_into(self._page, 0, time.monotonic())
 
+    def beat_at(self, stamp: float) -> None:
+        self._STAMP.pack_into(self._page, 0, stamp)
+
     def last(self) -> float:
         return self._STAMP.unpack_from(self._page, 0)[0]
 
@@ -145,6 +148,10 @@ class Worker:
     #: When the master asked it to stop (None while it serves).
     retiring_since: float | None = None
     killed: bool = False
+    #: When --timeout found it stuck and the master sent SIGABRT, and when
+    #: (no fresh heartbeat since) the C-level dump signal.
+    aborted_at: float | None = None
+    dumped_at: float | None = None
 
     def last_sign_of_life(self) -> float:
         return max(self.slot.last(), self.spawned)
@@ -382,6 +389,8 @@ class Supervisor:
                 log.info("worker %d booted", worker.pid)
             if worker.killed:
                 continue
+            if worker.aborted_at is not None:
+                self._finish_abort(worker, now)
             if worker.retiring_since is not None:
                 if now - worker.retiring_since > self.config.graceful_timeout + KILL_MARGIN:
                     log.warning("worker %d overstayed --graceful-timeout; killing it", worker.pid)
@@ -390,11 +399,41 @@ class Supervisor:
                 continue
             silent = now - worker.last_sign_of_life()
             if silent > self.config.timeout:
-                state = "its loop is stuck" if worker.booted else "it did not finish booting"
-                log.error("worker %d silent for %.1fs (--timeout %ss): %s; killing it "
-                          "and starting a replacement", worker.pid, silent, self.config.timeout, state)
+                self._abort(worker, silent)
+
+    def _abort(self, worker: Worker, silent: float) -> None:
+        """--timeout: a booted worker is asked to log its stacks and end the
+        stuck request (SIGABRT, see `flash_green.watchdog`), and replaced at
+        once; one that never booted has no Python to ask."""
+        timeout = self.config.timeout
+        if not worker.booted:
+            log.error("worker %d did not finish booting within --timeout %ss; killing it",
+                      worker.pid, timeout)
+            self._kill(worker.pid, signal.SIGKILL)
+            worker.killed = True
+            return
+        log.error("worker %d silent for %.1fs (--timeout %ss): a request or its loop is stuck; "
+                  "asking it to log its stacks and abort (SIGABRT), starting a replacement",
+                  worker.pid, silent, timeout)
+        self._kill(worker.pid, signal.SIGABRT)
+        worker.aborted_at = worker.retiring_since = time.monotonic()
+
+    def _finish_abort(self, worker: Worker, now: float) -> None:
+        """After SIGABRT: a fresh heartbeat means it recovered and stops
+        gracefully (the retiring deadline applies); none within ABORT_GRACE
+        means no Python can run: dump its threads from C, then SIGKILL."""
+        if worker.slot.last() > worker.aborted_at:
+            worker.aborted_at = None
+        elif worker.dumped_at is not None:
+            if now - worker.dumped_at >= self.tick:
                 self._kill(worker.pid, signal.SIGKILL)
                 worker.killed = True
+        elif now - worker.aborted_at > watchdog.ABORT_GRACE:
+            log.error("worker %d did not recover from SIGABRT within %ss; dumping its threads "
+                      "from C (%s) and killing it", worker.pid, watchdog.ABORT_GRACE,
+                      watchdog.C_DUMP_SIGNAL.name)
+            self._kill(worker.pid, watchdog.C_DUMP_SIGNAL)
+            worker.dumped_at = now
 
     def _maintain(self) -> None:
         """Spawn up to the wanted count; retire extras and old generations."""
@@ -483,7 +522,16 @@ class Supervisor:
         if refusal:
             raise AppLoadError(f"{self.app_spec}: {refusal}")
         engine = self.engine_cls(config, app, listener)
-        engine.heartbeat = slot.beat
+        watch = None
+        if engine.app_off_loop:
+            watch = watchdog.RequestWatch()
+            engine.app = engine.wsgi.app = watch.wrap(engine.app)
+            engine.heartbeat = watch.beat
+            threading.Thread(target=watch.report, args=(slot.beat_at,), name="request-watch",
+                             daemon=True).start()
+        else:
+            engine.heartbeat = slot.beat
+        watchdog.install_abort(watch, config.timeout)
         slot.beat()
         # Tell the master at once (it would notice within a tick anyway);
         # the pipe is the master's, so the worker lets go of it afterwards.

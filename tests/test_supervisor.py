@@ -20,9 +20,9 @@ import pytest
 
 from flash_green import engines
 
-from .conftest import Target, start_server
+from .conftest import SUITE_ARGS, Target, start_server
 from .httpclient import Client, build_request
-from .serverproc import ROOT
+from .serverproc import ROOT, ServerProcess
 from .test_engines import Hold
 
 pytestmark = pytest.mark.timeout(90)
@@ -222,34 +222,71 @@ def test_hup_restarts_every_worker_without_a_failed_request(servers, hold_dir):
     assert proc.proc.poll() is None and get_ok(proc.address)
 
 
-def stalling_engines() -> list:
-    """prefork, and every in-process engine whose loop a blocking handler holds."""
-    names = ["prefork"]
+def timeout_engines() -> list:
+    """Every engine whose requests --timeout bounds through the heartbeat:
+    all but cgi, whose CGI child is bounded by --timeout itself (504)."""
+    params = []
     for name in engines.names():
-        try:
-            caps = engines.get(name).capabilities
-        except engines.EngineUnavailable:
+        if name == "cgi":
             continue
-        if caps.blocking_handler_stalls and not caps.multiprocess:
-            names.append(name)
-    return names
+        try:
+            engines.get(name)
+        except engines.EngineUnavailable as exc:
+            params.append(pytest.param(name, marks=pytest.mark.skip(reason=str(exc))))
+            continue
+        params.append(name)
+    return params
 
 
-@pytest.mark.parametrize("engine", stalling_engines())
-def test_stuck_worker_is_killed_after_timeout_and_replaced(servers, hold_dir, engine):
-    """The engine's own loop beats: once a handler holds it, the beats stop."""
+@pytest.mark.parametrize("engine", timeout_engines())
+def test_stuck_request_gets_500_its_stack_is_logged_and_the_worker_replaced(
+        servers, hold_dir, engine):
+    """--timeout: a request stuck in the app - holding the loop, or only its
+    own thread - is answered 500, with every thread's stack in the log (the
+    stuck frame among them), and its worker is replaced."""
     proc = servers(engine, "--workers", "1", "--timeout", "2", "--keep-alive", "1",
                    "--header-timeout", "1", hold_dir=hold_dir)
     (stuck,) = worker_pids(proc)
     hold = Hold(hold_dir)
-    client = send_hold(proc, hold)  # never released: the worker's only thread is stuck
-    with pytest.raises((EOFError, ConnectionResetError)):
-        client.read_response()
-    client.close()
-    assert get_ok(proc.address)
-    assert stuck not in worker_pids(proc)
-    assert f"worker {stuck} silent for" in proc.log()
-    hold.release()
+    client = send_hold(proc, hold)  # never released
+    try:
+        resp = client.read_response()
+        assert resp.status == 500, resp
+        log = full_log(proc)
+        assert f"worker {stuck} silent for" in log
+        assert "every thread's stack" in log and "in hold" in log  # the stuck frame
+        wait_for(lambda: stuck not in worker_pids(proc), what="the stuck worker to exit")
+        assert get_ok(proc.address)
+    finally:
+        client.close()
+        hold.release()
+
+
+def test_a_worker_deaf_to_sigabrt_is_dumped_from_c_and_killed(servers, hold_dir, monkeypatch):
+    """When the worker cannot run Python (here SIGABRT is blocked, as when a C
+    extension holds the interpreter), the master has faulthandler dump its
+    threads from C, then kills it."""
+    monkeypatch.setenv("FLASH_TEST_HOLD_DIR", hold_dir)
+    proc = ServerProcess("sequential", app="tests.deaf_app:app",
+                         args=[*SUITE_ARGS, "--workers", "1", "--timeout", "2"]).start()
+    try:
+        (stuck,) = worker_pids(proc)
+        hold = Hold(hold_dir)
+        client = Client(proc.address, timeout=30)
+        client.send(build_request("GET", f"/deaf?name={hold.name}"))
+        hold.wait_started()
+        with pytest.raises((EOFError, ConnectionResetError)):
+            client.read_response()
+        client.close()
+        hold.release()
+        log = full_log(proc)
+        assert f"worker {stuck} did not recover from SIGABRT" in log
+        assert "most recent call first" in log and "in hold" in log  # faulthandler's dump
+        assert "every thread's stack" not in log  # the Python handler never ran
+        wait_for(lambda: stuck not in worker_pids(proc), what="the deaf worker to be killed")
+        assert get_ok(proc.address)
+    finally:
+        proc.stop()
 
 
 def test_app_that_cannot_load_stops_the_master_with_code_4(tmp_path):

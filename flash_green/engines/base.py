@@ -146,6 +146,11 @@ class Engine:
             access_log=logging.getLogger("flash.access") if config.access_log else None,
         )
 
+    #: The app runs on other threads than the loop that calls `heartbeat()`,
+    #: so a stuck request does not silence it: under the supervisor, --timeout
+    #: then watches each call into the app (`flash_green.watchdog`).
+    app_off_loop: ClassVar[bool] = False
+
     #: Why a HUP without --workers cannot reload the app in place in this
     #: model (None: it can, see `reload_app`). Under --workers the master
     #: always can: its new workers import the new code.

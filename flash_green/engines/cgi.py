@@ -404,6 +404,8 @@ class CGIEngine(ThreadedEngine):
                "gateway, or --cgi-dir scripts); a thread per connection")
     capabilities = Capabilities(concurrent=True, parallel=True, blocking_handler_stalls=False,
                                 fork_per_request=True)
+    #: The app runs in a child that --timeout bounds by itself (504).
+    app_off_loop = False
     reload_refusal = ("every request runs the app in a new process, which imports the code "
                       "as it is now: there is nothing to reload")
 

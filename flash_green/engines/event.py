@@ -234,6 +234,7 @@ class EventEngine(EpollEngine):
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False,
                                 threads=True)
     channel_class = PooledChannel
+    app_off_loop = True
     reload_refusal = ("requests run on many threads at once, and re-importing the app's "
                       "modules under them is not safe; with --workers N a HUP starts new "
                       "workers on the new code")

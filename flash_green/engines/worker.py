@@ -65,6 +65,7 @@ class WorkerEngine(BlockingServer):
     capabilities = supervised_capabilities(
         Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False, threads=True),
         DEFAULT_WORKERS)
+    app_off_loop = True
 
     def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
         super().__init__(config, app, listener)

@@ -77,7 +77,7 @@ from typing import NoReturn
 from . import patching, stats, watchdog
 from .cli import EXIT_APP_LOAD, announce
 from .config import Config
-from .engines.base import HEARTBEAT_INTERVAL, STOP_SIGNALS, Capabilities, Engine, Waker
+from .engines.base import HEARTBEAT_INTERVAL, ENGINE_SIGNALS, Capabilities, Engine, Waker
 from .loader import AppLoadError, bind_listener, load_app
 
 log = logging.getLogger("flash.supervisor")
@@ -463,14 +463,15 @@ class Supervisor:
         slot = HeartbeatSlot()
         sys.stdout.flush()
         sys.stderr.flush()
-        # The child keeps the stop signals blocked until its engine handles
-        # them (Engine.run): until then the master's handlers, or the
-        # default action, would swallow a TERM or kill a booting worker.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        # The child keeps the engine's signals blocked until its engine
+        # handles them (Engine.run): until then the master's handlers, the
+        # default action or SIG_IGN would swallow a TERM or a USR2, or kill
+        # a booting worker.
+        signal.pthread_sigmask(signal.SIG_BLOCK, ENGINE_SIGNALS)
         pid = os.fork()
         if pid == 0:
             self._worker_main(slot)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, ENGINE_SIGNALS)
         self.workers[pid] = Worker(pid, self.generation, slot, time.monotonic())
 
     # -- a worker (runs in the child after fork) --------------------------------

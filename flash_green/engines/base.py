@@ -31,8 +31,10 @@ log = logging.getLogger("flash.engine")
 #: Longest a healthy engine loop goes without calling `Engine.heartbeat()`
 #: (seconds). The supervisor kills a worker silent for `--timeout`.
 HEARTBEAT_INTERVAL = 1.0
-#: The signals that stop an engine (graceful: TERM, INT; at once: QUIT).
-STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT})
+#: The signals an engine handles once it runs (`Engine.run`): the stops
+#: (graceful: TERM, INT; at once: QUIT) and USR2's dump. A supervised worker
+#: is forked with them blocked, so one sent while it boots waits for them.
+ENGINE_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR2})
 #: During a graceful stop, how long a keep-alive connection waiting for its
 #: next request is kept (seconds; --keep-alive if that is shorter). See
 #: `Engine.request_stop`.
@@ -179,12 +181,12 @@ class Engine:
     def run(self) -> None:
         """Install stop signals and the --stats machinery, then serve until stopped."""
         self.install_signal_handlers()
-        # A supervised worker is forked with them blocked: one sent while it
-        # booted waited for the handlers above, instead of killing it.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         if self.config.max_requests:
             self.limit_requests()
         monitor = stats.install(self)
+        # A supervised worker is forked with them blocked: one sent while it
+        # booted waited for the handlers above, instead of killing it.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, ENGINE_SIGNALS)
         try:
             self.serve()
         finally:

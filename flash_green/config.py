@@ -51,8 +51,9 @@ class Config:
     keep_alive: float = 5.0
     #: Seconds a client has to deliver a complete request head once it began.
     header_timeout: float = 10.0
-    #: Seconds a worker may be silent before the supervisor kills it; also the
-    #: time a CGI child may run.
+    #: Seconds a request may run in the app under --workers (the worker's
+    #: heartbeat: the stuck request gets a 500, the worker is replaced); also
+    #: the time a CGI child may run, and a write may wait for the client.
     timeout: float = 30.0
     #: Seconds in-flight requests get to finish after SIGTERM.
     graceful_timeout: float = 30.0

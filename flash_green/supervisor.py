@@ -36,20 +36,33 @@ a connection the kernel hashes to it in the window between its last accept
 and its close is reset (Linux >= 5.14 can migrate even those to a sibling
 socket: `sysctl net.ipv4.tcp_migrate_req=1`).
 
-Liveness. Each worker owns a page of shared memory holding the monotonic
-time of its last heartbeat. The engine's own loop calls `Engine.heartbeat()`
-(BlockingServer's accept loop every second, `serve_connection` per request);
-a store into shared memory costs no system call. A worker silent for
-`--timeout` seconds is stuck - a handler looping forever, a blocked event
-loop - and is killed and replaced. For an engine whose loop does not call
-the hook yet (`loop_heartbeat` False), a helper thread beats instead, which
-proves only that the process lives. A sequential worker is silent while one
-request runs, so `--timeout` also bounds a request's duration there, as in
-gunicorn's sync worker.
+Liveness (--timeout). Each worker owns a page of shared memory holding a
+monotonic timestamp, its heartbeat; a store into shared memory costs no
+system call. Where the app runs on the loop's thread, the loop stamps it
+(`Engine.heartbeat()`: BlockingServer's accept loop every second and
+`serve_connection` per request, the event loops at least every second), so
+a request that never returns silences it - and a sequential worker is
+silent while one request runs, so `--timeout` bounds a request there, as in
+gunicorn's sync worker. Where the app runs on other threads (threaded,
+event, worker), the stamp is the older of the loop's beat and the oldest
+call into the app still running (`watchdog.RequestWatch`), so --timeout
+bounds each request there too (gunicorn's gthread bounds only its loop).
+cgi bounds each request's child itself (504). A worker silent for
+`--timeout` is asked to log every thread's stack and raise `WorkerTimeout`
+in the stuck request - a 500 where no head went out - and to stop (SIGABRT);
+a replacement starts at once; if no fresh beat comes within
+`watchdog.ABORT_GRACE`, faulthandler dumps its threads from C and SIGKILL
+follows (`flash_green.watchdog`). Until an engine's loop beats
+(`loop_heartbeat` False) a helper thread beats instead, which proves only
+that the process lives.
+
+--max-requests is the engine's own (`Engine.limit_requests`): a worker
+stops after exactly N requests (plus those in flight) and is replaced.
 
 Boot errors. Workers load the app after fork (so a monkey-patching engine
 patches before the app's imports, HUP reloads the code, and nothing opened
-at import time is shared by accident). A worker that cannot load the app
+at import time is shared by accident); they are forked with the engine's
+signals blocked until the engine handles them. A worker that cannot load the app
 exits with code 4; the master then stops everything and exits 4 with the
 reason, instead of respawning in a loop. The start-up line is printed once
 every first worker has booted.

@@ -387,15 +387,20 @@ class AsyncioEngine(Engine):
         """The stop (see `Engine.request_stop`): take the listener's backlog,
         close it, and give idle connections `drain_seconds` for a last request.
 
-        Discussion: a connection the server's own accept callback took is
-        attached to the server by the first step of a task; closing the
-        server before that step has run resets it. One pass of the loop
-        (`sleep(0)`) lets the steps already scheduled run first.
+        Discussion: two loop details. The standard loop's server attaches a
+        connection it accepted to itself in the first step of a task, and
+        closing the server before that step has run resets it; so its reader
+        goes first and one pass of the loop (`sleep(0)`) lets those steps
+        run. uvloop closes the listening socket a pass after `close()`; so a
+        duplicate keeps the socket listening until the backlog is taken from
+        it, and that last close is ours.
         """
+        self.loop.remove_reader(self.listener.fileno())  # uvloop accepts in C: no reader
+        last_look = self.listener.dup()
         await asyncio.sleep(0)
-        backlog = accept_backlog(self.listener, close=False)
         server.close()
-        self.listener.close()  # uvloop serves a duplicate of it
+        await asyncio.sleep(0)
+        backlog = accept_backlog(last_look)
         self.idle_timeout = self.drain_seconds
         for protocol in [p for p in self.connections if p.idle]:
             protocol.arm_idle()

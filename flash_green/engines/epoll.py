@@ -49,6 +49,8 @@ Timers
     re-armed on progress; the write timeout is --timeout) and linger. Each
     kind has a fixed length, so each is a `DeadlineQueue` (O(1) per
     operation); the loop sleeps in epoll until the earliest deadline.
+    During a graceful stop the keep-alive wait becomes the short drain
+    (`begin_stop`), so that a request already on its way is still answered.
 
 Level- vs edge-triggered: level
     A callback reads at most 64 KB and returns, so one busy client cannot

@@ -91,6 +91,7 @@ class GeventEngine(BlockingServer):
         self._listener: gevent.socket.socket | None = None
         self._pool = gevent.pool.Pool(config.max_connections)
         self._adopting: gevent.Greenlet | None = None
+        self._acceptor: gevent.Greenlet | None = None
 
     def run(self) -> None:
         if self.config.patch:
@@ -120,10 +121,13 @@ class GeventEngine(BlockingServer):
         super().request_stop(graceful)
         listener = self._listener
         if listener is not None and listener.fileno() >= 0:
-            backlog = accept_backlog(listener, close=False)
-            # Wakes the accept loop: gevent cancels a wait on a closed socket.
-            listener.close()
-            self._adopting = gevent.spawn(self._adopt, backlog)
+            # Discussion: gevent closes a socket that a greenlet waits on only
+            # a loop pass later; connections queued in between would be reset.
+            # So the acceptor goes first, and the close that follows the
+            # backlog is immediate.
+            if self._acceptor is not None:
+                self._acceptor.kill()
+            self._adopting = gevent.spawn(self._adopt, accept_backlog(listener))
 
     def _adopt(self, backlog: list) -> None:
         """The connections taken from the backlog at a stop: served like any
@@ -145,8 +149,15 @@ class GeventEngine(BlockingServer):
         listener = self.listener
         self._listener = gevent.socket.socket(listener.family, listener.type,
                                               fileno=listener.detach())
-        pool = self._pool
         gevent.spawn(self._beat)
+        self._acceptor = gevent.spawn(self._accept_until_stopped, self._pool)
+        self._acceptor.join()
+        if self._adopting is not None:
+            self._adopting.join()
+        self._pool.join()
+        log.info("all connections finished")
+
+    def _accept_until_stopped(self, pool: gevent.pool.Pool) -> None:
         while not self.stopping:
             try:
                 sock, peer = self._listener.accept()
@@ -157,7 +168,3 @@ class GeventEngine(BlockingServer):
                 continue
             # Blocks while the pool is full: the connection limit.
             pool.spawn(serve_connection, OneSendFirst(sock), peer, self)
-        if self._adopting is not None:
-            self._adopting.join()
-        pool.join()
-        log.info("all connections finished")

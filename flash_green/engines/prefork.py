@@ -12,8 +12,9 @@ The model
 What forking buys
     Parallelism past the GIL: CPU-bound handlers really run side by side.
     Isolation: a worker that crashes, leaks or loops forever takes down one
-    connection; the supervisor replaces it (and kills it after `--timeout`
-    without a heartbeat), the others never notice.
+    connection; the supervisor replaces it (after `--timeout` without a
+    heartbeat it first has the stuck request answered 500 and its stack
+    logged), the others never notice.
 
 What it costs
     A whole interpreter and a copy of the app per connection served at once

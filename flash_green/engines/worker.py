@@ -28,8 +28,9 @@ What breaks it
     clients pin threads until `--keep-alive` / `--header-timeout` release
     them, and everyone else waits. That is why Apache grew the event MPM
     (v5 here): wait for idle connections in epoll, hand only ready requests
-    to the pool. A stuck handler holds one thread; only a stuck accept loop
-    silences the heartbeat.
+    to the pool. A stuck handler holds one thread until `--timeout`: the
+    supervisor watches each call into the app (`flash_green.watchdog`), so
+    the stuck request gets a 500 and its process is replaced.
 
 When to use it
     Blocking, I/O-bound apps with a known client count, behind a proxy that

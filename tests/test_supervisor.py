@@ -24,6 +24,7 @@ from .conftest import SUITE_ARGS, Target, start_server
 from .httpclient import Client, build_request
 from .serverproc import ROOT, ServerProcess
 from .test_engines import Hold
+from .test_stats import available_engines
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -225,17 +226,7 @@ def test_hup_restarts_every_worker_without_a_failed_request(servers, hold_dir):
 def timeout_engines() -> list:
     """Every engine whose requests --timeout bounds through the heartbeat:
     all but cgi, whose CGI child is bounded by --timeout itself (504)."""
-    params = []
-    for name in engines.names():
-        if name == "cgi":
-            continue
-        try:
-            engines.get(name)
-        except engines.EngineUnavailable as exc:
-            params.append(pytest.param(name, marks=pytest.mark.skip(reason=str(exc))))
-            continue
-        params.append(name)
-    return params
+    return [param for param in available_engines() if param != "cgi"]
 
 
 @pytest.mark.parametrize("engine", timeout_engines())

@@ -83,7 +83,6 @@ import json
 import logging
 import math
 import os
-import resource
 import select
 import socket
 import subprocess
@@ -95,6 +94,7 @@ from types import TracebackType
 from typing import Any, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from comparisons.childproc import child_env, raise_fd_limit
 from comparisons.histogram import Histogram
 
 log = logging.getLogger(__name__)
@@ -560,7 +560,7 @@ class _Engine:
         one = build_request(self.target, cfg.method, cfg.headers, cfg.body, close=cfg.new_conn)
         self.request_one = one
         self.request_batch = one * self.k
-        raise_nofile_limit(concurrency + 64)
+        raise_fd_limit(concurrency + 64)
         head_request = cfg.method.upper() == "HEAD"
         self.slots = [_Slot(head_request) for _ in range(concurrency)]
         self.by_fd: dict[int, _Slot] = {}
@@ -1020,20 +1020,6 @@ class _Engine:
 # ---------------------------------------------------------------------------
 
 
-def raise_nofile_limit(needed: int) -> int:
-    """Raise the soft RLIMIT_NOFILE towards the hard limit if ``needed`` exceeds it; return the soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        new_soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        if new_soft > soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
-            log.info("raised RLIMIT_NOFILE soft limit %d -> %d", soft, new_soft)
-            soft = new_soft
-        if soft < needed:
-            log.warning("RLIMIT_NOFILE hard limit %d < %d descriptors needed", hard, needed)
-    return soft
-
-
 def _cpu_set(cpu: int | Sequence[int] | None) -> set[int] | None:
     if cpu is None:
         return None
@@ -1092,12 +1078,9 @@ class _Worker:
     """The parent's handle on one worker process: start it, and read its stdout lines with a deadline."""
 
     def __init__(self, job: dict[str, Any]) -> None:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "comparisons.loadgen", "--worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=child_env(),
         )
         self._buf = b""
         self.send(json.dumps(job))
@@ -1451,7 +1434,7 @@ class Slowloris:
 
     def start(self) -> "Slowloris":
         """Dial the connections, wait (at most ``connect_timeout``) until they are up, start trickling."""
-        raise_nofile_limit(self.connections + 64)
+        raise_fd_limit(self.connections + 64)
         for _ in range(self.connections):
             self._dial()
         while self._dialling:
@@ -1562,7 +1545,7 @@ class IdleConnections:
 
     def open(self) -> "IdleConnections":
         """Dial, request, read one response per connection; keep the ones that stay open."""
-        raise_nofile_limit(self.count + len(self.sockets) + 64)
+        raise_fd_limit(self.count + len(self.sockets) + 64)
         ep = select.epoll()
         statuses = _new_statuses()
         live: dict[int, tuple[socket.socket, ResponseParser, list[float]]] = {}

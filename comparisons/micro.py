@@ -47,7 +47,6 @@ import gc
 import json
 import os
 import random
-import resource
 import select
 import socket
 import subprocess
@@ -59,7 +58,7 @@ from dataclasses import asdict, dataclass, field
 from statistics import median
 from typing import ClassVar
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from comparisons.childproc import ROOT, child_env, raise_fd_limit
 
 #: Deadlines of the timers benchmark are uniform in [0, TIMER_SPREAD) seconds.
 TIMER_SPREAD = 0.01
@@ -1008,15 +1007,9 @@ SWITCHES_PER_ROUND = 2
 # The epoll benchmark: one wait on N registered fds, one of them ready
 # =============================================================================
 
-def _raise_fd_limit(wanted: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
-
-
 def poller_wait_cost(mechanism: str, nfds: int, budget: float) -> float:
     """Seconds per zero-timeout wait of `mechanism` watching `nfds` eventfds, one ready."""
-    _raise_fd_limit(nfds + 64)
+    raise_fd_limit(nfds + 64)
     fds = [os.eventfd(0, os.EFD_NONBLOCK) for _ in range(nfds)]
     try:
         os.eventfd_write(fds[-1], 1)
@@ -1161,11 +1154,9 @@ def run_child(runtime: str, plan: dict[str, int | str], repeats: int, budget: fl
     spec = ",".join(f"{bench}={size}" for bench, size in plan.items())
     cmd = [sys.executable, "-m", "comparisons.micro", "--child", runtime, spec, str(repeats),
            str(budget)]
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               PYTHONWARNINGS="ignore")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
-                              check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                              env=child_env(PYTHONWARNINGS="ignore"), check=False)
     except subprocess.TimeoutExpired:
         return ChildResult(failure=ChildFailure(runtime, spec, f"timed out after {timeout:g}s"))
     lines = proc.stdout.strip().splitlines()

@@ -104,9 +104,14 @@ def stop_child(proc: subprocess.Popen, grace: float, session: bool = False) -> b
     return exited
 
 
+def cpu_set(cpu: int | Sequence[int] | None) -> set[int]:
+    """The CPUs `cpu` names: one, several, or none (None or empty)."""
+    return {cpu} if isinstance(cpu, int) else set(cpu or ())
+
+
 def pin(pid: int, cpu: int | Sequence[int] | None) -> None:
     """Restrict a process to the CPU(s) `cpu` (None or empty: leave it be)."""
-    cpus = {cpu} if isinstance(cpu, int) else set(cpu or ())
+    cpus = cpu_set(cpu)
     if cpus:
         os.sched_setaffinity(pid, cpus)
 

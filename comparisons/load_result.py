@@ -88,4 +88,3 @@ class LoadResult:
         if self.status_counts:
             lines.append("  status: " + "  ".join(f"{code}={count}" for code, count in sorted(self.status_counts.items())))
         return "\n".join(lines)
-

@@ -359,4 +359,3 @@ class IdleConnections:
 def idle_connections(url: str, count: int, **kwargs: Any) -> IdleConnections:
     """``with idle_connections(url, 10_000) as held: ...``: see ``IdleConnections``."""
     return IdleConnections(url, count, **kwargs)
-

@@ -67,4 +67,3 @@ class LoadConfig:
         if self.new_conn:
             return "new-conn"
         return "pipeline" if self.pipeline > 1 else "keepalive"
-

@@ -145,4 +145,3 @@ def run_processes(cfg: LoadConfig) -> list[dict[str, Any]]:
         if "error" in partial:
             raise RuntimeError(f"generator process failed: {partial['error']}")
     return partials
-

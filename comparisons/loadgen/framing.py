@@ -225,4 +225,3 @@ class ResponseParser:
 def new_statuses() -> list[int]:
     """A fresh per-status-code counter (index = code), the list `ResponseParser.feed` adds to."""
     return [0] * 1000
-

@@ -533,4 +533,3 @@ class LoadLoop:
             "scheduled": scheduled,
             "cpu_seconds": self.cpu_seconds,
         }
-

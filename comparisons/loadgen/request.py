@@ -65,4 +65,3 @@ def build_request(
     if close and "connection" not in given:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-

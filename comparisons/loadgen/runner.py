@@ -183,4 +183,3 @@ def ceiling(
             server.url, concurrency=concurrency, duration=duration, warmup=warmup, pipeline=pipeline,
             new_conn=new_conn, processes=processes, cpu=cpu, prefer_wrk=use_wrk,
         )
-

@@ -102,7 +102,6 @@ def child_main(argv: list[str]) -> int:
     os._exit(0)
 
 
-
 @dataclass
 class ChildFailure:
     """A child that crashed or overran its time: shown in the report, never hidden."""

@@ -5,7 +5,9 @@ greenlets, coroutines, threads) or in many (processes). Its adapter
 implements, with the runtime's own public API, the programs of the
 benchmarks it supports; each method runs one repeat and returns seconds
 (or bytes, for ``memory``). Adapters import their runtime inside the
-methods, so a child process imports only the one it measures.
+methods, so a child process imports only the one it measures. The two ends
+of the io benchmark are written once here for every runtime whose sockets
+look blocking (greenlets, threads, processes).
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 def rss_bytes() -> int:
     """This process's resident set size, from /proc (no allocation worth counting)."""
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGESIZE")
-
 
 
 class Runtime:
@@ -77,3 +78,23 @@ def parked_rss(create: Callable[[int], object], count: int) -> float:
     after = rss_bytes()
     del keep, keep_warm
     return (after - before) / count
+
+
+def round_trips(sock: Any, rounds: int) -> None:
+    """The io benchmark's client: `rounds` one-byte round trips through the echo."""
+    for _ in range(rounds):
+        sock.sendall(b"x")
+        sock.recv(1)
+
+
+def ping_client(sock: Any, rounds: int) -> None:
+    """`round_trips`, then close: the echo's EOF."""
+    round_trips(sock, rounds)
+    sock.close()
+
+
+def echo_server(sock: Any) -> None:
+    """The io benchmark's server: send each byte back until EOF, then close."""
+    while data := sock.recv(1):
+        sock.sendall(data)
+    sock.close()

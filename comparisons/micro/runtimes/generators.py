@@ -59,7 +59,6 @@ class GeneratorRuntime(Runtime):
         return parked_rss(create, count)
 
 
-
 class TaskletsRuntime(Runtime):
     """Our kernel: `tasklets.Kernel`, spawn, schedule, sleep, io.Socket (public API only)."""
 

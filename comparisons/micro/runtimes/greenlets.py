@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
-from comparisons.micro.runtimes.base import Runtime, parked_rss
+from comparisons.micro.runtimes.base import Runtime, echo_server, parked_rss, ping_client
 
 
 class GreenletRuntime(Runtime):
@@ -70,7 +70,6 @@ class GreenletRuntime(Runtime):
             return parked
 
         return parked_rss(create, count)
-
 
 
 class GreenhubRuntime(Runtime):
@@ -159,24 +158,12 @@ class GreenhubRuntime(Runtime):
             left, right = socket.socketpair()
             ping = greenhub.CooperativeSocket(left, hub)
             pong = greenhub.CooperativeSocket(right, hub)
-
-            def pinger():
-                for _ in range(rounds):
-                    ping.sendall(b"x")
-                    ping.recv(1)
-                ping.close()
-
-            def ponger():
-                while data := pong.recv(1):
-                    pong.sendall(data)
-                pong.close()
-
             started = perf_counter()
-            self._spawn_and_wait(hub, lambda f: f(), [(pinger,), (ponger,)])
+            self._spawn_and_wait(hub, lambda end, *args: end(*args),
+                                 [(ping_client, ping, rounds), (echo_server, pong)])
             return perf_counter() - started
 
         return self._run(main)
-
 
 
 @dataclass(frozen=True)
@@ -252,20 +239,8 @@ class GreenLibraryRuntime(Runtime):
     def io(self, rounds: int) -> float:
         green = self.load()
         ping, pong = green.socketpair()
-
-        def pinger():
-            for _ in range(rounds):
-                ping.sendall(b"x")
-                ping.recv(1)
-            ping.close()
-
-        def ponger():
-            while data := pong.recv(1):
-                pong.sendall(data)
-            pong.close()
-
         started = perf_counter()
-        green.join_all([green.spawn(pinger), green.spawn(ponger)])
+        green.join_all([green.spawn(ping_client, ping, rounds), green.spawn(echo_server, pong)])
         return perf_counter() - started
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import ClassVar
 
-from comparisons.micro.runtimes.base import Runtime, parked_rss
+from comparisons.micro.runtimes.base import Runtime, echo_server, parked_rss, round_trips
 
 
 class ThreadsRuntime(Runtime):
@@ -26,6 +26,13 @@ class ThreadsRuntime(Runtime):
     benches = ("switch", "spawn", "memory", "timers", "io")
     caps: ClassVar[dict[str, int]] = {"memory": 10_000, "timers": 2_000, "spawn": 5_000}
     start_count = 16
+
+    @staticmethod
+    def _start_and_join(threads: list[threading.Thread]) -> None:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def switch(self, rounds: int) -> float:
         # A hand-over through two locks: the cheapest way one thread can wake
@@ -54,11 +61,7 @@ class ThreadsRuntime(Runtime):
             return None
 
         started = perf_counter()
-        threads = [threading.Thread(target=task) for _ in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        self._start_and_join([threading.Thread(target=task) for _ in range(count)])
         return perf_counter() - started
 
     def memory(self, count: int) -> float:
@@ -84,32 +87,19 @@ class ThreadsRuntime(Runtime):
 
     def timers(self, deadlines: list[float]) -> float:
         started = perf_counter()
-        threads = [threading.Thread(target=time.sleep, args=(d,)) for d in deadlines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        self._start_and_join([threading.Thread(target=time.sleep, args=(d,)) for d in deadlines])
         return perf_counter() - started
 
     def io(self, rounds: int) -> float:
         ping, pong = socket.socketpair()
-
-        def ponger():
-            while data := pong.recv(1):
-                pong.sendall(data)
-            pong.close()
-
-        thread = threading.Thread(target=ponger)
+        thread = threading.Thread(target=echo_server, args=(pong,))
         thread.start()
         started = perf_counter()
-        for _ in range(rounds):
-            ping.sendall(b"x")
-            ping.recv(1)
+        round_trips(ping, rounds)
         elapsed = perf_counter() - started
         ping.close()
         thread.join()
         return elapsed
-
 
 
 class ProcessesRuntime(Runtime):
@@ -186,16 +176,13 @@ class ProcessesRuntime(Runtime):
         ping, pong = socket.socketpair()
 
         def echo():
-            ping.close()
-            while data := pong.recv(1):
-                pong.sendall(data)
+            ping.close()  # else the child's copy keeps the socket open: no EOF
+            echo_server(pong)
 
         pid = self._fork(echo)
         pong.close()
         started = perf_counter()
-        for _ in range(rounds):
-            ping.sendall(b"x")
-            ping.recv(1)
+        round_trips(ping, rounds)
         elapsed = perf_counter() - started
         ping.close()
         os.waitpid(pid, 0)

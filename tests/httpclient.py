@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from dataclasses import dataclass
 
@@ -19,6 +20,13 @@ class Response:
         for key, value in self.headers:
             if key.lower() == name.lower():
                 return value
+        return None
+
+    def cookie(self, name: str) -> str | None:
+        """The value a Set-Cookie field of this response gives `name`."""
+        for key, value in self.headers:
+            if key.lower() == "set-cookie" and value.startswith(name + "="):
+                return value[len(name) + 1:].split(";", 1)[0]
         return None
 
 
@@ -38,6 +46,11 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        self.sock.close()
+
+    def abort(self) -> None:
+        """Close with a reset (SO_LINGER 0), as a client that was killed does."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
 
     def send(self, data: bytes) -> None:
@@ -139,6 +152,18 @@ def build_request(method: str, path: str, body: bytes = b"", headers: dict | Non
         headers.setdefault("Content-Length", str(len(body)))
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type: `files` maps a field
+    to (file name, content)."""
+    boundary = "flash-suite-boundary-7d1e"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+             + value.encode() + b"\r\n" for name, value in fields.items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+              f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n"
+              for name, (filename, content) in files.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def chunked(*pieces: bytes) -> bytes:

@@ -14,7 +14,7 @@ def importing_raises(monkeypatch, exc: ImportError) -> None:
     monkeypatch.setattr(engines.importlib, "import_module", import_module)
 
 
-@pytest.mark.parametrize("missing", ["gevent", "eventlet", "uvloop", "django.core"])
+@pytest.mark.parametrize("missing", ["greenlet", "gevent", "eventlet", "uvloop", "django.core"])
 def test_a_missing_optional_package_makes_the_engine_unavailable(monkeypatch, missing):
     importing_raises(monkeypatch, ModuleNotFoundError(f"No module named {missing!r}", name=missing))
     with pytest.raises(engines.EngineUnavailable, match=f"pip install {missing.partition('.')[0]}"):

@@ -32,11 +32,12 @@ REGISTRY: dict[str, str] = {
 
 
 #: Third-party packages an engine (or a test target) may run without: their
-#: absence makes the engine unavailable, not broken. gevent and eventlet are
-#: dependencies of the project but platform wheels can be missing; uvloop and
-#: the peers are extras; Django and Falcon serve only the test suite.
+#: absence makes the engine unavailable, not broken. greenlet, gevent and
+#: eventlet are dependencies of the project but C extensions whose wheels can
+#: be missing on a platform; uvloop and the peers are extras; Django and
+#: Falcon serve only the test suite.
 OPTIONAL_PACKAGES = frozenset({
-    "gevent", "eventlet", "uvloop",
+    "greenlet", "gevent", "eventlet", "uvloop",
     "httptools", "uvicorn", "waitress", "gunicorn",
     "django", "falcon",
 })

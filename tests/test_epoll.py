@@ -9,6 +9,8 @@ import socket
 import psutil
 import pytest
 
+from comparisons.childproc import raise_fd_limit
+
 from .conftest import Target, start_server
 from .httpclient import Client, build_request
 from .serverproc import ServerProcess
@@ -30,13 +32,11 @@ RSS_GROWTH_BOUND = 16 * 1024 * 1024
 def enough_fds():
     """Raise the soft RLIMIT_NOFILE (inherited by the server) to FDS_NEEDED
     for this module; restored afterwards. Many systems default to 1024."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < FDS_NEEDED:
-        pytest.skip(f"the hard limit on open files ({hard}) is below the {FDS_NEEDED} this module needs")
-    if soft != resource.RLIM_INFINITY and soft < FDS_NEEDED:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (FDS_NEEDED, hard))
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if raise_fd_limit(FDS_NEEDED) < FDS_NEEDED:
+        pytest.skip(f"the hard limit on open files ({before[1]}) is below the {FDS_NEEDED} this module needs")
     yield
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    resource.setrlimit(resource.RLIMIT_NOFILE, before)
 
 
 @pytest.fixture(scope="module")

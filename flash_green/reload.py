@@ -52,7 +52,7 @@ log = logging.getLogger("flash.reload")
 #: Set in the serving child: where it writes the files it imported.
 MANIFEST_ENV = "FLASH_RELOAD_MANIFEST"
 #: Seconds between two looks at the watched files.
-POLL_INTERVAL = 1.0
+POLL_INTERVAL = 0.5
 #: The child's exit code when it cannot load the app (cli.EXIT_APP_LOAD).
 EXIT_APP_LOAD = 4
 #: Signals the parent passes on to the child as they are.

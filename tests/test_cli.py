@@ -320,3 +320,11 @@ def test_the_default_engine_is_named_in_the_log():
         wait_for(lambda: "using engine sequential (the default" in server.log(), what="the engine line")
     finally:
         server.stop()
+
+
+def test_patching_reads_flash_cmd_args_before_the_cli_loads(monkeypatch):
+    from flash_green import patching
+
+    monkeypatch.setenv(settings.ENV_ARGS, "--engine gevent --patch")
+    assert patching.requested(["serve", "app:app"]) == ("gevent", True, 0)
+    assert patching.requested(["serve", "--engine", "eventlet"]) == ("eventlet", True, 0), "command line wins"

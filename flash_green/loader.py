@@ -86,8 +86,8 @@ def _import(module_name: str) -> ModuleType:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name or module_name.startswith(f"{exc.name}."):
-            raise AppLoadError(f"no module named {module_name!r} (looked in {os.getcwd()} "
-                               "and sys.path; see --chdir, --pythonpath)") from exc
+            raise AppLoadError(f"cannot import {module_name!r}: no such module (looked in "
+                               f"{os.getcwd()} and sys.path; see --chdir, --pythonpath)") from exc
         raise AppLoadError(f"cannot import {module_name!r}: {_describe(exc)}") from exc
     except Exception as exc:
         raise AppLoadError(f"cannot import {module_name!r}: {_describe(exc)}") from exc

@@ -73,7 +73,7 @@ def test_version_comes_from_the_package_metadata():
 # -- one line per mistake ---------------------------------------------------------
 
 @pytest.mark.parametrize("spec, words", [
-    ("no_such_module:app", "no module named 'no_such_module'"),
+    ("no_such_module:app", "cannot import 'no_such_module': no such module"),
     ("myapp:nope", "module 'myapp' has no attribute 'nope'"),
     ("myapp:value", "'myapp:value' is not callable"),
     ("broken:app", "RuntimeError: boom at import"),

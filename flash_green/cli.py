@@ -216,10 +216,8 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if config.workers < 0:
         print("flash: --workers must be >= 0", file=sys.stderr)
         return 2
-    if args.reload and not os.environ.get(reload.MANIFEST_ENV):
-        extra = [os.path.abspath(path) for path in args.reload_extra_file + [args.config or ""] if path]
-        return reload.Reloader(["serve", *(argv or [])], args.bind, extra, config.graceful_timeout,
-                               cwd=started_in).run()
+    if args.reload and not reload.in_child():
+        return _watch_and_restart(args, argv or [], config, started_in)
     if config.workers or engine_cls.capabilities.multiprocess:
         return _serve_supervised(engine_cls, config, args)
     try:
@@ -241,6 +239,14 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     engine_cls(config, app, listener).run()
     log.info("stopped")
     return 0
+
+
+def _watch_and_restart(args: argparse.Namespace, argv: list[str], config: Config, started_in: str) -> int:
+    """--reload: this process watches; a child started from `started_in` serves."""
+    files = [os.path.abspath(path) for path in args.reload_extra_file]
+    if args.config:
+        files.append(os.path.join(started_in, args.config))  # it was read before --chdir
+    return reload.Reloader(["serve", *argv], args.bind, files, config.graceful_timeout, cwd=started_in).run()
 
 
 def _serve_supervised(engine_cls, config: Config, args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ The model
     module it imported from outside the standard library and site-packages,
     with the size and mtime it saw, whether the import succeeded or not. The
     parent watches those files, the `--reload-extra-file` ones and the config
-    file, and on a change stops the child (SIGTERM, graceful) and starts a
+    file (`-c`), and on a change stops the child (SIGTERM, graceful) and starts a
     new one on the same address; with `-b HOST:0` the new child binds the
     port the first one got.
 
@@ -81,6 +81,11 @@ def is_app_file(path: str, library_dirs: tuple[str, ...]) -> bool:
     return os.path.isfile(path) and not os.path.realpath(path).startswith(library_dirs)
 
 
+def in_child() -> bool:
+    """True in the serving child of a reloader (which must not reload again)."""
+    return bool(os.environ.get(MANIFEST_ENV))
+
+
 def record_imports(error: BaseException | None = None) -> None:
     """In a child of `--reload`: write the app's files to the manifest.
 
@@ -88,9 +93,9 @@ def record_imports(error: BaseException | None = None) -> None:
     through count too: the module that raised is no longer in sys.modules,
     and its fix is the change to wait for.
     """
-    target = os.environ.get(MANIFEST_ENV)
-    if not target:
+    if not in_child():
         return
+    target = os.environ[MANIFEST_ENV]
     paths = [getattr(module, "__file__", None) for module in list(sys.modules.values())]
     while error is not None:
         if isinstance(error, SyntaxError):

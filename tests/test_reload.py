@@ -114,3 +114,18 @@ def test_the_child_reports_the_app_files_not_the_libraries(tmp_path, monkeypatch
     files = __import__("json").loads(manifest.read_text())
     assert reload.__file__ in files
     assert urllib.request.__file__ not in files and pytest.__file__ not in files
+
+
+def test_an_edit_of_the_config_file_restarts_the_server(tmp_path):
+    (tmp_path / "first.py").write_text(app_source("b'first'"))
+    config = tmp_path / "flash.toml"
+    config.write_text('max_requests = 0\n')
+    server = ServerProcess("sequential", app="first:app",
+                           args=["--chdir", str(tmp_path), "--reload", "-c", str(config)]).start()
+    try:
+        wait_for_answer(server, "first")
+        config.write_text('max_requests = 0\naccess_log = "-"\n')
+        wait_for(lambda: answer(server) == "first" and '"GET / HTTP/1.1" 200' in server.log(), RELOAD_WAIT,
+                 what=f"the access log the new config turned on; log:\n{server.log()}")
+    finally:
+        server.stop()

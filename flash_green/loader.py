@@ -34,6 +34,16 @@ def load_app(spec: str, factory: bool = False) -> Callable:
     parsed with `ast`, never evaluated). With `factory`, a plain name is
     called with no arguments (Flask's create_app pattern).
     """
+    try:
+        app = _load(spec, factory)
+    except AppLoadError as exc:
+        reload.record_imports(exc)  # under --reload, the broken file is the one to watch
+        raise
+    reload.record_imports()
+    return app
+
+
+def _load(spec: str, factory: bool) -> Callable:
     module_name, _, expression = spec.partition(":")
     name, call = parse_app_expression(expression or "application", spec)
     if os.getcwd() not in sys.path:
@@ -55,7 +65,6 @@ def load_app(spec: str, factory: bool = False) -> Callable:
             raise AppLoadError(f"factory {spec!r} failed: {_describe(exc)}") from exc
     if not callable(app):
         raise AppLoadError(f"{spec!r} is not callable (it is {type(app).__name__})")
-    reload.record_imports()
     return app
 
 

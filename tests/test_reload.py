@@ -6,14 +6,17 @@ the new code (bounded); nothing waits a fixed time.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
+from comparisons.childproc import LISTENING, child_env, read_announcement, stop_child
 from flash_green import reload
 
-from .serverproc import ServerProcess
+from .serverproc import ROOT, ServerProcess
 from .test_cli import wait_for
 
 pytestmark = pytest.mark.timeout(90)
@@ -129,3 +132,24 @@ def test_an_edit_of_the_config_file_restarts_the_server(tmp_path):
                  what=f"the access log the new config turned on; log:\n{server.log()}")
     finally:
         server.stop()
+
+
+def test_an_app_broken_at_start_is_served_once_fixed(tmp_path):
+    (tmp_path / "live.py").write_text(app_source("b'one'", "raise RuntimeError('not yet')"))
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "flash_green", "serve", "live:app", "--reload",
+                                 "--chdir", str(tmp_path), "-b", "127.0.0.1:0"],
+                                cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=log,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: "waiting for a change to try again" in log_path.read_text(), RELOAD_WAIT,
+                 what="the failed first load logged")
+        (tmp_path / "live.py").write_text(app_source("b'fixed'"))
+        match, seen = read_announcement(proc, LISTENING, RELOAD_WAIT)
+        assert match, f"{seen!r}\n{log_path.read_text()}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{match.group(2)}/", timeout=10) as response:
+            assert response.read() == b"fixed"
+    finally:
+        stop_child(proc, 10, session=True)
+        proc.stdout.close()

@@ -2,6 +2,10 @@
 
 `serve` loads the app, binds the listener, and hands both to an engine (or,
 with `--workers N`, to the supervisor that forks N copies of the engine).
+`serve`'s options come from the command line over FLASH_CMD_ARGS over a
+config file (`flash_green.settings`); with `--reload` this process only
+watches and a child serves (`flash_green.reload`). An operator's mistake
+ends in one line on stderr and a non-zero exit, never a traceback.
 `compare` and `internals` belong to the `comparisons` package; they are
 dispatched to it with the rest of the command line.
 """

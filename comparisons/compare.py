@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -35,7 +36,7 @@ from flash_green import engines
 from . import loadgen, report, wrk
 from .childproc import raise_fd_limit
 from .peers import available_peers
-from .scenarios import Measurement, Scenario, Settings, run_scenario, select_scenarios
+from .scenarios import BY_NAME, Measurement, Scenario, Settings, run_scenario, select_scenarios
 from .servers import ServerUnderTest, Target, engine_target, peer_target
 from .upstream import UpstreamService
 
@@ -57,6 +58,13 @@ APP_VARIANTS = {
 APP_PATHS = {
     "flash_green.apps.green_demo:app": {"/sleep": "/green/sleep", "/upstream": "/green/upstream"},
 }
+
+
+#: Terminal tables are made to fit this many columns.
+TABLE_WIDTH = 100
+#: Descriptors a process needs besides the connections of a scenario (the
+#: interpreter's files, pipes, epoll, the server's listener and logs).
+DESCRIPTOR_MARGIN = 256
 
 
 @dataclass
@@ -175,6 +183,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
     repeats = args.repeat or (1 if args.quick else 3)
     return Plan(targets, select_scenarios(args.scenarios.split(",") if args.scenarios else None),
                 settings, repeats, skipped)
+
+
+def descriptors_needed(plan: Plan) -> int:
+    """Sockets one process - the generator or the server - holds at the plan's peak, plus a margin."""
+    s = plan.settings
+    held = {"hello": max(s.concurrency), "idle": s.idle_connections,
+            "slowloris": s.slowloris_connections + s.slowloris_normal_clients}
+    peak = max((held.get(scenario.name, s.handler_concurrency) for scenario in plan.scenarios), default=0)
+    return peak + DESCRIPTOR_MARGIN
 
 
 # ---------------------------------------------------------------------------
@@ -305,6 +322,37 @@ def run_matrix(plan: Plan, out_dir: str, console: Console) -> dict[str, Any]:
     return {"runs": runs, "failures": failures, "commands": commands}
 
 
+def median_tables(data: dict[str, Any]) -> list[Table]:
+    """One table per scenario and level: the median of the repeats, best first."""
+    tables = []
+    for name in data["scenarios"]:
+        scenario = BY_NAME[name]
+        for level in report.levels_of(data, name):
+            rows = report.ranked(data, scenario, level)
+            good = [r for r in rows if report.rankable(scenario, r)]
+            best = good[0]["metrics"][scenario.metric] if good else None
+            table = Table(title=f"{scenario.title}, {scenario.level_name}={level:,} (median of "
+                                f"{data['repeats']} repeat{'s' * (data['repeats'] > 1)})",
+                          title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            table.add_column("target", overflow="fold", ratio=1)
+            for header in (scenario.unit, "% of best", "p99 ms", "spread %", "CPU %", "RSS MB"):
+                table.add_column(header, justify="right", no_wrap=True)
+            for row in rows:
+                m = row["metrics"]
+                ranked_here = report.rankable(scenario, row) and best is not None
+                table.add_row(row["target"], report.fmt(m.get(scenario.metric), _spec(m.get(scenario.metric))),
+                              report.fmt(report.percent_of_best(scenario, m[scenario.metric], best)
+                                         if ranked_here else None),
+                              report.fmt(m.get("p99_ms"), "{:,.2f}"), report.fmt(row["spread_pct"]),
+                              report.fmt(m.get("cpu_percent")), report.fmt(m.get("rss_peak_mb"), "{:,.1f}"))
+            tables.append(table)
+    return tables
+
+
+def _spec(value: float | None) -> str:
+    return "{:,.1f}" if value is not None and abs(value) < 100 else "{:,.0f}"
+
+
 def default_out_dir() -> str:
     return os.path.join("results", datetime.now().strftime("%Y-%m-%d-%H%M%S"))
 
@@ -327,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out_dir = args.out or default_out_dir()
     os.makedirs(out_dir, exist_ok=True)
-    raise_fd_limit(max(plan.settings.idle_connections, max(plan.settings.concurrency)) * 2 + 1024)
+    raise_fd_limit(descriptors_needed(plan))
     command = "python -m flash_green compare " + shlex.join(argv)
     console.print(f"{len(plan.targets)} targets x {len(plan.scenarios)} scenarios x {plan.repeats} repeat(s) "
                   f"-> {out_dir}")
@@ -344,5 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     environment["loadavg_end"] = report.loadavg()
     data = report.build_results(environment, plan, ceiling, raw)
     written = report.write_all(data, out_dir, plots=not args.no_plots)
+    for table in median_tables(data):
+        console.print(table, width=min(console.width, TABLE_WIDTH))
     console.print(f"done in {environment['elapsed_s']:.0f} s; wrote " + ", ".join(written))
     return 0

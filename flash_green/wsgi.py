@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import unquote
 
+from . import accesslog
 from .http import END, NEED_DATA, HTTPError, Request, ResponseError, ServerConnection, render_error
 
 log = logging.getLogger("flash.wsgi")
@@ -261,6 +262,11 @@ class Exchange:
         # The clock is read only when an access log will print the duration.
         self._started = time.perf_counter() if ctx.access_log is not None else 0.0
 
+    @property
+    def body_sent(self) -> int:
+        """Body bytes sent so far: no head, no chunk framing (the access log's `b`)."""
+        return self._writer.sent_body if self._writer is not None else 0
+
     # -- the PEP 3333 callables -----------------------------------------------
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info=None):
@@ -424,15 +430,5 @@ class Exchange:
                 log.exception("error in the app iterable's close()")
 
     def _log_access(self) -> None:
-        access = self.ctx.access_log
-        if access is None:
-            return
-        env = self.environ
-        elapsed = time.perf_counter() - self._started
-        access.info(
-            '%s - - [%s] "%s %s %s" %d %d "%s" "%s" %.6f',
-            env.get("REMOTE_ADDR", "-"), time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-            env.get("REQUEST_METHOD"), env.get("REQUEST_URI"), env.get("SERVER_PROTOCOL"),
-            self.status, self.sent, env.get("HTTP_REFERER", "-"),
-            env.get("HTTP_USER_AGENT", "-"), elapsed,
-        )
+        if self.ctx.access_log is not None:
+            accesslog.write(self.ctx.access_log, self)

@@ -1,6 +1,6 @@
 """``python -m flash_green internals``: scheduler micro-benchmarks across runtimes.
 
-Runs the benchmarks of ``comparisons/micro.py`` - switch, spawn + join,
+Runs the benchmarks of the ``comparisons/micro`` package - switch, spawn + join,
 memory per idle task, timers, I/O wake-up through the poller, and the cost of
 one epoll wait against poll and select - on every runtime installed here
 (our tasklets kernel, raw greenlet, greenlet on our hub, gevent, eventlet,

@@ -604,6 +604,7 @@ def test_hop_by_hop_fields_from_the_app_are_dropped() -> None:
     ("200 OK", [("X", "a\r\nInjected: yes")]),
     ("200 OK", [("X", "a\nb")]),
     ("200 OK", [("X", "a\x00b")]),
+    *[("200 OK", [("X", f"a{chr(c)}b")]) for c in [*range(0x01, 0x09), *range(0x0a, 0x20), 0x7f]],
     ("200 OK", [("X:Y", "z")]),
     ("200 OK", [("", "z")]),
     ("200 OK", [("X", "\u20ac")]),
@@ -615,6 +616,9 @@ def test_hop_by_hop_fields_from_the_app_are_dropped() -> None:
     ("abc", []),
     ("600 Too High", []),
     ("099 Too Low", []),
+    ("101 Switching Protocols", [("Upgrade", "websocket")]),   # no upgrade mechanism
+    ("100 Continue", []),                                       # interim: the server's own
+    ("103 Early Hints", []),
     ("\u0662\u0660\u0660 OK", []),
     ("200 OK\r\nInjected: yes", []),
     ("200 OK\n", []),
@@ -637,8 +641,12 @@ def test_body_length_becomes_the_content_length() -> None:
         writer.body(b"12345")
 
 
-@pytest.mark.parametrize("status, kept", [("204 No Content", False), ("304 Not Modified", True),
-                                          ("101 Switching Protocols", False)])
+def test_htab_and_obs_text_in_app_values_are_sent() -> None:
+    head, _ = answered(get(), headers=[("X", "a\tb \xe9"), ("Content-Length", "0")])
+    assert head_fields(head)["X"] == "a\tb \xe9"
+
+
+@pytest.mark.parametrize("status, kept", [("204 No Content", False), ("304 Not Modified", True)])
 def test_content_length_of_bodiless_statuses(status: str, kept: bool) -> None:
     head, writer = answered(get(), status, [("Content-Length", "10")])
     assert ("Content-Length" in head_fields(head)) is kept

@@ -490,6 +490,23 @@ def test_limits_are_inclusive() -> None:
     assert events(connection(body, SMALL))[1] == b"x" * 10
 
 
+@pytest.mark.parametrize("limit, data", [
+    ("max_request_line", b"GET /" + b"a" * 25 + b" HTTP/1.1\r\n" + HOST + b"\r\n"),
+    ("max_chunk_line", chunked(b"5;" + b"e" * 18 + b"\r\nhello\r\n0\r\n\r\n")),
+])
+def test_a_line_at_its_limit_passes_however_it_is_split(limit: str, data: bytes) -> None:
+    """A CR that arrives before its LF is not part of the line's length."""
+    limits = replace(SMALL, max_header_size=1000, max_body_size=1000, **{limit: 39 if limit ==
+                     "max_request_line" else 20})
+    for cut in range(1, len(data)):
+        conn = connection(data[:cut], limits)
+        events(conn)
+        conn.receive_data(data[cut:])
+        assert events(conn)[-1] is PAUSED, cut
+    too_small = replace(limits, **{limit: getattr(limits, limit) - 1})
+    assert rejects(data, too_small).status in (400, 414)
+
+
 def test_too_many_trailer_fields_is_431() -> None:
     limits = Limits(max_header_fields=2)
     assert rejects(chunked(b"0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"), limits).status == 431

@@ -762,65 +762,77 @@ def comparable(fields) -> tuple[tuple[str, str], ...]:
                  for name, value in pairs)
 
 
-def ours(data: bytes) -> Outcome:
+def collect(events: Iterator[tuple], refusal: type[Exception]) -> Outcome:
+    """The outcome of one parser's ("head", (method, target, version, fields)),
+    ("data", bytes) and ("end", trailers) events, until it stops or refuses."""
+    requests: list[tuple] = []
+    current: list = []
+    try:
+        for kind, value in events:
+            if kind == "head":
+                current = [*value, b""]
+            elif kind == "data":
+                current[4] += value
+            else:
+                requests.append((*current, comparable(value)))
+    except refusal:
+        return Outcome(tuple(requests), True)
+    return Outcome(tuple(requests), False)
+
+
+def our_events(data: bytes) -> Iterator[tuple]:
     conn = ServerConnection()
     conn.receive_data(data)
     conn.receive_data(b"")
-    requests: list[tuple] = []
-    current: list = []
-    refused = False
-    try:
-        while True:
-            event = conn.next_event()
-            if type(event) is Request:
-                current = [event.method, event.target, event.version, comparable(event.headers), b""]
-            elif type(event) is bytes:
-                current[4] += event
-            elif event is END:
-                requests.append((*current, comparable(conn.trailers)))
-            elif event is PAUSED:
-                if not (conn.request.keep_alive and conn.start_next_cycle()):
-                    break
-            else:
-                assert event is CLOSED, f"{event!r} after EOF"
-                break
-    except HTTPError:
-        refused = True
-    return Outcome(tuple(requests), refused)
+    while True:
+        event = conn.next_event()
+        if type(event) is Request:
+            yield "head", (event.method, event.target, event.version, comparable(event.headers))
+        elif type(event) is bytes:
+            yield "data", event
+        elif event is END:
+            yield "end", conn.trailers
+        elif event is PAUSED:
+            if not (conn.request.keep_alive and conn.start_next_cycle()):
+                return
+        else:
+            assert event is CLOSED, f"{event!r} after EOF"
+            return
 
 
-def theirs(data: bytes) -> Outcome:
+def h11_events(data: bytes) -> Iterator[tuple]:
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(data)
     conn.receive_data(b"")
-    requests: list[tuple] = []
-    current: list = []
-    refused = False
-    try:
-        while True:
-            event = conn.next_event()
-            if type(event) is h11.Request:
-                current = [event.method.decode("latin-1"), event.target.decode("latin-1"),
-                           "HTTP/" + event.http_version.decode(), comparable(event.headers), b""]
-            elif type(event) is h11.Data:
-                current[4] += bytes(event.data)
-            elif type(event) is h11.EndOfMessage:
-                requests.append((*current, comparable(event.headers)))
-                if conn.their_state is h11.MUST_CLOSE:
-                    break   # the rest is never read, as ours does after a last request
-            elif event is h11.PAUSED:
-                # Answer without accepting any protocol switch, then go on.
-                conn.send(h11.Response(status_code=404, headers=[("Content-Length", "0")]))
-                conn.send(h11.EndOfMessage())
-                if conn.our_state is not h11.DONE:
-                    break
-                conn.start_next_cycle()
-            else:
-                assert type(event) is h11.ConnectionClosed, f"{event!r} after EOF"
-                break
-    except h11.RemoteProtocolError:
-        refused = True
-    return Outcome(tuple(requests), refused)
+    while True:
+        event = conn.next_event()
+        if type(event) is h11.Request:
+            yield "head", (event.method.decode("latin-1"), event.target.decode("latin-1"),
+                           "HTTP/" + event.http_version.decode(), comparable(event.headers))
+        elif type(event) is h11.Data:
+            yield "data", bytes(event.data)
+        elif type(event) is h11.EndOfMessage:
+            yield "end", event.headers
+            if conn.their_state is h11.MUST_CLOSE:
+                return   # the rest is never read, as ours does after a last request
+        elif event is h11.PAUSED:
+            # Answer without accepting any protocol switch, then go on.
+            conn.send(h11.Response(status_code=404, headers=[("Content-Length", "0")]))
+            conn.send(h11.EndOfMessage())
+            if conn.our_state is not h11.DONE:
+                return
+            conn.start_next_cycle()
+        else:
+            assert type(event) is h11.ConnectionClosed, f"{event!r} after EOF"
+            return
+
+
+def ours(data: bytes) -> Outcome:
+    return collect(our_events(data), HTTPError)
+
+
+def theirs(data: bytes) -> Outcome:
+    return collect(h11_events(data), h11.RemoteProtocolError)
 
 
 # -- the table of known differences ----------------------------------------------

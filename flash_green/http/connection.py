@@ -100,10 +100,11 @@ _TRANSFER_CODING = re.compile((
     rb"%s(?:[ \t]*;[ \t]*%s[ \t]*=[ \t]*(?:%s|%s))*" % (_TOKEN, _TOKEN, _TOKEN, _QUOTED)
 ).decode("latin-1"))
 #: uri-host [ ":" port ] (RFC 9112 s.3.2, RFC 3986 s.3.2.2): an IP literal or a
-#: reg-name (unreserved, sub-delims, pct-encoded), then an optional port.
-_HOST = re.compile(
-    r"(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:]+\]|(?:[0-9A-Za-z\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
-    r"(?::[0-9]*)?")
+#: reg-name (unreserved, sub-delims, pct-encoded), then an optional port. One
+#: character class, not an alternation per character (five times faster);
+#: a `%` gets its two hex digits checked apart.
+_HOST = re.compile(r"(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 #: Host values already checked against _HOST: the same few arrive on every
 #: request. Bounded like the field caches.
 _HOSTS: set[str] = set()
@@ -582,7 +583,7 @@ def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
     """
     if method == "CONNECT":
         host, _, port = target.rpartition(":")
-        if not (host and port.isdigit() and _HOST.fullmatch(target)):
+        if not (host and port.isdigit() and _valid_host(target)):
             raise HTTPError(400, "CONNECT needs a host:port target")
         return "", "", None
     if target == "*":
@@ -602,7 +603,7 @@ def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
         # RFC 9110 s.4.2.4: userinfo in an http(s) URI is to be treated as an
         # error (it hides the real authority from a reader, a phishing trick).
         raise HTTPError(400, "userinfo in the request target")
-    if not _HOST.fullmatch(authority) or authority[0] == ":":
+    if not _valid_host(authority) or authority[0] == ":":
         raise HTTPError(400, "invalid authority in the request target")
     path, _, query = rest[end:].partition("?")
     return path or "/", query, authority
@@ -619,9 +620,13 @@ def _use_authority_as_host(headers: list[tuple[str, str]], authority: str) -> No
     headers.append(("host", authority))
 
 
+def _valid_host(host: str) -> bool:
+    return _HOST.fullmatch(host) is not None and ("%" not in host or not _BAD_PERCENT.search(host))
+
+
 def _check_host(host: str) -> None:
     """RFC 9112 s.3.2: a Host field with an invalid value MUST get a 400."""
-    if not _HOST.fullmatch(host):
+    if not _valid_host(host):
         raise HTTPError(400, "invalid Host header")
     if len(_HOSTS) >= _HOSTS_MAX:
         _HOSTS.clear()

@@ -32,7 +32,11 @@ against h11 and httptools, with the cache warm and cold.
 Discussion: safety. Framing values are checked as plain ASCII digits
 (Python's `int` would accept `+5`, `0_5` and ` 5 `), and only SP and HTAB
 are ever stripped (`bytes.strip()` would also eat VT and FF). Any split of
-the same bytes gives the same events (tests/test_http_properties.py).
+the same bytes gives the same events (tests/test_http_properties.py). Where
+RFC 9112 lets a server choose (bare LF, obs-fold, Content-Length with
+Transfer-Encoding...), the core refuses what a front end could read another
+way: a refused request is never a smuggled one. docs/http-differences.md lists
+where h11 chooses otherwise, and why; tests/corpus/ holds the cases by section.
 """
 
 from __future__ import annotations

@@ -109,10 +109,6 @@ _TRANSFER_CODING = re.compile((
 #: a `%` gets its two hex digits checked apart.
 _HOST = re.compile(r"(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-#: Host values already checked against _HOST: the same few arrive on every
-#: request. Bounded like the field caches.
-_HOSTS: set[str] = set()
-_HOSTS_MAX = 256
 _FRAMING_FIELDS = frozenset(
     ("content-length", "transfer-encoding", "host", "connection", "expect", "content-type")
 )
@@ -294,7 +290,6 @@ class ServerConnection:
         content_length = None
         transfer_codings: list[str] = []
         hosts = 0
-        host = ""
         content_types = 0
         connection = ""
         expect = ""
@@ -303,7 +298,6 @@ class ServerConnection:
                 continue
             if name == "host":
                 hosts += 1
-                host = value
             elif name == "connection":
                 connection = connection + "," + value if connection else value
             elif name == "content-length":
@@ -327,8 +321,6 @@ class ServerConnection:
                 raise HTTPError(400, "repeated Host header")
             if version == "HTTP/1.1" and limits.require_host:
                 raise HTTPError(400, "missing Host header")
-        elif host not in _HOSTS:
-            _check_host(host)
         if content_types > 1:
             raise HTTPError(400, "repeated Content-Type")
         chunked = False
@@ -388,9 +380,10 @@ class ServerConnection:
     def _parse_fields(self, section: bytes, lines: list[str], first: int) -> list[tuple[str, str]]:
         """`lines[first:]` of `section` as (lower-case name, trimmed value).
 
-        A line found in _FIELD_LINES was checked when it entered it; the first
-        line that was not makes the whole section's control characters
-        checked, before anything of it is parsed or remembered.
+        A line found in _FIELD_LINES was checked when it entered it (a Host
+        line's value too, RFC 9112 s.3.2); the first line that was not makes
+        the whole section's control characters checked, before anything of it
+        is parsed or remembered.
         """
         limits = self.limits
         if len(lines) - first > limits.max_header_fields:
@@ -417,6 +410,8 @@ class ServerConnection:
                 if lower is None or not colon:
                     lower = _field_name(line, name, colon)
                 field = (lower, value.strip(" \t"))
+                if lower == "host":
+                    _check_host(field[1])
                 if len(line) <= _FIELD_LINE_CACHEABLE:
                     cache[line] = field
             append(field)
@@ -632,9 +627,6 @@ def _check_host(host: str) -> None:
     """RFC 9112 s.3.2: a Host field with an invalid value MUST get a 400."""
     if not _valid_host(host):
         raise HTTPError(400, "invalid Host header")
-    if len(_HOSTS) >= _HOSTS_MAX:
-        _HOSTS.clear()
-    _HOSTS.add(host)
 
 
 def _line_length(buf: bytes) -> int:

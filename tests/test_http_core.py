@@ -278,6 +278,7 @@ def test_an_absolute_form_authority_replaces_the_host_field(request_head: bytes,
     (b"exa mple.com", False), (b"a/b", False), (b"user@a", False), (b"a:b", False),
     (b"a:80:80", False), (b"[::1", False), (b"caf\xc3\xa9.example", False), (b"%4", False),
     (b"a\"b", False), (b"a,b", True),
+    (b"a" * 250, True), (b"a" * 250 + b"/", False),   # too long for the field-line cache
 ])
 def test_host_field_values_follow_the_uri_host_grammar(host: bytes, ok: bool) -> None:
     data = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"

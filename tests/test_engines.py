@@ -221,6 +221,21 @@ BAD_REQUESTS = [
     ("CL with underscore", b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0_5\r\n\r\nhello", 400),
     ("TE not ending in chunked", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
     ("unknown TE", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: foo, chunked\r\n\r\n", 501),
+    ("gzip then chunked", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                          b"5\r\nhello\r\n0\r\n\r\n", 501),
+    ("deflate then chunked on two lines", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: deflate\r\n"
+                                          b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501),
+    ("identity then chunked", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501),
+    ("chunked twice", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+                      b"0\r\n\r\n", 400),
+    ("raw octets in target", b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("fragment in target", b"GET /page#top HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("userinfo in target", b"GET http://user:pw@x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ("invalid Host", b"GET / HTTP/1.1\r\nHost: x/y\r\n\r\n", 400),
+    ("HTTP/1.10", b"GET / HTTP/1.10\r\nHost: x\r\n\r\n", 400),
+    ("HTTP/01.1", b"GET / HTTP/01.1\r\nHost: x\r\n\r\n", 400),
+    ("HTTP/1", b"GET / HTTP/1\r\nHost: x\r\n\r\n", 400),
     ("bad chunk size", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400),
     ("chunk without CRLF", b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", 400),
     ("request line too long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),

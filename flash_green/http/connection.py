@@ -32,7 +32,11 @@ against h11 and httptools, with the cache warm and cold.
 Discussion: safety. Framing values are checked as plain ASCII digits
 (Python's `int` would accept `+5`, `0_5` and ` 5 `), and only SP and HTAB
 are ever stripped (`bytes.strip()` would also eat VT and FF). Any split of
-the same bytes gives the same events (tests/test_http_properties.py).
+the same bytes gives the same events (tests/test_http_properties.py). Where
+RFC 9112 lets a server choose (bare LF, obs-fold, Content-Length with
+Transfer-Encoding...), the core refuses what a front end could read another
+way: a refused request is never a smuggled one. docs/http-differences.md lists
+where h11 chooses otherwise, and why; tests/corpus/ holds the cases by section.
 """
 
 from __future__ import annotations
@@ -68,8 +72,9 @@ _EMPTY_LINES = re.compile(rb"(?:\r\n)*")
 #: controls, which in a valid head are exactly the CR LF pairs ending its lines.
 _NOT_CONTROL = bytes(b for b in range(256) if b == 0x09 or 0x20 <= b < 0x7f or b > 0x7f)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-#: What a request target may not hold (controls and SP; obs-text is allowed).
-_NOT_TARGET = re.compile(r"[\x00-\x20\x7f]")
+#: What a request target may not hold: controls, SP, and octets >= 0x80 (the
+#: target is URI syntax, RFC 9112 s.3.2: non-ASCII must be percent-encoded).
+_NOT_TARGET = re.compile(r"[\x00-\x20\x7f-\xff]")
 #: Methods are tokens; like gunicorn we refuse lower case (a typo, or a probe).
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
 _COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
@@ -94,8 +99,16 @@ _CHUNK_LINE = re.compile(
     + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*)"
 )
 
-#: Transfer codings we can pass through undecoded before a final `chunked`.
-_KNOWN_CODINGS = frozenset(("chunked", "identity", "gzip", "x-gzip", "deflate", "compress"))
+#: One transfer coding as RFC 9112 s.7 writes it: a token, then parameters.
+_TRANSFER_CODING = re.compile((
+    rb"%s(?:[ \t]*;[ \t]*%s[ \t]*=[ \t]*(?:%s|%s))*" % (_TOKEN, _TOKEN, _TOKEN, _QUOTED)
+).decode("latin-1"))
+#: uri-host [ ":" port ] (RFC 9112 s.3.2, RFC 3986 s.3.2.2): an IP literal or a
+#: reg-name (unreserved, sub-delims, pct-encoded), then an optional port. One
+#: character class, not an alternation per character (five times faster);
+#: a `%` gets its two hex digits checked apart.
+_HOST = re.compile(r"(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _FRAMING_FIELDS = frozenset(
     ("content-length", "transfer-encoding", "host", "connection", "expect", "content-type")
 )
@@ -251,8 +264,7 @@ class ServerConnection:
 
     def _check_incomplete_head(self, buf: bytes) -> None:
         limits = self.limits
-        line_end = buf.find(b"\r\n")
-        if (line_end < 0 and len(buf) > limits.max_request_line) or line_end > limits.max_request_line:
+        if _line_length(buf) > limits.max_request_line:
             raise HTTPError(414, "request line too long")
         if len(buf) > limits.max_header_size:
             raise HTTPError(431, "header section too large")
@@ -326,7 +338,9 @@ class ServerConnection:
         if target[0] == "/":
             path, _, query = target.partition("?")
         else:
-            path, query = _split_target(method, target)
+            path, query, authority = _split_target(method, target)
+            if authority is not None:
+                _use_authority_as_host(headers, authority)
         return Request(method, target, path, query, version, headers,
                        _keep_alive(version, connection), chunked, content_length,
                        expect == "100-continue" and version == "HTTP/1.1")
@@ -334,27 +348,42 @@ class ServerConnection:
     @staticmethod
     def _check_transfer_codings(codings: list[str], content_length: int | None,
                                 version: str) -> bool:
+        """Only a single `chunked` is decoded; why each refusal has its status:
+
+        * 400 when the body's length cannot be known: chunked is not last
+          (RFC 9112 s.6.3 item 4 says 400 and close), chunked is applied twice
+          (s.6.1: a sender MUST NOT), or a coding is not even syntax (s.7);
+        * 501 when the list is well formed and ends in one chunked, but holds
+          a coding we do not decode (s.6.1: SHOULD 501). gzip or deflate are
+          not passed through coded: the app would read the wrong bytes, and a
+          front end that ignores the first line (`identity`) would frame the
+          body differently (a TE.TE desync).
+        """
         if content_length is not None:
             raise HTTPError(400, "both Content-Length and Transfer-Encoding")
         if version != "HTTP/1.1":
             raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if codings[-1] != "chunked":
-            raise HTTPError(400, "Transfer-Encoding does not end in chunked")
-        if codings.count("chunked") > 1:
-            raise HTTPError(400, "chunked applied more than once")
+        if len(codings) == 1 and codings[0] == "chunked":
+            return True
+        names = []
         for coding in codings:
-            if coding not in _KNOWN_CODINGS:
-                if not coding or not re.fullmatch(_TOKEN.decode(), coding):
-                    raise HTTPError(400, "malformed Transfer-Encoding")
-                raise HTTPError(501, f"unsupported transfer coding {coding!r}")
-        return True
+            if not _TRANSFER_CODING.fullmatch(coding):
+                raise HTTPError(400, "malformed Transfer-Encoding")
+            names.append(coding.partition(";")[0].rstrip(" \t"))
+        if names[-1] != "chunked":
+            raise HTTPError(400, "Transfer-Encoding does not end in chunked")
+        if names.count("chunked") > 1:
+            raise HTTPError(400, "chunked applied more than once")
+        unsupported = next(coding for coding in codings if coding != "chunked")
+        raise HTTPError(501, f"unsupported transfer coding {unsupported!r}")
 
     def _parse_fields(self, section: bytes, lines: list[str], first: int) -> list[tuple[str, str]]:
         """`lines[first:]` of `section` as (lower-case name, trimmed value).
 
-        A line found in _FIELD_LINES was checked when it entered it; the first
-        line that was not makes the whole section's control characters
-        checked, before anything of it is parsed or remembered.
+        A line found in _FIELD_LINES was checked when it entered it (a Host
+        line's value too, RFC 9112 s.3.2); the first line that was not makes
+        the whole section's control characters checked, before anything of it
+        is parsed or remembered.
         """
         limits = self.limits
         if len(lines) - first > limits.max_header_fields:
@@ -381,6 +410,8 @@ class ServerConnection:
                 if lower is None or not colon:
                     lower = _field_name(line, name, colon)
                 field = (lower, value.strip(" \t"))
+                if lower == "host":
+                    _check_host(field[1])
                 if len(line) <= _FIELD_LINE_CACHEABLE:
                     cache[line] = field
             append(field)
@@ -411,7 +442,7 @@ class ServerConnection:
         buf = self._buf
         end = buf.find(b"\r\n")
         if end < 0:
-            if len(buf) > self.limits.max_chunk_line:
+            if _line_length(buf) > self.limits.max_chunk_line:
                 raise HTTPError(400, "chunk size line too long")
             if self._eof:
                 raise HTTPError(400, "connection closed in a chunked body")
@@ -543,28 +574,69 @@ def _keep_alive(version: str, connection: str) -> bool:
     return version == "HTTP/1.1" or "keep-alive" in tokens
 
 
-def _split_target(method: str, target: str) -> tuple[str, str]:
-    """(path, query) from origin-, absolute-, authority- or asterisk-form."""
-    if target[0] == "/":
-        path, _, query = target.partition("?")
-        return path, query
+def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
+    """(path, query, authority) from absolute-, authority- or asterisk-form.
+
+    The authority is that of an absolute-form target, the one the Host field
+    must then give way to (RFC 9112 s.3.2.2); None for the other forms.
+    """
     if method == "CONNECT":
-        return "", ""
+        host, _, port = target.rpartition(":")
+        if not (host and port.isdigit() and _valid_host(target)):
+            raise HTTPError(400, "CONNECT needs a host:port target")
+        return "", "", None
     if target == "*":
         if method != "OPTIONS":
             raise HTTPError(400, "asterisk target outside OPTIONS")
-        return "*", ""
+        return "*", "", None
     scheme, sep, rest = target.partition("://")
     if not sep or scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?":
         raise HTTPError(400, "invalid request target")
-    slash = len(rest)
+    end = len(rest)
     for mark in "/?":
         at = rest.find(mark)
-        if 0 <= at < slash:
-            slash = at
-    remainder = rest[slash:]
-    path, _, query = remainder.partition("?")
-    return path or "/", query
+        if 0 <= at < end:
+            end = at
+    authority = rest[:end]
+    if "@" in authority:
+        # RFC 9110 s.4.2.4: userinfo in an http(s) URI is to be treated as an
+        # error (it hides the real authority from a reader, a phishing trick).
+        raise HTTPError(400, "userinfo in the request target")
+    if not _valid_host(authority) or authority[0] == ":":
+        raise HTTPError(400, "invalid authority in the request target")
+    path, _, query = rest[end:].partition("?")
+    return path or "/", query, authority
+
+
+def _use_authority_as_host(headers: list[tuple[str, str]], authority: str) -> None:
+    """The Host field of an absolute-form request becomes the target's
+    authority (RFC 9112 s.3.2.2: the server MUST ignore the received Host),
+    so that every reader of the fields (HTTP_HOST, the app) sees one host."""
+    for index, (name, _) in enumerate(headers):
+        if name == "host":
+            headers[index] = ("host", authority)
+            return
+    headers.append(("host", authority))
+
+
+def _valid_host(host: str) -> bool:
+    return _HOST.fullmatch(host) is not None and ("%" not in host or not _BAD_PERCENT.search(host))
+
+
+def _check_host(host: str) -> None:
+    """RFC 9112 s.3.2: a Host field with an invalid value MUST get a 400."""
+    if not _valid_host(host):
+        raise HTTPError(400, "invalid Host header")
+
+
+def _line_length(buf: bytes) -> int:
+    """The length of the first line in `buf`, CRLF not counted, whether or
+    not it has ended: a CR that came without its LF yet is not counted, so a
+    line at its limit passes however the bytes were split."""
+    end = buf.find(b"\r\n")
+    if end >= 0:
+        return end
+    return len(buf) - 1 if buf[-1:] == b"\r" else len(buf)
 
 
 def _split_lines(section: bytes) -> list[str]:
@@ -584,18 +656,21 @@ def _check_controls(section: bytes, lines: list[str], fields_from: int) -> None:
 def _parse_request_line(line: str) -> tuple[str, str, str]:
     """(method, target, version), each checked here: no control character
     gets past the method's token check, the version's lookup or the target's
-    (printable ASCII is the quick answer, obs-text gets the exact one)."""
+    (printable ASCII without `#`: a fragment is not part of any request-target
+    form, RFC 9112 s.3.2, and clients never send one)."""
     method, _, rest = line.partition(" ")
     target, _, version = rest.partition(" ")
     version = _VERSIONS.get(version) or _other_version(line, version)
     if ((method not in _COMMON_METHODS and not _METHOD.fullmatch(method)) or not target
-            or (not target.isprintable() and _NOT_TARGET.search(target))):
+            or not (target.isascii() and target.isprintable()) or "#" in target):
         _reject_request_line(line)
     return method, target, version
 
 
 def _other_version(line: str, version: str) -> str:
-    """HTTP/1.2 .. 1.9 are served as 1.1 (RFC 9110 s.2.5); the rest is refused."""
+    """HTTP/1.2 .. 1.9 are served as 1.1 (RFC 9110 s.2.5); the rest is refused:
+    505 for another well-formed `HTTP/DIGIT.DIGIT`, 400 for a malformed one
+    (RFC 9112 s.2.3: one digit each side, so `HTTP/1.10` is not a version)."""
     if len(version) == 8 and version[:7] == "HTTP/1." and version[7] in "23456789":
         return "HTTP/1.1"
     _reject_request_line(line)
@@ -622,8 +697,11 @@ def _reject_request_line(line: str) -> NoReturn:
     if method.upper() != method:
         raise HTTPError(400, "method must be upper case")
     if _NOT_TARGET.search(target):
-        raise HTTPError(400, "invalid request target")
-    if re.fullmatch(r"HTTP/[0-9]+(\.[0-9]+)?", version):
+        raise HTTPError(400, "invalid request target (controls and non-ASCII octets "
+                             "must be percent-encoded)")
+    if "#" in target:
+        raise HTTPError(400, "fragment in the request target")
+    if re.fullmatch(r"HTTP/[0-9]\.[0-9]", version):
         raise HTTPError(505, "HTTP version not supported")
     raise HTTPError(400, "invalid HTTP version")
 

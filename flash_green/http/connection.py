@@ -29,6 +29,11 @@ checked and lower-cased, its value trimmed. Regular expressions only explain
 errors or handle rare forms. `comparisons/bench_parser.py` measures it
 against h11 and httptools, with the cache warm and cold.
 
+Where the rest lives: the patterns and tables of RFC 9110/9112 are in
+`grammar.py`, the error explanations (run only once a head is refused) in
+`explain.py`, the limits in `limits.py`, the response side in `response.py`.
+This module is the state machine.
+
 Discussion: safety. Framing values are checked as plain ASCII digits
 (Python's `int` would accept `+5`, `0_5` and ` 5 `), and only SP and HTAB
 are ever stripped (`bytes.strip()` would also eat VT and FF). Any split of
@@ -41,11 +46,24 @@ where h11 chooses otherwise, and why; tests/corpus/ holds the cases by section.
 
 from __future__ import annotations
 
-import re
-from typing import NoReturn
-
-from ..config import Limits
 from .errors import HTTPError
+from .explain import reject_controls, reject_field_line, reject_request_line
+from .grammar import (
+    CHUNK_LINE,
+    COMMON_METHODS,
+    EMPTY_LINES,
+    FORBIDDEN_TRAILERS,
+    FRAMING_FIELDS,
+    METHOD,
+    NOT_CONTROL,
+    TOKEN_TEXT,
+    TRANSFER_CODING,
+    VERSIONS,
+    line_length,
+    split_lines,
+    valid_host,
+)
+from .limits import Limits
 from .response import ResponseWriter, build_head, continue_response
 
 
@@ -64,21 +82,6 @@ PAUSED = _Sentinel("PAUSED")
 END = _Sentinel("END")
 CLOSED = _Sentinel("CLOSED")
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_TOKEN_TEXT = re.compile(_TOKEN.decode("ascii"))
-_EMPTY_LINES = re.compile(rb"(?:\r\n)*")
-#: Every byte a head may hold except CR and LF: all but the controls (HTAB is
-#: allowed in values). `head.translate(None, _NOT_CONTROL)` keeps only the
-#: controls, which in a valid head are exactly the CR LF pairs ending its lines.
-_NOT_CONTROL = bytes(b for b in range(256) if b == 0x09 or 0x20 <= b < 0x7f or b > 0x7f)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-#: What a request target may not hold: controls, SP, and octets >= 0x80 (the
-#: target is URI syntax, RFC 9112 s.3.2: non-ASCII must be percent-encoded).
-_NOT_TARGET = re.compile(r"[\x00-\x20\x7f-\xff]")
-#: Methods are tokens; like gunicorn we refuse lower case (a typo, or a probe).
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
-_COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
-_VERSIONS = {"HTTP/1.1": "HTTP/1.1", "HTTP/1.0": "HTTP/1.0"}
 #: Field lines already parsed, by their text -> (lower-case name, trimmed
 #: value). Clients repeat most lines on every request (Host, User-Agent,
 #: Accept...), so one dict lookup replaces a partition, a name check, a
@@ -93,32 +96,6 @@ _FIELD_LINE_CACHEABLE = 200
 #: a name seen once it is full is checked every time instead.
 _FIELD_NAMES: dict[str, str] = {}
 _FIELD_NAMES_MAX = 2048
-_QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
-_CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]+)((?:[ \t]*;[ \t]*" + _TOKEN
-    + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*)"
-)
-
-#: One transfer coding as RFC 9112 s.7 writes it: a token, then parameters.
-_TRANSFER_CODING = re.compile((
-    rb"%s(?:[ \t]*;[ \t]*%s[ \t]*=[ \t]*(?:%s|%s))*" % (_TOKEN, _TOKEN, _TOKEN, _QUOTED)
-).decode("latin-1"))
-#: uri-host [ ":" port ] (RFC 9112 s.3.2, RFC 3986 s.3.2.2): an IP literal or a
-#: reg-name (unreserved, sub-delims, pct-encoded), then an optional port. One
-#: character class, not an alternation per character (five times faster);
-#: a `%` gets its two hex digits checked apart.
-_HOST = re.compile(r"(?:\[[0-9A-Za-z\-._~!$&'()*+,;=:]+\]|[0-9A-Za-z\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-_FRAMING_FIELDS = frozenset(
-    ("content-length", "transfer-encoding", "host", "connection", "expect", "content-type")
-)
-#: Fields that must not arrive late in a trailer (RFC 9110 s.6.5.1): framing,
-#: routing and authentication are decided by the head.
-_FORBIDDEN_TRAILERS = frozenset(
-    ("content-length", "transfer-encoding", "host", "content-type", "content-encoding",
-     "content-range", "trailer", "authorization", "expect", "connection", "te")
-)
-
 # Parser states (small ints: compared on every call).
 _IDLE, _BODY_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _END_PENDING, _DONE, _CLOSED = range(9)
 
@@ -230,7 +207,7 @@ class ServerConnection:
             # RFC 9112 s.2.2: ignore empty lines before a request line. Whole
             # CRLF pairs only (not lstrip): a lone CR or LF is an error however
             # the bytes were split.
-            buf = self._buf = buf[_EMPTY_LINES.match(buf).end():]
+            buf = self._buf = buf[EMPTY_LINES.match(buf).end():]
             self._scan = 0
         if not buf:
             if self._eof:
@@ -243,7 +220,7 @@ class ServerConnection:
             # The common case: the buffer is one head, too short to break a
             # head limit. Splitting it shows whether its blank line is the
             # first one, which saves searching for it.
-            lines = _split_lines(buf)
+            lines = split_lines(buf)
             if all(lines):
                 self._buf = b""
                 self._scan = 0
@@ -260,11 +237,11 @@ class ServerConnection:
         head = buf[:size]
         self._buf = buf[size:]
         self._scan = 0
-        return self._start_request(head, _split_lines(head))
+        return self._start_request(head, split_lines(head))
 
     def _check_incomplete_head(self, buf: bytes) -> None:
         limits = self.limits
-        if _line_length(buf) > limits.max_request_line:
+        if line_length(buf) > limits.max_request_line:
             raise HTTPError(414, "request line too long")
         if len(buf) > limits.max_header_size:
             raise HTTPError(431, "header section too large")
@@ -294,7 +271,7 @@ class ServerConnection:
         connection = ""
         expect = ""
         for name, value in headers:
-            if name not in _FRAMING_FIELDS:
+            if name not in FRAMING_FIELDS:
                 continue
             if name == "host":
                 hosts += 1
@@ -367,7 +344,7 @@ class ServerConnection:
             return True
         names = []
         for coding in codings:
-            if not _TRANSFER_CODING.fullmatch(coding):
+            if not TRANSFER_CODING.fullmatch(coding):
                 raise HTTPError(400, "malformed Transfer-Encoding")
             names.append(coding.partition(";")[0].rstrip(" \t"))
         if names[-1] != "chunked":
@@ -442,14 +419,14 @@ class ServerConnection:
         buf = self._buf
         end = buf.find(b"\r\n")
         if end < 0:
-            if _line_length(buf) > self.limits.max_chunk_line:
+            if line_length(buf) > self.limits.max_chunk_line:
                 raise HTTPError(400, "chunk size line too long")
             if self._eof:
                 raise HTTPError(400, "connection closed in a chunked body")
             return NEED_DATA
         if end > self.limits.max_chunk_line:
             raise HTTPError(400, "chunk size line too long")
-        match = _CHUNK_LINE.fullmatch(buf, 0, end)
+        match = CHUNK_LINE.fullmatch(buf, 0, end)
         if match is None or len(match.group(1)) > 16:
             raise HTTPError(400, "invalid chunk size line")
         size = int(match.group(1), 16)
@@ -494,9 +471,9 @@ class ServerConnection:
         if end + 4 > self.limits.max_trailer_size:
             raise HTTPError(431, "trailer section too large")
         section = buf[:end + 4]
-        trailers = self._parse_fields(section, _split_lines(section), 0)
+        trailers = self._parse_fields(section, split_lines(section), 0)
         for name, _ in trailers:
-            if name in _FORBIDDEN_TRAILERS:
+            if name in FORBIDDEN_TRAILERS:
                 raise HTTPError(400, f"{name} is not allowed in a trailer")
         self.trailers = trailers
         self._buf = buf[end + 4:]
@@ -582,7 +559,7 @@ def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
     """
     if method == "CONNECT":
         host, _, port = target.rpartition(":")
-        if not (host and port.isdigit() and _valid_host(target)):
+        if not (host and port.isdigit() and valid_host(target)):
             raise HTTPError(400, "CONNECT needs a host:port target")
         return "", "", None
     if target == "*":
@@ -602,7 +579,7 @@ def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
         # RFC 9110 s.4.2.4: userinfo in an http(s) URI is to be treated as an
         # error (it hides the real authority from a reader, a phishing trick).
         raise HTTPError(400, "userinfo in the request target")
-    if not _valid_host(authority) or authority[0] == ":":
+    if not valid_host(authority) or authority[0] == ":":
         raise HTTPError(400, "invalid authority in the request target")
     path, _, query = rest[end:].partition("?")
     return path or "/", query, authority
@@ -619,38 +596,23 @@ def _use_authority_as_host(headers: list[tuple[str, str]], authority: str) -> No
     headers.append(("host", authority))
 
 
-def _valid_host(host: str) -> bool:
-    return _HOST.fullmatch(host) is not None and ("%" not in host or not _BAD_PERCENT.search(host))
 
 
 def _check_host(host: str) -> None:
     """RFC 9112 s.3.2: a Host field with an invalid value MUST get a 400."""
-    if not _valid_host(host):
+    if not valid_host(host):
         raise HTTPError(400, "invalid Host header")
 
 
-def _line_length(buf: bytes) -> int:
-    """The length of the first line in `buf`, CRLF not counted, whether or
-    not it has ended: a CR that came without its LF yet is not counted, so a
-    line at its limit passes however the bytes were split."""
-    end = buf.find(b"\r\n")
-    if end >= 0:
-        return end
-    return len(buf) - 1 if buf[-1:] == b"\r" else len(buf)
 
 
-def _split_lines(section: bytes) -> list[str]:
-    """A section ending in CRLF CRLF as text lines, without the blank line."""
-    lines = section.decode("latin-1").split("\r\n")
-    del lines[-2:]
-    return lines
 
 
 def _check_controls(section: bytes, lines: list[str], fields_from: int) -> None:
     """Refuse any control character but the CR LF pairs that end the lines
     (lines before `fields_from` are request lines, for the error message)."""
-    if len(section.translate(None, _NOT_CONTROL)) != 2 * len(lines) + 2:
-        _reject_controls(lines, fields_from)
+    if len(section.translate(None, NOT_CONTROL)) != 2 * len(lines) + 2:
+        reject_controls(lines, fields_from)
 
 
 def _parse_request_line(line: str) -> tuple[str, str, str]:
@@ -660,10 +622,10 @@ def _parse_request_line(line: str) -> tuple[str, str, str]:
     form, RFC 9112 s.3.2, and clients never send one)."""
     method, _, rest = line.partition(" ")
     target, _, version = rest.partition(" ")
-    version = _VERSIONS.get(version) or _other_version(line, version)
-    if ((method not in _COMMON_METHODS and not _METHOD.fullmatch(method)) or not target
+    version = VERSIONS.get(version) or _other_version(line, version)
+    if ((method not in COMMON_METHODS and not METHOD.fullmatch(method)) or not target
             or not (target.isascii() and target.isprintable()) or "#" in target):
-        _reject_request_line(line)
+        reject_request_line(line)
     return method, target, version
 
 
@@ -673,61 +635,19 @@ def _other_version(line: str, version: str) -> str:
     (RFC 9112 s.2.3: one digit each side, so `HTTP/1.10` is not a version)."""
     if len(version) == 8 and version[:7] == "HTTP/1." and version[7] in "23456789":
         return "HTTP/1.1"
-    _reject_request_line(line)
+    reject_request_line(line)
 
 
 def _field_name(line: str, name: str, colon: str) -> str:
     """Check a field name not seen before (or a line without a colon)."""
-    if not colon or not _TOKEN_TEXT.fullmatch(name):
-        _reject_field_line(line)
+    if not colon or not TOKEN_TEXT.fullmatch(name):
+        reject_field_line(line)
     lower = name.lower()
     if len(_FIELD_NAMES) < _FIELD_NAMES_MAX:
         _FIELD_NAMES[name] = lower
     return lower
 
 
-def _reject_request_line(line: str) -> NoReturn:
-    """Explain why a request line was refused (error path only)."""
-    parts = line.split(" ")
-    if len(parts) != 3 or not all(parts):
-        raise HTTPError(400, "malformed request line")
-    method, target, version = parts
-    if not _TOKEN_TEXT.fullmatch(method):
-        raise HTTPError(400, "invalid method")
-    if method.upper() != method:
-        raise HTTPError(400, "method must be upper case")
-    if _NOT_TARGET.search(target):
-        raise HTTPError(400, "invalid request target (controls and non-ASCII octets "
-                             "must be percent-encoded)")
-    if "#" in target:
-        raise HTTPError(400, "fragment in the request target")
-    if re.fullmatch(r"HTTP/[0-9]\.[0-9]", version):
-        raise HTTPError(505, "HTTP version not supported")
-    raise HTTPError(400, "invalid HTTP version")
 
 
-def _reject_field_line(line: str) -> NoReturn:
-    """Explain why a field line was refused (error path only)."""
-    if line[:1] in (" ", "\t"):
-        raise HTTPError(400, "obsolete line folding is not accepted")
-    name, colon, _ = line.partition(":")
-    if not colon:
-        raise HTTPError(400, "header line without a colon")
-    if name[-1:] in (" ", "\t"):
-        raise HTTPError(400, "whitespace before colon")
-    raise HTTPError(400, "invalid character in header name")
 
-
-def _reject_controls(lines: list[str], fields_from: int) -> NoReturn:
-    """Explain where a control character sits in a head (error path only)."""
-    for index, line in enumerate(lines):
-        if not _CONTROL.search(line):
-            continue
-        if "\r" in line or "\n" in line:
-            raise HTTPError(400, "bare CR or LF in the header section")
-        if index < fields_from:
-            raise HTTPError(400, "control character in the request line")
-        name, colon, _ = line.partition(":")
-        where = "value" if colon and not _CONTROL.search(name) else "name"
-        raise HTTPError(400, f"invalid character in header {where}")
-    raise HTTPError(400, "invalid character in the request head")

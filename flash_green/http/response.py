@@ -12,12 +12,9 @@ It decides the framing once, from the request and the app's headers:
 from __future__ import annotations
 
 import re
-import time
-from email.utils import formatdate
 
+from .dates import http_date
 from .errors import status_line_text
-
-_date_cache: list = [0, ""]
 
 #: One field line an app may send: a token name, ": ", and a value with no
 #: control character but HTAB (RFC 9110 s.5.5: CR, LF and NUL would split or
@@ -48,15 +45,6 @@ _APP_LINES_MAX = 1024
 #: Validated status lines -> their code ("200 OK" -> 200).
 _STATUS_CODES: dict[str, int] = {}
 _STATUS_CODES_MAX = 256
-
-
-def http_date() -> str:
-    """The current IMF-fixdate, recomputed at most once per second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True)
-    return _date_cache[1]
 
 
 class ResponseError(Exception):

@@ -25,7 +25,7 @@ from typing import Sequence
 import psutil
 
 from flash_green import engines
-from flash_green.loader import bind_listener
+from flash_green.binds import TCPBind, bind_tcp
 
 from .childproc import LISTENING, ROOT, child_env, read_announcement, stop_child
 from .peers import Peer
@@ -157,7 +157,7 @@ class ServerUnderTest:
         listener = None
         if self.target.peer is not None:
             # The harness binds (TCP_NODELAY, big backlog); the peer inherits the fd.
-            listener = bind_listener(self.host, 0, 4096)
+            listener = bind_tcp(TCPBind(self.host, 0), 4096)
             self.port = listener.getsockname()[1]
             self.command = self.target.peer.command(listener.fileno(), app, self.keep_alive)
             pass_fds: tuple[int, ...] = (listener.fileno(),)

@@ -14,15 +14,17 @@ import logging
 import os
 import sys
 
-from . import engines
+from . import binds, engines
 from .config import Config, Limits
-from .loader import DEFAULT_APP, AppLoadError, bind_listener, load_app
+from .loader import DEFAULT_APP, AppLoadError, load_app
 
 log = logging.getLogger("flash")
 
 #: Exit code when the app cannot be loaded (same as gunicorn's APP_LOAD_ERROR):
 #: the supervisor reads it as "do not respawn".
 EXIT_APP_LOAD = 4
+#: Exit code when a --bind cannot be parsed or opened.
+EXIT_BIND = 1
 
 #: Subcommands implemented outside flash_green: name -> "module:function(argv)".
 EXTERNAL_COMMANDS = {
@@ -48,7 +50,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", nargs="?", default=DEFAULT_APP, help=f"module:callable (default {DEFAULT_APP})")
     p.add_argument("--engine", "-e", default="sequential", help="concurrency model (see `engines`)")
     p.add_argument("--factory", action="store_true", help="APP is a factory returning the app")
-    p.add_argument("-b", "--bind", default=d.bind, help=f"HOST:PORT, port 0 = any (default {d.bind})")
+    p.add_argument("-b", "--bind", action="append", default=None,
+                   help="HOST:PORT, [::1]:PORT, HOST, unix:PATH or fd://N; repeatable; port 0 = any "
+                        f"(default {d.bind[0]}; systemd socket activation replaces it)")
+    p.add_argument("--unix-socket-mode", type=lambda text: int(text, 8), default=d.unix_socket_mode,
+                   metavar="OCTAL", help="permission bits of a unix:PATH socket file, e.g. 660")
+    p.add_argument("--forwarded-allow-ips", default=os.environ.get("FORWARDED_ALLOW_IPS", d.forwarded_allow_ips),
+                   help="peers whose X-Forwarded-*/Forwarded headers are believed: addresses, CIDR "
+                        f"networks, '*' (default {d.forwarded_allow_ips}; unix-socket peers always)")
     p.add_argument("--backlog", type=int, default=d.backlog)
     p.add_argument("--workers", "-w", type=int, default=d.workers,
                    help="fork N worker processes under a supervisor (0 = none)")
@@ -91,7 +100,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_body_size=args.max_body_size,
     )
     return Config(
-        bind=args.bind, backlog=args.backlog, workers=args.workers, threads=args.threads,
+        bind=args.bind or Config().bind, unix_socket_mode=args.unix_socket_mode,
+        forwarded_allow_ips=args.forwarded_allow_ips, backlog=args.backlog, workers=args.workers, threads=args.threads,
         keep_alive=args.keep_alive, header_timeout=args.header_timeout, timeout=args.timeout,
         graceful_timeout=args.graceful_timeout, max_connections=args.max_connections,
         max_requests=args.max_requests, max_requests_jitter=args.max_requests_jitter,
@@ -143,10 +153,17 @@ def serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"flash: {args.app}: {refusal}", file=sys.stderr)
         return 2
-    host, port = config.host_port()
-    listener = bind_listener(host, port, config.backlog, config.reuse_port)
-    announce(engine_cls.name, listener, args.app)
-    engine_cls(config, app, listener).run()
+    try:
+        listeners = binds.listeners_for(config.bind, engine_cls.name, config.backlog,
+                                        reuse_port=config.reuse_port, unix_mode=config.unix_socket_mode)
+    except binds.BindError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return EXIT_BIND
+    announce(engine_cls.name, listeners, args.app)
+    try:
+        engine_cls(config, app, listeners[0].sock).run()
+    finally:
+        binds.close_all(listeners)
     log.info("stopped")
     return 0
 
@@ -160,11 +177,13 @@ def _serve_supervised(engine_cls, config: Config, args: argparse.Namespace) -> i
     return supervisor.run(engine_cls, config, args.app, args.factory)
 
 
-def announce(engine: str, listener, app: str) -> None:
-    """The start-up line; tests and scripts read the port from it."""
-    host, port = listener.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"flash: engine={engine} app={app} listening on http://{shown}:{port} pid={os.getpid()}",
+def announce(engine: str, listeners: list[binds.Listener], app: str) -> None:
+    """The start-up line; tests and scripts read the first address from it.
+
+    `listening on http://HOST:PORT` or `listening on unix:PATH`, several
+    joined by ", " (comparisons/childproc.py's LISTENING pattern).
+    """
+    print(f"flash: engine={engine} app={app} listening on {binds.describe(listeners)} pid={os.getpid()}",
           flush=True)
 
 

@@ -1,10 +1,9 @@
-"""Loading the WSGI app named on the command line, and binding listeners."""
+"""Loading the WSGI app named on the command line."""
 
 from __future__ import annotations
 
 import importlib
 import os
-import socket
 import sys
 from typing import Callable
 
@@ -42,21 +41,3 @@ def load_app(spec: str, factory: bool = False) -> Callable:
         raise AppLoadError(f"{spec!r} is not callable")
     return app
 
-
-def bind_listener(host: str, port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket with TCP_NODELAY set.
-
-    Linux copies TCP_NODELAY from a listening socket to the sockets accept()
-    returns, so every connection sends its small writes at once (no Nagle +
-    delayed-ACK 40 ms stall on keep-alive).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
-    sock.set_inheritable(True)
-    return sock

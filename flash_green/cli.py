@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from . import binds, engines
+from . import binds, engines, proxy
 from .config import Config, Limits
 from .loader import DEFAULT_APP, AppLoadError, load_app
 
@@ -136,6 +136,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         engine_cls = engines.get(args.engine)
         engine_cls.validate(config)
+        proxy.TrustedPeers.parse(config.forwarded_allow_ips)
     except (KeyError, ValueError, engines.EngineUnavailable) as exc:
         print(f"flash: {exc.args[0]}", file=sys.stderr)
         return 2

@@ -177,10 +177,14 @@ class FileWrapper:
 class WSGIContext:
     """What every request of one server shares: the app and the static environ."""
 
-    def __init__(self, app: Callable, server_name: str, server_port: int, *,
+    def __init__(self, app: Callable, server_name: str, server_port: int | str, *,
                  server_header: str = "flash", multithread: bool = False,
-                 multiprocess: bool = False, access_log: logging.Logger | None = None) -> None:
+                 multiprocess: bool = False, access_log: logging.Logger | None = None,
+                 front: Callable[[dict], None] | None = None) -> None:
         self.app = app
+        #: Per-request corrections from in front of the server: trusted proxy
+        #: headers, the Host header on a unix socket (`flash_green.proxy`).
+        self.front = front
         self.server_header = server_header
         self.access_log = access_log
         self.base_environ = {
@@ -208,6 +212,8 @@ class WSGIContext:
         """
         if isinstance(peer, tuple) and len(peer) >= 2:
             return {"REMOTE_ADDR": peer[0], "REMOTE_PORT": str(peer[1])}
+        if isinstance(peer, str):  # a unix-socket client: its path, "" if unbound (gunicorn's value)
+            return {"REMOTE_ADDR": peer}
         return {"REMOTE_ADDR": "127.0.0.1" if not peer else str(peer), "REMOTE_PORT": "0"}
 
     def environ(self, conn_environ: dict, request: Request, body: InputStream) -> dict:
@@ -230,6 +236,8 @@ class WSGIContext:
                 environ[key] = environ[key] + sep + value
             else:
                 environ[key] = value
+        if self.front is not None:
+            self.front(environ)
         return environ
 
 

@@ -24,8 +24,9 @@ from types import TracebackType
 log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: Flash's start-up line (and the peers' imitation of it).
-LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:/\s]+):(\d+)")
+#: Flash's start-up line (and the peers' imitation of it): the first address,
+#: `http://HOST:PORT` (groups 1, 2) or `unix:PATH` (group 3).
+LISTENING = re.compile(r"listening on (?:http://(\[[^\]]+\]|[^:/\s]+):(\d+)|unix:([^\s,]+))")
 #: A helper service's start-up line: the port alone.
 PORT_LINE = re.compile(r"^(\d+)\r?\n")
 

@@ -2,6 +2,7 @@
 
     /v/...        the demo app wrapped in wsgiref.validate (PEP 3333 checks)
     /flask/...    a small Flask app
+    /environ      the environ keys a proxy in front may change, as JSON
     /hold?name=N  writes <dir>/N.started, then waits for <dir>/N.release
                   (polling, bounded to 20 s): a handler the test can keep
                   busy for exactly as long as it needs, with no sleeps in
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from urllib.parse import parse_qs
@@ -53,8 +55,19 @@ def hold(environ, start_response):
     return [body]
 
 
+FRONT_KEYS = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME", "SERVER_PORT")
+
+
+def front_environ(environ, start_response):
+    body = json.dumps({key: environ.get(key) for key in FRONT_KEYS}).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
+    if path == "/environ":
+        return front_environ(environ, start_response)
     if path.startswith("/v/"):
         environ["PATH_INFO"] = path[2:]
         return _validated(environ, start_response)

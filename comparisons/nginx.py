@@ -27,6 +27,7 @@ import argparse
 import logging
 import os
 import pwd
+import resource
 import shutil
 import socket
 import subprocess
@@ -48,6 +49,7 @@ DEBIAN_NGINX = "/usr/sbin/nginx"
 CONFIG_TEMPLATE = """\
 # Written by comparisons/nginx.py; explained in docs/deploy.md.
 {user}worker_processes {workers};
+worker_rlimit_nofile {nofile};
 daemon off;
 pid {root}/nginx.pid;
 error_log {root}/error.log warn;
@@ -118,8 +120,10 @@ def render_config(upstreams: Sequence[str], root: str, listen: str, *, workers: 
         certfile, keyfile = tls
         listen += " ssl"
         tls_lines = f"        ssl_certificate {certfile};\n        ssl_certificate_key {keyfile};\n"
-    return CONFIG_TEMPLATE.format(user=user, workers=workers, root=root, worker_connections=worker_connections,
-                                  servers=servers, keepalive=keepalive, listen=listen, tls=tls_lines)
+    nofile = min(2 * worker_connections + 64, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    return CONFIG_TEMPLATE.format(user=user, workers=workers, nofile=nofile, root=root,
+                                  worker_connections=worker_connections, servers=servers,
+                                  keepalive=keepalive, listen=listen, tls=tls_lines)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -140,6 +144,7 @@ class Nginx:
     upstreams: list[str]
     workers: int = 1
     keepalive: int = 64
+    worker_connections: int = 4096
     tls: tuple[str, str] | None = None
     cpus: Sequence[int] | None = None
     host: str = "127.0.0.1"
@@ -162,7 +167,8 @@ class Nginx:
         self.root = self._tempdir.name
         self.port = free_port(self.host)
         config = render_config(self.upstreams, self.root, f"{self.host}:{self.port}", workers=self.workers,
-                               keepalive=self.keepalive, tls=self.tls)
+                               keepalive=self.keepalive, worker_connections=self.worker_connections,
+                               tls=self.tls)
         conf_path = os.path.join(self.root, "nginx.conf")
         with open(conf_path, "w") as handle:
             handle.write(config)

@@ -27,6 +27,10 @@ for until it answers on its socket; meanwhile a closed-loop load runs
 through nginx. nginx retries a request that failed on a stopping instance
 on the next one (`proxy_next_upstream`), so the count of failed requests
 should be 0; whatever is measured is reported, with the engine.
+
+Last, **idle clients behind nginx**: N idle keep-alive connections held
+open to nginx cost nginx some memory each, and the instance behind it only
+the few upstream connections nginx keeps (`keepalive`).
 """
 
 from __future__ import annotations
@@ -194,7 +198,44 @@ def run(settings: Settings, engine: str = DEFAULT_ENGINE, instances: int = 0) ->
             add(f"--workers {n}", f"http://127.0.0.1:{workers.port}/", ServerSide(workers),
                 _shown(workers.command))
         rolling = rolling_restart(engine, sockets, cpus, settings)
-    return {"engine": engine, "instances": n, "concurrency": CONCURRENCY, "rows": rows, "rolling": rolling}
+        idle = idle_behind_nginx(engine, sockets[0], cpus, settings)
+    return {"engine": engine, "instances": n, "concurrency": CONCURRENCY, "rows": rows, "rolling": rolling,
+            "idle": idle}
+
+
+def rss(side: Any) -> int:
+    total = 0
+    for proc in side.processes():
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def idle_behind_nginx(engine: str, socket_path: str, cpus: Sequence[int] | None,
+                      settings: Settings) -> dict[str, Any]:
+    """Hold N idle keep-alive client connections to nginx: what they cost nginx, and the app.
+
+    nginx keeps at most `keepalive` idle upstream connections per worker, so
+    however many clients wait, the instance behind it holds a handful.
+    """
+    n = settings.idle_connections
+    instance = Instance(engine, f"unix:{socket_path}", cpus=cpus)
+    with started(instance), Nginx([instance.bind], cpus=cpus, worker_connections=n + 1024) as front:
+        loadgen.run_load(front.url, concurrency=1, requests=20, duration=None, timeout=settings.timeout,
+                         cpu=settings.generator_cpus, prefer_wrk=False)
+        nginx_before, flash_before = rss(front), rss(instance)
+        fds_before = instance.processes()[0].num_fds()
+        with loadgen.idle_connections(front.url, n, timeout=settings.timeout * 2, batch=min(n, 1024)) as held:
+            nginx_after, flash_after = rss(front), rss(instance)
+            upstream = instance.processes()[0].num_fds() - fds_before
+            count = len(held)
+    out: dict[str, Any] = {"connections": n, "held": count, "upstream_connections": upstream,
+                           "flash_rss_delta_kb": round((flash_after - flash_before) / 1024, 1)}
+    if count:
+        out["nginx_kb_per_conn"] = round((nginx_after - nginx_before) / count / 1024, 2)
+    return out
 
 
 def rolling_restart(engine: str, sockets: list[str], cpus: Sequence[int] | None,
@@ -290,4 +331,12 @@ def markdown_section(study: dict[str, Any] | None) -> list[str]:
         "Restarts (stop + start until it answers): "
         + ", ".join(f"{r['seconds']:g} s (exit {r['exit_code']})" for r in rolling["restarts"]) + ".", "",
     ]
+    idle = study.get("idle")
+    if idle:
+        lines += [
+            f"Idle keep-alive clients held by nginx: {idle['held']:,} of {idle['connections']:,}, "
+            f"{idle.get('nginx_kb_per_conn', 0):,.2f} KB of nginx RSS each; the Flash instance behind it "
+            f"held {idle['upstream_connections']} more connections for them ({idle['flash_rss_delta_kb']:,.0f} KB "
+            "of RSS): the front end holds the clients, the app only a pool of upstream connections.", "",
+        ]
     return lines

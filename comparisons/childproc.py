@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,6 +89,28 @@ def stop_child(proc: subprocess.Popen, grace: float, session: bool = False) -> b
             pass
     proc.wait(10)
     return exited
+
+
+def process_tree(proc: subprocess.Popen | None) -> list[psutil.Process]:
+    """Our child and every process it forked (a supervisor's workers, nginx's)."""
+    if proc is None:
+        return []
+    try:
+        root = psutil.Process(proc.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def total_rss(processes: Sequence[psutil.Process]) -> int:
+    """Resident memory of `processes` together, in bytes (the ones gone since count 0)."""
+    total = 0
+    for proc in processes:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def pin(pid: int, cpu: int | Sequence[int] | None) -> None:

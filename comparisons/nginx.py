@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from .childproc import pin, stop_child
+from .childproc import pin, process_tree, stop_child
 
 log = logging.getLogger(__name__)
 
@@ -207,13 +207,7 @@ class Nginx:
 
     def processes(self) -> list[psutil.Process]:
         """The master and its workers (for ResourceSampler)."""
-        if self.proc is None:
-            return []
-        try:
-            master = psutil.Process(self.proc.pid)
-            return [master, *master.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc)
 
     def stop(self) -> None:
         """SIGTERM (nginx's fast shutdown) to our master, by its PID; then clean its directory."""

@@ -53,7 +53,7 @@ from typing import Any
 import psutil
 
 from . import loadgen
-from .childproc import LISTENING, ROOT, child_env, pin, read_announcement, stop_child
+from .childproc import LISTENING, ROOT, child_env, pin, process_tree, read_announcement, stop_child, total_rss
 from .nginx import Nginx, unavailable
 from .scenarios import Settings, load_metrics
 from .servers import ResourceSampler
@@ -134,13 +134,7 @@ class Instance:
         return code
 
     def processes(self) -> list[psutil.Process]:
-        if self.proc is None:
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
@@ -203,16 +197,6 @@ def run(settings: Settings, engine: str = DEFAULT_ENGINE, instances: int = 0) ->
             "idle": idle}
 
 
-def rss(side: Any) -> int:
-    total = 0
-    for proc in side.processes():
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def idle_behind_nginx(engine: str, socket_path: str, cpus: Sequence[int] | None,
                       settings: Settings) -> dict[str, Any]:
     """Hold N idle keep-alive client connections to nginx: what they cost nginx, and the app.
@@ -225,10 +209,10 @@ def idle_behind_nginx(engine: str, socket_path: str, cpus: Sequence[int] | None,
     with started(instance), Nginx([instance.bind], cpus=cpus, worker_connections=n + 1024) as front:
         loadgen.run_load(front.url, concurrency=1, requests=20, duration=None, timeout=settings.timeout,
                          cpu=settings.generator_cpus, prefer_wrk=False)
-        nginx_before, flash_before = rss(front), rss(instance)
+        nginx_before, flash_before = total_rss(front.processes()), total_rss(instance.processes())
         fds_before = instance.processes()[0].num_fds()
         with loadgen.idle_connections(front.url, n, timeout=settings.timeout * 2, batch=min(n, 1024)) as held:
-            nginx_after, flash_after = rss(front), rss(instance)
+            nginx_after, flash_after = total_rss(front.processes()), total_rss(instance.processes())
             upstream = instance.processes()[0].num_fds() - fds_before
             count = len(held)
     out: dict[str, Any] = {"connections": n, "held": count, "upstream_connections": upstream,

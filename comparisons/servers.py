@@ -27,7 +27,7 @@ import psutil
 from flash_green import engines
 from flash_green.binds import TCPBind, bind_tcp
 
-from .childproc import LISTENING, ROOT, child_env, read_announcement, stop_child
+from .childproc import LISTENING, ROOT, child_env, process_tree, read_announcement, stop_child, total_rss
 from .peers import Peer
 
 log = logging.getLogger(__name__)
@@ -222,23 +222,11 @@ class ServerUnderTest:
 
     def processes(self) -> list[psutil.Process]:
         """The server's process tree (the supervisor and its workers)."""
-        if self.proc is None:
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc)
 
     def rss(self) -> int:
         """Resident memory of the whole tree, in bytes."""
-        total = 0
-        for proc in self.processes():
-            try:
-                total += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return total_rss(self.processes())
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

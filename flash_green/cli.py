@@ -101,7 +101,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
     return Config(
         bind=args.bind or Config().bind, unix_socket_mode=args.unix_socket_mode,
-        forwarded_allow_ips=args.forwarded_allow_ips, backlog=args.backlog, workers=args.workers, threads=args.threads,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        backlog=args.backlog, workers=args.workers, threads=args.threads,
         keep_alive=args.keep_alive, header_timeout=args.header_timeout, timeout=args.timeout,
         graceful_timeout=args.graceful_timeout, max_connections=args.max_connections,
         max_requests=args.max_requests, max_requests_jitter=args.max_requests_jitter,

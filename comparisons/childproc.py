@@ -4,8 +4,9 @@ Every server the comparisons (and the test suite) measure runs as a child
 process: started with this checkout importable, on port 0, announcing the
 port it bound on stdout, and stopped by its PID - never by name. This
 module is that boilerplate, written once: `child_env`, `read_announcement`,
-`stop_child`, and `HelperService` for our own helper servers (the canned
-server, the slow upstream).
+`stop_child`, `pin`, `raise_fd_limit` (the descriptors a process needs for
+many connections or children), and `HelperService` for our own helper
+servers (the canned server, the slow upstream).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import resource
 import select
 import signal
 import subprocess
@@ -33,9 +35,23 @@ LISTENING = re.compile(r"listening on (?:http://(\[[^\]]+\]|[^:/\s]+):(\d+)|unix
 PORT_LINE = re.compile(r"^(\d+)\r?\n")
 
 
-def child_env() -> dict[str, str]:
-    """This environment, with this checkout first on PYTHONPATH (whatever the caller's cwd)."""
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment plus `extra`, with this checkout first on PYTHONPATH (whatever the caller's cwd)."""
+    return dict(os.environ, **extra, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard limit if `needed` exceeds it; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        new_soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if new_soft > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            log.info("raised RLIMIT_NOFILE soft limit %d -> %d", soft, new_soft)
+            soft = new_soft
+        if soft < needed:
+            log.warning("RLIMIT_NOFILE hard limit %d < %d descriptors needed", hard, needed)
+    return soft
 
 
 def read_announcement(proc: subprocess.Popen, pattern: re.Pattern[str],
@@ -113,9 +129,14 @@ def total_rss(processes: Sequence[psutil.Process]) -> int:
     return total
 
 
+def cpu_set(cpu: int | Sequence[int] | None) -> set[int]:
+    """The CPUs `cpu` names: one, several, or none (None or empty)."""
+    return {cpu} if isinstance(cpu, int) else set(cpu or ())
+
+
 def pin(pid: int, cpu: int | Sequence[int] | None) -> None:
     """Restrict a process to the CPU(s) `cpu` (None or empty: leave it be)."""
-    cpus = {cpu} if isinstance(cpu, int) else set(cpu or ())
+    cpus = cpu_set(cpu)
     if cpus:
         os.sched_setaffinity(pid, cpus)
 

@@ -33,6 +33,7 @@ from rich.table import Table
 from flash_green import engines
 
 from . import loadgen, report, scaleout, wrk
+from .childproc import raise_fd_limit
 from .peers import available_peers
 from .scenarios import Measurement, Scenario, Settings, run_scenario, select_scenarios
 from .servers import ServerUnderTest, Target, engine_target, peer_target
@@ -335,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out_dir = args.out or default_out_dir()
     os.makedirs(out_dir, exist_ok=True)
-    loadgen.raise_nofile_limit(max(plan.settings.idle_connections, max(plan.settings.concurrency)) * 2 + 1024)
+    raise_fd_limit(max(plan.settings.idle_connections, max(plan.settings.concurrency)) * 2 + 1024)
     command = "python -m flash_green compare " + shlex.join(argv)
     console.print(f"{len(plan.targets)} targets x {len(plan.scenarios)} scenarios x {plan.repeats} repeat(s) "
                   f"-> {out_dir}")

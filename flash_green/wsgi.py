@@ -208,13 +208,14 @@ class WSGIContext:
         """The part of environ fixed for one connection (the peer address).
 
         Only the two peer keys: an idle connection keeps this dict, and a
-        full copy of the base environ would cost it a kilobyte.
+        full copy of the base environ would cost it a kilobyte. A peer the
+        socket could not name (a connection reset before getpeername, an
+        unnamed Unix socket) is an empty REMOTE_ADDR, never an invented one:
+        an app that trusts 127.0.0.1 must not be fooled by a missing address.
         """
         if isinstance(peer, tuple) and len(peer) >= 2:
             return {"REMOTE_ADDR": peer[0], "REMOTE_PORT": str(peer[1])}
-        if isinstance(peer, str):  # a unix-socket client: its path, "" if unbound (gunicorn's value)
-            return {"REMOTE_ADDR": peer}
-        return {"REMOTE_ADDR": "127.0.0.1" if not peer else str(peer), "REMOTE_PORT": "0"}
+        return {"REMOTE_ADDR": str(peer) if peer else "", "REMOTE_PORT": ""}
 
     def environ(self, conn_environ: dict, request: Request, body: InputStream) -> dict:
         environ = self.base_environ.copy()

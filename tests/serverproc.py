@@ -27,6 +27,8 @@ class ServerProcess:
     port: int = 0
     stderr_path: str = ""
     unix_path: str | None = None
+    #: How much of the log the suite has already checked (conftest's log check).
+    log_checked: int = 0
 
     def start(self) -> "ServerProcess":
         bind = [] if {"-b", "--bind"} & set(self.args) else ["-b", f"{self.host}:0"]
@@ -55,6 +57,25 @@ class ServerProcess:
                 return f.read().decode(errors="replace")[-6000:]
         except OSError:
             return ""
+
+    def log_size(self) -> int:
+        try:
+            return os.path.getsize(self.stderr_path)
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int, end: int | None = None) -> str:
+        """What the server wrote to stderr from byte `offset` (up to byte `end`)."""
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(offset)
+                return f.read(-1 if end is None else max(0, end - offset)).decode(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     @property
     def address(self) -> tuple[str, int]:

@@ -71,7 +71,12 @@ def test_compare_smoke_run_writes_every_output(tmp_path, generator):
     with open(tmp_path / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and {r["target"] for r in rows} == set(labels)
-    assert all(float(r["ok_rps"]) >= 0 for r in rows)
+    # Every run served requests, and the CSV says what results.json says.
+    summary = {(r["target"], r["level"]): r["metrics"]["ok_rps"] for r in data["summary"]}
+    for row in rows:
+        ok_rps = float(row["ok_rps"])
+        assert ok_rps > 0, row
+        assert ok_rps == pytest.approx(summary[(row["target"], int(row["level"]))], rel=1e-3), row
 
     png = tmp_path / "throughput_vs_concurrency.png"
     assert png.read_bytes()[:8] == PNG_MAGIC

@@ -147,7 +147,8 @@ def test_header_names_map_to_http_keys() -> None:
 def test_connection_environ_without_a_tuple_peer() -> None:
     ctx = WSGIContext(hello, "s", 1)
     assert ctx.connection_environ("/tmp/unix.sock")["REMOTE_ADDR"] == "/tmp/unix.sock"
-    assert ctx.connection_environ(None)["REMOTE_ADDR"] == "127.0.0.1"
+    assert ctx.connection_environ(None) == {"REMOTE_ADDR": "", "REMOTE_PORT": ""}
+    assert ctx.connection_environ("") == {"REMOTE_ADDR": "", "REMOTE_PORT": ""}
 
 
 def test_environ_is_fresh_per_request() -> None:

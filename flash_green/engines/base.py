@@ -47,6 +47,9 @@ class Capabilities:
     fork_per_request: bool = False
     #: Runs under the supervisor by nature (prefork, worker).
     multiprocess: bool = False
+    #: Honours --max-connections: at the bound it stops accepting, and new
+    #: clients wait in the listen backlog (per process under --workers).
+    bounds_connections: bool = False
 
 
 @dataclass

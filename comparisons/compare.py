@@ -33,7 +33,7 @@ from rich.table import Table
 
 from flash_green import engines
 
-from . import loadgen, report, wrk
+from . import loadgen, report, scaleout, wrk
 from .childproc import raise_fd_limit
 from .peers import available_peers
 from .scenarios import BY_NAME, Measurement, Scenario, Settings, run_scenario, select_scenarios
@@ -82,7 +82,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m flash_green compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", help="comma-separated engine specs, e.g. 'sequential,threaded --workers 2' "
                                      "(default: every registered engine plus a hybrid and patched rows)")
-    p.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
+    p.add_argument("--scenarios", help="comma-separated scenario names (default: all); "
+                                       f"'{scaleout.NAME}' runs nginx in front of N instances (only when named)")
+    p.add_argument("--scale-out-engine", default=scaleout.DEFAULT_ENGINE, help=f"engine of the {scaleout.NAME} study")
+    p.add_argument("--scale-out-instances", type=int, default=0,
+                   help="instances behind nginx (default: the server CPUs, at least 2)")
     p.add_argument("--concurrency", help="hello keep-alive levels, e.g. 1,10,100")
     p.add_argument("--duration", type=float, help="seconds per measurement")
     p.add_argument("--repeat", type=int, help="repeats of the whole matrix (median and spread reported)")
@@ -363,14 +367,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     console = Console()
+    names = args.scenarios.split(",") if args.scenarios else []
+    scale_out = scaleout.NAME in names
+    args.scenarios = ",".join(n for n in names if n != scaleout.NAME) or None
     try:
         plan = make_plan(args)
     except ValueError as exc:
         console.print(f"compare: {exc}")
         return 2
+    if scale_out and not args.scenarios:
+        plan.scenarios, plan.targets = [], []  # the study runs alone
     for line in plan.skipped:
         console.print(line)
-    if not plan.targets:
+    if not plan.targets and not scale_out:
         console.print("compare: nothing to run (no engine or peer available)")
         return 2
     out_dir = args.out or default_out_dir()
@@ -388,9 +397,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw = run_matrix(plan, out_dir, console)
     else:
         raw = run_matrix(plan, out_dir, console)
+    study = scaleout.run(plan.settings, args.scale_out_engine, args.scale_out_instances) if scale_out else None
+    if study and "skipped" in study:
+        console.print(study["skipped"])
     environment["elapsed_s"] = round(time.time() - started, 1)
     environment["loadavg_end"] = report.loadavg()
     data = report.build_results(environment, plan, ceiling, raw)
+    if study:
+        data[scaleout.NAME] = study
     written = report.write_all(data, out_dir, plots=not args.no_plots)
     for table in median_tables(data):
         console.print(table, width=min(console.width, TABLE_WIDTH))

@@ -26,6 +26,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
+from . import scaleout
 from .scenarios import BY_NAME, Scenario
 
 log = logging.getLogger(__name__)
@@ -635,6 +636,7 @@ def markdown(data: dict[str, Any], plots: Sequence[str]) -> str:
             lines += [f"## {scenario.title} — {scenario.level_name}={level:,}", "",
                       f"What it shows: {scenario.shows}.", ""]
             lines += scenario_table(data, scenario, level) + [""]
+    lines += scaleout.markdown_section(data.get(scaleout.NAME))
     if data["failures"]:
         lines += ["## Failures", "", "| scenario | target | repeat | error |", "|---|---|---|---|"]
         for f in data["failures"]:

@@ -21,17 +21,16 @@ import logging.config
 import os
 import sys
 
-from . import accesslog, engines, reload, settings
+from . import accesslog, binds, engines, proxy, reload, settings
 from .config import Config, Limits
-from .loader import DEFAULT_APP, AppLoadError, BindError, bind_listener, load_app
+from .loader import DEFAULT_APP, AppLoadError, load_app
 
 log = logging.getLogger("flash")
 
 #: Exit code when the app cannot be loaded (same as gunicorn's APP_LOAD_ERROR):
 #: the supervisor reads it as "do not respawn".
 EXIT_APP_LOAD = 4
-
-#: Exit code when the listening socket cannot be made (port in use, unknown host...).
+#: Exit code when a --bind cannot be parsed or opened (port in use, unknown host...).
 EXIT_BIND = 1
 #: The engine `serve` uses when none is named.
 DEFAULT_ENGINE = "sequential"
@@ -64,7 +63,14 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("app", nargs="?", default=DEFAULT_APP, help=f"module:callable (default {DEFAULT_APP})")
     p.add_argument("--engine", "-e", default=DEFAULT_ENGINE, help="concurrency model (see `engines`)")
     p.add_argument("--factory", action="store_true", help="APP is a factory returning the app")
-    p.add_argument("-b", "--bind", default=d.bind, help=f"HOST:PORT, port 0 = any (default {d.bind})")
+    p.add_argument("-b", "--bind", action="append", default=None,
+                   help="HOST:PORT, [::1]:PORT, HOST, unix:PATH or fd://N; repeatable; port 0 = any "
+                        f"(default {d.bind[0]}; systemd socket activation replaces it)")
+    p.add_argument("--unix-socket-mode", type=lambda text: int(text, 8), default=d.unix_socket_mode,
+                   metavar="OCTAL", help="permission bits of a unix:PATH socket file, e.g. 660")
+    p.add_argument("--forwarded-allow-ips", default=os.environ.get("FORWARDED_ALLOW_IPS", d.forwarded_allow_ips),
+                   help="peers whose X-Forwarded-*/Forwarded headers are believed: addresses, CIDR "
+                        f"networks, '*' (default {d.forwarded_allow_ips}; unix-socket peers always)")
     p.add_argument("--backlog", type=int, default=d.backlog)
     p.add_argument("--workers", "-w", type=int, default=d.workers,
                    help="fork N worker processes under a supervisor (0 = none)")
@@ -137,7 +143,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_body_size=args.max_body_size,
     )
     return Config(
-        bind=args.bind, backlog=args.backlog, workers=args.workers, threads=args.threads,
+        bind=args.bind or Config().bind, unix_socket_mode=args.unix_socket_mode,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        backlog=args.backlog, workers=args.workers, threads=args.threads,
         keep_alive=args.keep_alive, header_timeout=args.header_timeout, timeout=args.timeout,
         graceful_timeout=args.graceful_timeout, max_connections=args.max_connections,
         max_requests=args.max_requests, max_requests_jitter=args.max_requests_jitter,
@@ -207,13 +215,19 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         change_directories(args)
         setup_logging(config, args.log_config)
         accesslog.configure(args.access_log_format)
-        config.host_port()
     except (OSError, ValueError, TypeError, KeyError) as exc:
         print(f"flash: {_one_line(exc)}", file=sys.stderr)
         return 2
     try:
+        for text in config.bind:
+            binds.parse_bind(text)
+    except binds.BindError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return EXIT_BIND
+    try:
         engine_cls = engines.get(args.engine)
         engine_cls.validate(config)
+        proxy.TrustedPeers.parse(config.forwarded_allow_ips)
     except (KeyError, ValueError, engines.EngineUnavailable) as exc:
         print(f"flash: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -233,14 +247,17 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if refusal:
         print(f"flash: {args.app}: {refusal}", file=sys.stderr)
         return 2
-    host, port = config.host_port()
     try:
-        listener = bind_listener(host, port, config.backlog, config.reuse_port)
-    except BindError as exc:
+        listeners = binds.listeners_for(config.bind, engine_cls.name, config.backlog,
+                                        reuse_port=config.reuse_port, unix_mode=config.unix_socket_mode)
+    except binds.BindError as exc:
         print(f"flash: {exc}", file=sys.stderr)
         return EXIT_BIND
-    announce(engine_cls.name, listener, args.app)
-    engine_cls(config, app, listener).run()
+    announce(engine_cls.name, listeners, args.app)
+    try:
+        engine_cls(config, app, listeners[0].sock).run()
+    finally:
+        binds.close_all(listeners)
     log.info("stopped")
     return 0
 
@@ -250,7 +267,8 @@ def _watch_and_restart(args: argparse.Namespace, argv: list[str], config: Config
     files = [os.path.abspath(path) for path in args.reload_extra_file]
     if args.config:
         files.append(os.path.join(started_in, args.config))  # it was read before --chdir
-    return reload.Reloader(["serve", *argv], args.bind, files, config.graceful_timeout, cwd=started_in).run()
+    pinnable = config.bind[0] if len(config.bind) == 1 else ""
+    return reload.Reloader(["serve", *argv], pinnable, files, config.graceful_timeout, cwd=started_in).run()
 
 
 def _serve_supervised(engine_cls, config: Config, args: argparse.Namespace) -> int:
@@ -261,7 +279,7 @@ def _serve_supervised(engine_cls, config: Config, args: argparse.Namespace) -> i
         return 2
     try:
         return supervisor.run(engine_cls, config, args.app, args.factory)
-    except BindError as exc:
+    except binds.BindError as exc:
         print(f"flash: {exc}", file=sys.stderr)
         return EXIT_BIND
 
@@ -273,13 +291,15 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
 
 
-def announce(engine: str, listener, app: str) -> None:
-    """The start-up line; tests and scripts read the port from it."""
+def announce(engine: str, listeners: list[binds.Listener], app: str) -> None:
+    """The start-up line; tests and scripts read the first address from it.
+
+    `listening on http://HOST:PORT` or `listening on unix:PATH`, several
+    joined by ", " (comparisons/childproc.py's LISTENING pattern).
+    """
     if engine == DEFAULT_ENGINE:
         log.info("using engine %s (the default; see `python -m flash_green engines`)", engine)
-    host, port = listener.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"flash: engine={engine} app={app} listening on http://{shown}:{port} pid={os.getpid()}",
+    print(f"flash: engine={engine} app={app} listening on {binds.describe(listeners)} pid={os.getpid()}",
           flush=True)
 
 

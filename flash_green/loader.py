@@ -1,12 +1,10 @@
-"""Loading the WSGI app named on the command line, and binding listeners."""
+"""Loading the WSGI app named on the command line."""
 
 from __future__ import annotations
 
 import ast
-import errno
 import importlib
 import os
-import socket
 import sys
 import traceback
 from types import ModuleType
@@ -19,10 +17,6 @@ DEFAULT_APP = "flash_green.apps.demo:app"
 
 class AppLoadError(Exception):
     """The app could not be imported or is not callable (exit code 4)."""
-
-
-class BindError(Exception):
-    """The listening socket could not be created (the message names why)."""
 
 
 def load_app(spec: str, factory: bool = False) -> Callable:
@@ -112,41 +106,3 @@ def _describe(exc: BaseException) -> str:
     if own:
         text += f" ({own[-1].filename}, line {own[-1].lineno})"
     return text
-
-
-def bind_listener(host: str, port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket with TCP_NODELAY set.
-
-    Linux copies TCP_NODELAY from a listening socket to the sockets accept()
-    returns, so every connection sends its small writes at once (no Nagle +
-    delayed-ACK 40 ms stall on keep-alive).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(backlog)
-    except (OSError, OverflowError) as exc:
-        sock.close()
-        raise BindError(f"cannot listen on {host}:{port}: {_bind_failure(exc)}") from exc
-    sock.set_inheritable(True)
-    return sock
-
-
-def _bind_failure(exc: BaseException) -> str:
-    """Why bind() failed, in the operator's words."""
-    if isinstance(exc, OverflowError):
-        return "the port must be 0-65535"
-    if isinstance(exc, socket.gaierror):
-        return f"unknown host ({exc.strerror})"
-    if isinstance(exc, PermissionError):
-        return "permission denied (ports below 1024 need privileges)"
-    if exc.errno == errno.EADDRINUSE:
-        return "the address is already in use (another server on this port?)"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return "this machine has no such address"
-    return exc.strerror or str(exc)

@@ -178,10 +178,14 @@ class FileWrapper:
 class WSGIContext:
     """What every request of one server shares: the app and the static environ."""
 
-    def __init__(self, app: Callable, server_name: str, server_port: int, *,
+    def __init__(self, app: Callable, server_name: str, server_port: int | str, *,
                  server_header: str = "flash", multithread: bool = False,
-                 multiprocess: bool = False, access_log: logging.Logger | None = None) -> None:
+                 multiprocess: bool = False, access_log: logging.Logger | None = None,
+                 front: Callable[[dict], None] | None = None) -> None:
         self.app = app
+        #: Per-request corrections from in front of the server: trusted proxy
+        #: headers, the Host header on a unix socket (`flash_green.proxy`).
+        self.front = front
         self.server_header = server_header
         self.access_log = access_log
         self.base_environ = {
@@ -234,6 +238,8 @@ class WSGIContext:
                 environ[key] = environ[key] + sep + value
             else:
                 environ[key] = value
+        if self.front is not None:
+            self.front(environ)
         return environ
 
 

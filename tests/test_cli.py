@@ -104,8 +104,8 @@ def port_in_use():
 
 @pytest.mark.parametrize("workers", ["0", "2"])
 @pytest.mark.parametrize("bind, code, words", [
-    ("127.0.0.1", 2, "--bind must be HOST:PORT"),
-    ("127.0.0.1:99999", 1, "the port must be 0-65535"),
+    ("127.0.0.1:http", 1, "the port must be a number from 0 to 65535"),
+    ("127.0.0.1:99999", 1, "the port must be a number from 0 to 65535"),
     ("no-such-host.invalid:8000", 1, "unknown host"),
     ("in-use", 1, "already in use"),
 ])

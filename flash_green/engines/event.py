@@ -232,7 +232,7 @@ class EventEngine(EpollEngine):
     summary = ("v5: epoll for waiting + a thread pool for handlers (Apache event, "
                "gunicorn gthread); idle and slow clients hold no thread")
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False,
-                                threads=True)
+                                threads=True, bounds_connections=True)
     channel_class = PooledChannel
     app_off_loop = True
     reload_refusal = ("requests run on many threads at once, and re-importing the app's "

@@ -108,7 +108,8 @@ class ThreadedEngine(BlockingServer):
     name = "threaded"
     summary = ("v3: a thread per connection (keep-alive included); handlers overlap "
                "their waits, idle clients pin threads")
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False)
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False,
+                                bounds_connections=True)
     app_off_loop = True
     reload_refusal = ("requests run on many threads at once, and re-importing the app's "
                       "modules under them is not safe; with --workers N a HUP starts new "

@@ -368,7 +368,7 @@ class EpollEngine(Engine):
         watchdog = (LoopWatchdog(self.config.debug_blocking_ms, log)
                     if self.config.debug_blocking_ms else None)
         self.loop_heartbeat = True  # a stuck loop (a handler that never returns) stops beating
-        while channels or not self.stopping:
+        while channels or not self.stop_begun:  # a stop takes the backlog first (begin_stop)
             ready = poll(self.poll_timeout())
             if watchdog is not None:
                 watchdog.busy()

@@ -60,6 +60,7 @@ class GreenletEngine(BlockingServer):
         self._open = 0
         self._slot_free: greenhub.Event | None = None
         self._drained: greenhub.Event | None = None
+        self._backlog_taken: greenhub.Event | None = None
 
     def serve(self) -> None:
         # Created here, not in __init__: under the supervisor this runs after
@@ -78,11 +79,16 @@ class GreenletEngine(BlockingServer):
         hub = self.hub
         self._slot_free = greenhub.Event(hub)
         self._drained = greenhub.Event(hub)
+        self._backlog_taken = greenhub.Event(hub)
         listener = greenhub.CooperativeSocket(self.listener, hub)
         hub.spawn(self._close_on_stop, listener)
         hub.spawn(self._beat)
         self._accept_until_stopped(listener)
-        if self._open:
+        # The connections may all be done before `_close_on_stop` ran: the
+        # listener's backlog is still to be served.
+        self._backlog_taken.wait()
+        while self._open:
+            self._drained.clear()  # set already if they were all done before it
             self._drained.wait()
         log.info("all connections finished")
 
@@ -128,6 +134,7 @@ class GreenletEngine(BlockingServer):
         for sock, peer in backlog:
             self._open += 1
             self.hub.spawn(self._serve_one, greenhub.CooperativeSocket(sock, self.hub), peer)
+        self._backlog_taken.set()
         self.hub.sleep(self.drain_seconds)
         self.close_idle()
 

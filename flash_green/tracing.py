@@ -57,7 +57,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import itertools
-import json
 import logging
 import os
 import threading
@@ -65,6 +64,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
+from json.encoder import encode_basestring
 
 from .http import ServerConnection
 
@@ -79,6 +79,9 @@ TIMING_KEY = "flash.trace"
 CHILD_PID_KEY = "flash.child_pid"
 
 _connection_ids = itertools.count(1)
+# Called directly, not through super(): this is the per-request path.
+_receive_data = ServerConnection.receive_data
+_start_next_cycle = ServerConnection.start_next_cycle
 
 
 class TracedConnection(ServerConnection):
@@ -96,10 +99,10 @@ class TracedConnection(ServerConnection):
         now = self.last_receive = CLOCK()
         if data and self.request is None and not self.buffered:
             self.first_byte = now
-        super().receive_data(data)
+        _receive_data(self, data)
 
     def start_next_cycle(self) -> bool:
-        ready = super().start_next_cycle()
+        ready = _start_next_cycle(self)
         if self.buffered:
             # Pipelined: the next request is already here; it came with the
             # last receive at the latest.
@@ -260,15 +263,12 @@ class Tracer:
     def _format(self, item: tuple) -> str:
         last_byte, conn, first_byte, timing, status, addr, port, method, path = item
         started, ended, thread, task, child = timing
-        app_start = "null" if started is None else f"{started:.6f}"
-        app_end = "null" if ended is None else f"{ended:.6f}"
         return (
-            f'{{"conn": {conn}, "pid": {self.pid}, "thread": {thread}, '
-            f'"task": {json.dumps(task)}, "child": {json.dumps(child)}, '
-            f'"engine": "{self.engine_name}", "peer": {json.dumps(f"{addr}:{port}")}, '
-            f'"method": {json.dumps(method)}, "path": {json.dumps(path)}, "status": {status}, '
-            f'"first_byte": {first_byte:.6f}, "app_start": {app_start}, "app_end": {app_end}, '
-            f'"last_byte": {last_byte:.6f}}}\n'
+            f'{{"conn": {conn}, "pid": {self.pid}, "thread": {thread}, "task": {_json(task)}, '
+            f'"child": {_json(child)}, "engine": "{self.engine_name}", '
+            f'"peer": {_json(f"{addr}:{port}")}, "method": {_json(method)}, "path": {_json(path)}, '
+            f'"status": {status}, "first_byte": {first_byte:.6f}, "app_start": {_seconds(started)}, '
+            f'"app_end": {_seconds(ended)}, "last_byte": {last_byte:.6f}}}\n'
         )
 
     def _write(self, data: bytes) -> None:
@@ -287,6 +287,17 @@ class Tracer:
         except OSError as exc:
             log.error("could not write the request trace: %s", exc)
         os.close(self.fd)
+
+
+def _json(value: str | int | None) -> str:
+    """A JSON value: json.dumps' own string encoder, without json.dumps' set-up per call."""
+    if value is None:
+        return "null"
+    return str(value) if type(value) is int else encode_basestring(value)
+
+
+def _seconds(value: float | None) -> str:
+    return "null" if value is None else f"{value:.6f}"
 
 
 def install(engine) -> Tracer | None:

@@ -28,6 +28,7 @@ EXIT_APP_LOAD = 4
 EXTERNAL_COMMANDS = {
     "compare": ("comparisons.compare:main", "run the scenario matrix and write a report"),
     "internals": ("comparisons.internals:main", "scheduler micro-benchmarks across runtimes"),
+    "tour": ("comparisons.tour.cli:main", "the course, live: each chapter's experiment, traced, drawn as a page"),
 }
 
 

@@ -1,0 +1,1 @@
+"""`python -m flash_green tour`: the course, live."""

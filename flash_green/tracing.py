@@ -87,7 +87,7 @@ _start_next_cycle = ServerConnection.start_next_cycle
 class TracedConnection(ServerConnection):
     """A `ServerConnection` that notes when each request's first byte arrived."""
 
-    __slots__ = ("trace_id", "first_byte", "last_receive")
+    __slots__ = ("first_byte", "last_receive", "trace_id")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

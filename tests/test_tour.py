@@ -123,7 +123,7 @@ def test_every_chapter_shows_code_and_lessons_that_exist():
             assert lessons.code_of(ref), ref.label
         headings = [h for module in chapter.lessons for h, _ in lessons.lesson(module).sections]
         assert any(h.startswith("What it costs") for h in headings), chapter.key
-        assert any(h.startswith("The model") or h.startswith("What changed") for h in headings), chapter.key
+        assert any(h.startswith(("The model", "What changed")) for h in headings), chapter.key
 
 
 def test_code_is_read_from_the_module_without_its_docstring(tmp_path, monkeypatch):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from .lessons import CodeRef
 
@@ -39,6 +38,8 @@ class TourTarget:
     spec: str
     #: Run only in the full tour (the quick one keeps the essential pair).
     full_only: bool = False
+    #: Where this server's app serves an experiment's path, if elsewhere.
+    paths: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,14 @@ class Chapter:
     headline: Headline
     #: The numbers table: (metric key, column title).
     columns: tuple[tuple[str, str], ...]
-    verdict: Callable[[list[Outcome], Any], list[str]] = field(compare=False)
+    #: The sentences saying what the numbers say: (outcomes, the run's environment) -> text.
+    verdict: Callable[[list[Outcome], dict | None], list[str]] = field(compare=False)
+
+
+#: Two numbers within this ratio of each other are "about even" (one run is noisy).
+EVEN = 1.15
+#: A single-process server using less of a core than this (percent) was short of CPU.
+STARVED_PERCENT = 80.0
 
 
 # -- formatting measured values ------------------------------------------------------
@@ -113,11 +121,13 @@ def _compare(outcomes: list[Outcome], key: str, what: str, better: str = "lower"
     sentences = []
     for after in outcomes[1:]:
         a, b = before.get(key), after.get(key)
-        improved = b < a if better == "lower" else b > a
         if not a or not b:
             continue
-        factor = times(a, b) if better == "lower" else times(b, a)
-        if improved:
+        if max(a, b) / min(a, b) < EVEN:
+            sentences.append(f"{after.label} and {before.label} were about even on {what} "
+                             f"({_value(key, b)} against {_value(key, a)}).")
+        elif (b < a) == (better == "lower"):
+            factor = times(a, b) if better == "lower" else times(b, a)
             sentences.append(f"{after.label} did better than {before.label} on {what}: {factor}.")
         else:
             sentences.append(f"{after.label} did not beat {before.label} on {what} in this run "
@@ -138,7 +148,7 @@ def _value(key: str, value: float) -> str:
 # -- the verdicts, one per experiment --------------------------------------------------
 
 
-def slow_client_verdict(outcomes: list[Outcome], scale) -> list[str]:
+def slow_client_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
     out = []
     for o in outcomes:
         out.append(
@@ -149,7 +159,7 @@ def slow_client_verdict(outcomes: list[Outcome], scale) -> list[str]:
     return out + _compare(outcomes, "others.p50_ms", "the other clients' wait")
 
 
-def fork_verdict(outcomes: list[Outcome], scale) -> list[str]:
+def fork_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
     out = []
     for o in outcomes:
         started = (f"; it started {int(o.get('children'))} processes for {int(o.get('traced'))} requests"
@@ -159,7 +169,7 @@ def fork_verdict(outcomes: list[Outcome], scale) -> list[str]:
     return out + _compare(outcomes, "rps", "requests per second", better="higher")
 
 
-def idle_verdict(outcomes: list[Outcome], scale) -> list[str]:
+def idle_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
     out = []
     for o in outcomes:
         out.append(
@@ -170,41 +180,48 @@ def idle_verdict(outcomes: list[Outcome], scale) -> list[str]:
     return out + _compare(outcomes, "kb_per_idle_conn", "memory per idle connection")
 
 
-def blocking_verdict(outcomes: list[Outcome], scale) -> list[str]:
+def blocking_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
     out = []
     for o in outcomes:
         out.append(f"On {o.label}, GET / waited {ms(o.get('hello.p50_ms'))} (median; the longest "
                    f"{ms(o.get('hello.max_ms'))}) while {int(o.get('sleepers.n'))} handlers blocked; "
-                   f"{int(o.get('peak_in_service'))} requests were in service at once at most, on "
-                   f"{int(o.get('threads'))} OS threads.")
+                   f"{int(o.get('peak_in_service'))} requests were in the app at once at most, on "
+                   f"{plural(o.get('threads'), 'OS thread', 'OS threads')}.")
     return out + _compare(outcomes, "hello.p50_ms", "the wait of GET /")
 
 
-def waits_verdict(outcomes: list[Outcome], scale) -> list[str]:
+def waits_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
     out = []
     for o in outcomes:
         tasks = f" and {int(o.get('tasks'))} tasks" if o.get("tasks") else ""
         out.append(f"{o.label} served all {int(o.get('sleepers.n'))} waiting requests in "
                    f"{ms(o.get('wall_ms'))}: up to {int(o.get('peak_per_thread'))} at once in one OS "
-                   f"thread, on {int(o.get('threads'))} threads{tasks}.")
+                   f"thread, on {plural(o.get('threads'), 'thread', 'threads')}{tasks}.")
     return out + _compare(outcomes, "wall_ms", "the time to serve them all")
 
 
-def idle_and_waits_verdict(outcomes: list[Outcome], scale) -> list[str]:
-    return idle_verdict(outcomes, scale) + waits_verdict(outcomes, scale)[:len(outcomes)]
+def idle_and_waits_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
+    return idle_verdict(outcomes, environment) + waits_verdict(outcomes, environment)[:len(outcomes)]
 
 
-def cpu_verdict(outcomes: list[Outcome], scale) -> list[str]:
+def cpu_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
     out = []
     for o in outcomes:
         out.append(f"{o.label} served the {int(o.get('cpu.n'))} CPU-bound requests in "
                    f"{ms(o.get('wall_ms'))} using {o.get('cpu_percent'):.0f} % CPU (100 % = one core "
                    f"busy), with up to {plural(o.get('peak_processes'), 'process', 'processes')} running the app "
                    f"at once.")
-    return out + _compare(outcomes, "wall_ms", "the time to serve them all")
+    out += _compare(outcomes, "wall_ms", "the time to serve them all")
+    single = [o for o in outcomes if o.get("processes") == 1]
+    if single and max(o.get("cpu_percent") for o in single) < STARVED_PERCENT:
+        load = (environment or {}).get("loadavg_start")
+        out.append(f"Read these times with care: no single-process server got even {STARVED_PERCENT:.0f} % of "
+                   f"a core, so other work competed for the CPU (load average {load} at the start of the "
+                   f"run), and two processes could not get two cores.")
+    return out
 
 
-def slow_and_cpu_verdict(outcomes: list[Outcome], scale) -> list[str]:
+def slow_and_cpu_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
     out = []
     for o in outcomes:
         out.append(f"On {o.label}, the CPU-bound requests took {ms(o.get('cpu.p50_ms'))} (median; the "
@@ -242,7 +259,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "epoll", "v4 · epoll", (EPOLL,), "idle-connections",
         (TourTarget("threaded", "threaded"), TourTarget("epoll", "epoll")),
-        (CodeRef(EPOLL, "EpollEngine.run_loop"), CodeRef(EPOLL, "Channel.on_readable"), CodeRef(EPOLL, "Channel.dispatch")),
+        (CodeRef(EPOLL, "EpollEngine.run_loop"), CodeRef(EPOLL, "Channel.on_readable"),
+         CodeRef(EPOLL, "Channel.dispatch")),
         Headline("kb_per_idle_conn", "memory per idle connection", "KB"),
         (("kb_per_idle_conn", "KB per idle connection"), ("threads_idle", "OS threads while idle"),
          ("clients.p50_ms", "active clients: median (ms)")),
@@ -269,6 +287,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "green", "greenlet & gevent · blocking code made cooperative", (GREENLET, GEVENT), "many-waits",
         (TourTarget("tasklets", "tasklets"), TourTarget("greenlet", "greenlet"),
+         TourTarget("greenlet + green handlers", "greenlet flash_green.apps.green_demo:app", full_only=True,
+                    paths=(("/sleep", "/green/sleep"),)),
          TourTarget("gevent --patch", "gevent --patch"),
          TourTarget("eventlet --patch", "eventlet --patch", full_only=True)),
         (CodeRef("flash_green.greenhub", "CooperativeSocket.recv"), CodeRef(GEVENT, "GeventEngine.serve"),
@@ -280,7 +300,9 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "asyncio", "asyncio · explicit awaits", (ASYNCIO,), "idle-and-waits",
         (TourTarget("gevent --patch", "gevent --patch"),
-         TourTarget("asyncio + async handlers", "asyncio flash_green.apps.async_demo:app")),
+         TourTarget("asyncio + async handlers", "asyncio flash_green.apps.async_demo:app"),
+         TourTarget("asyncio + async handlers on uvloop", "asyncio flash_green.apps.async_demo:app --uvloop",
+                    full_only=True)),
         (CodeRef("flash_green.apps.async_demo", "sleep", before=(DEMO, "sleep")),
          CodeRef(ASYNCIO, "HTTPProtocol.dispatch")),
         Headline("kb_per_idle_conn", "memory per idle connection", "KB"),

@@ -19,8 +19,9 @@ import shlex
 import sys
 import time
 import webbrowser
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 from flash_green import engines
 
@@ -61,7 +62,8 @@ def plan(selected: list[chapters.Chapter], scale: Scale) -> tuple[list[tuple[str
                 continue
             seen.add(key)
             try:
-                pairs.append((chapter.experiment, engine_target(tour_target.spec, label=tour_target.label)))
+                pairs.append((chapter.experiment, engine_target(tour_target.spec, label=tour_target.label,
+                                                                paths=dict(tour_target.paths))))
             except (engines.EngineUnavailable, KeyError) as exc:
                 skipped.append(f"{tour_target.label}: {exc.args[0]}")
     return pairs, skipped

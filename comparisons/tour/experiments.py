@@ -71,7 +71,7 @@ SCALES = {
     "quick": Scale("quick", repeats=1, trickle=1.0, others=3, fork_clients=4, fork_requests=3,
                    idle=2000, idle_clients=4, sleepers=16, sleep_ms=100, blockers=4, block_ms=200,
                    cpu_clients=4, cpu_n=28),
-    "full": Scale("full", repeats=3, trickle=2.0, others=4, fork_clients=4, fork_requests=5,
+    "full": Scale("full", repeats=5, trickle=2.0, others=4, fork_clients=4, fork_requests=5,
                   idle=2000, idle_clients=4, sleepers=24, sleep_ms=200, blockers=4, block_ms=300,
                   cpu_clients=6, cpu_n=29),
 }

@@ -17,7 +17,7 @@ import difflib
 import importlib.util
 import textwrap
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 #: The sections of a docstring the page shows, by the start of their heading.
 LESSON_HEADINGS = ("The model", "What changed", "Why it is better", "What it costs", "What forking buys",
@@ -56,7 +56,7 @@ def module_path(module: str) -> str:
     return spec.origin
 
 
-@lru_cache(maxsize=None)
+@cache
 def parsed_module(module: str) -> tuple[ast.Module, tuple[str, ...]]:
     with open(module_path(module), encoding="utf-8") as handle:
         text = handle.read()

@@ -66,7 +66,8 @@ def write_page(data: dict[str, Any], out_dir: str) -> str:
         if result is not None:
             results.append(result)
     body = [_header(data)]
-    body += [_chapter_html(i, r, experiments[r.chapter.experiment].story, runs) for i, r in enumerate(results, 1)]
+    body += [_chapter_html(i, r, experiments[r.chapter.experiment].story, runs, data["environment"])
+             for i, r in enumerate(results, 1)]
     body.append("<h2 id=\"answers\">The five questions, answered by this run</h2>")
     body += [_answer_html(a) for a in answer_all(results)]
     body.append(_footer(data))
@@ -111,7 +112,8 @@ def _header(data: dict[str, Any]) -> str:
         "served by each concurrency model in the order of the study, each chapter fixing what the "
         "previous one got wrong - measured on this machine, in this run.</p>"
         f"<p class=\"meta\">{html.escape(env['date'])} · {html.escape(env['cpu'])}, {env['cores']} cores · "
-        f"{html.escape(env['python'])} · git {html.escape(env['git'])} · <code>{html.escape(env['command'])}</code> · "
+        f"{html.escape(env['python'])} · git {html.escape(env['git'])} · "
+        f"<code>{html.escape(env['command'])}</code> · "
         f"load average {env['loadavg_start']} at the start, {data.get('loadavg_end')} at the end · "
         f"{data['duration_s']:.0f} s</p>"
         f"<nav>{nav} <a href=\"#answers\">the five questions</a></nav>"
@@ -120,7 +122,7 @@ def _header(data: dict[str, Any]) -> str:
     )
 
 
-def _chapter_html(number: int, result: ChapterResult, story: str, runs: dict) -> str:
+def _chapter_html(number: int, result: ChapterResult, story: str, runs: dict, environment: dict) -> str:
     chapter = result.chapter
     parts = [f"<h2 id=\"{chapter.key}\">{number}. {html.escape(chapter.title)}</h2>"]
     for module in chapter.lessons:
@@ -130,7 +132,7 @@ def _chapter_html(number: int, result: ChapterResult, story: str, runs: dict) ->
                  f"{html.escape(', '.join(o.label for o in result.outcomes))}.</p>")
     parts.append(f"<img src=\"{result.timeline}\" alt=\"timeline of {html.escape(chapter.title)}\">")
     parts.append(_numbers_table(result, runs))
-    verdict = chapter.verdict(result.outcomes, None)
+    verdict = chapter.verdict(result.outcomes, environment)
     parts.append("<div class=\"verdict\">" + "".join(f"<p>{html.escape(s)}</p>" for s in verdict) + "</div>")
     if result.chart:
         parts.append(f"<img src=\"{result.chart}\" alt=\"{html.escape(chapter.headline.label)}\">")

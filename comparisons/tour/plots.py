@@ -24,11 +24,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
-from .experiments import Run  # noqa: E402
-from .measures import joined, runner_of, started  # noqa: E402
+from .experiments import Run
+from .measures import joined, runner_of, started
 
 WAITING = "#dcdcdc"
 QUEUED = "#8c8c8c"
@@ -37,7 +37,9 @@ UNTRACED = "white"
 MIN_WIDTH_SHARE = 0.004
 #: Runners named one by one in a legend; more get one line in the panel's title.
 MAX_RUNNER_LEGEND = 8
-PROCESS_FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")
+PROCESS_FAMILIES = ("Blues", "Oranges", "Greens", "Purples", "Reds")
+#: How `flash_green.tracing` names tasks, and what they are called on the page.
+TASK_WORDS = (("tasklet-", "tasklets"), ("greenlet-", "greenlets"), ("Task-", "asyncio tasks"))
 
 
 def runner_colours(records: list[dict]) -> dict[tuple, tuple[tuple, str]]:
@@ -56,7 +58,7 @@ def runner_colours(records: list[dict]) -> dict[tuple, tuple[tuple, str]]:
             processes.append(process)
         threads.setdefault(process, []).append(runner)
     families = len(processes) > 1 and any(len(t) > 1 for t in threads.values())
-    palette = plt.get_cmap("tab10" if len(order) <= 10 else "tab20")
+    palette = _palette(len(order))
     colours = {}
     for i, runner in enumerate(order):
         p = processes.index(runner[1])
@@ -65,9 +67,16 @@ def runner_colours(records: list[dict]) -> dict[tuple, tuple[tuple, str]]:
             family = plt.get_cmap(PROCESS_FAMILIES[p % len(PROCESS_FAMILIES)])
             colour = family(0.85 - 0.5 * t / max(1, len(threads[runner[1]]) - 1))
         else:
-            colour = palette(i % palette.N)
+            colour = palette[i % len(palette)]
         colours[runner] = (colour, _runner_name(runner, p, t, len(processes), len(threads[runner[1]])))
     return colours
+
+
+def _palette(count: int) -> list:
+    """Distinct colours, none of them grey (grey is for waiting)."""
+    if count <= 9:
+        return [plt.get_cmap("tab10")(i) for i in range(10) if i != 7]
+    return [plt.get_cmap("tab20")(i) for i in range(20) if i not in (14, 15)]
 
 
 def _runner_name(runner: tuple, process: int, thread: int, processes: int, threads: int) -> str:
@@ -92,9 +101,20 @@ def timeline(panels: list[tuple[str, Run]], path: str, title: str) -> None:
     ax.set_xlim(0, end * 1.02)
     ax.set_xlabel("time since the experiment started (ms)")
     fig.suptitle(title, x=0.01, ha="left", fontsize=12)
-    fig.tight_layout()
+    height = fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))  # room for the title above the panels
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _tasks_note(run: Run) -> str:
+    """' · 16 greenlets' when the runtime named the tasks that ran the app."""
+    tasks = {(r["pid"], r["task"]) for r in run.server if r.get("task")}
+    if not tasks:
+        return ""
+    first = next(iter(tasks))[1]
+    kind = next((word for prefix, word in TASK_WORDS if first.startswith(prefix)), "tasks")
+    return f" · {len(tasks)} {kind}"
 
 
 def _actors(run: Run) -> list[str]:
@@ -144,8 +164,9 @@ def _panel(ax, label: str, run: Run, min_width: float) -> None:
     if len(runners) <= MAX_RUNNER_LEGEND:
         handles += [Patch(facecolor=c, label=f"served by {name}") for c, name in runners]
     else:
-        note = f" - served by {len(runners)} {'processes' if runners[0][1].startswith('child') else 'OS threads'}, one colour each"
-    ax.set_title(f"{label}{note}", loc="left", fontsize=10)
+        kind = "processes" if runners[0][1].startswith("child") else "OS threads"
+        note = f" - served by {len(runners)} {kind}, one colour each"
+    ax.set_title(f"{label}{_tasks_note(run)}{note}", loc="left", fontsize=10)
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
 

@@ -88,9 +88,11 @@ def run_tour(selected: list[chapters.Chapter], scale: Scale, out_dir: str, comma
             t = time.monotonic()
             try:
                 run = run_experiment(experiments[experiment], target, workdir, repeat)
-            except ServerFailed as exc:
-                skipped.append(f"{target.label} ({experiment}): the server failed: {str(exc).splitlines()[0]}")
-                print(f"[{done}/{total}] {experiment} on {target.label}: server failed", flush=True)
+            except (ServerFailed, OSError) as exc:
+                # One failed run is reported on the page; the tour goes on.
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                skipped.append(f"{target.label} ({experiment}, run {repeat + 1}): {reason}")
+                print(f"[{done}/{total}] {experiment} on {target.label}: failed: {reason}", flush=True)
                 continue
             runs.append(run)
             status = f"  ({run.error})" if run.error else ""

@@ -24,7 +24,7 @@ from comparisons.tour import chapters, lessons
 from comparisons.tour.chapters import Outcome
 from comparisons.tour.experiments import Run
 from comparisons.tour.measures import joined, measure, peak_overlap
-from comparisons.tour.plots import runner_colours
+from comparisons.tour.plots import bars_figure, runner_colours, timeline_figure
 
 from .serverproc import ROOT
 
@@ -185,6 +185,23 @@ def test_each_runner_has_its_own_colour_and_name():
     colours = runner_colours(synthetic_run().server)
     assert len({c for c, _ in colours.values()}) == 3
     assert [name for _, name in colours.values()] == ["process 1 thread 1", "process 1 thread 2", "process 2"]
+
+
+def test_plots_state_units_start_at_zero_and_show_only_what_is_drawn():
+    run = synthetic_run()
+    for record in run.server:
+        record["app_start"] = record["first_byte"]  # nothing queued inside the server
+    fig = timeline_figure([("one", run), ("two", run)], "title")
+    axes = fig.get_axes()
+    assert axes[-1].get_xlabel() == "time since the experiment started (ms)"
+    for ax in axes:
+        assert ax.get_xlim()[0] == 0
+        labels = [text.get_text() for text in ax.get_legend().get_texts()]
+        assert labels == ["waiting, not read by the server yet", "served by process 1 thread 1",
+                          "served by process 1 thread 2", "served by process 2"]
+    fig = bars_figure([("a", 3.0), ("b", 1.0)], "memory per idle connection (KB)", "title")
+    (ax,) = fig.get_axes()
+    assert ax.get_xlim()[0] == 0 and ax.get_xlabel().endswith("(KB)") and ax.get_legend() is None
 
 
 def test_verdicts_say_when_the_next_model_did_not_win():

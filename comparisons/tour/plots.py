@@ -89,6 +89,12 @@ def _runner_name(runner: tuple, process: int, thread: int, processes: int, threa
 
 def timeline(panels: list[tuple[str, Run]], path: str, title: str) -> None:
     """One panel per (label, run), stacked on one time axis; saved to `path` (PNG)."""
+    fig = timeline_figure(panels, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def timeline_figure(panels: list[tuple[str, Run]], title: str):
     end = max([_run_end(run) for _, run in panels] + [0.001]) * 1000
     rows = [max(1, len(_actors(run))) for _, run in panels]
     heights = [1.2 + 0.24 * n for n in rows]
@@ -103,8 +109,7 @@ def timeline(panels: list[tuple[str, Run]], path: str, title: str) -> None:
     fig.suptitle(title, x=0.01, ha="left", fontsize=12)
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))  # room for the title above the panels
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def _tasks_note(run: Run) -> str:
@@ -178,6 +183,12 @@ def _bar(ax, y: int, start: float, end: float, colour, min_width: float, edge=No
 
 def bars(values: list[tuple[str, float]], path: str, xlabel: str, title: str) -> None:
     """A horizontal bar per (label, value), the value written at its end; x from 0."""
+    fig = bars_figure(values, xlabel, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def bars_figure(values: list[tuple[str, float]], xlabel: str, title: str):
     fig, ax = plt.subplots(figsize=(8, 0.9 + 0.45 * len(values)))
     labels = [label for label, _ in values]
     numbers = [value for _, value in values]
@@ -193,5 +204,4 @@ def bars(values: list[tuple[str, float]], path: str, xlabel: str, title: str) ->
     ax.set_title(title, loc="left", fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

@@ -192,7 +192,8 @@ def scalable(results: list[ChapterResult]) -> Answer:
         answer.figures.append(("a blocking handler", block.timeline))
     cpu = by_key.get("processes")
     if cpu and len(cpu.outcomes) >= 2:
-        one, many = cpu.outcomes[0], cpu.outcomes[1]
+        one = cpu.outcomes[0]
+        many = max(cpu.outcomes, key=lambda o: (o.get("peak_processes"), o.get("cpu_percent")))
         answer.paragraphs.append(
             f"Every core must work: the CPU-bound requests took {ms(one.get('wall_ms'))} on {one.label} "
             f"({one.get('cpu_percent'):.0f} % CPU) and {ms(many.get('wall_ms'))} on {many.label} "
@@ -228,16 +229,21 @@ def parallel_concurrent(results: list[ChapterResult]) -> Answer:
         answer.paragraphs.append("Parallelism was not measured in this run: run the chapter 'processes'.")
         return answer
     par = max(cpu.outcomes, key=lambda o: (o.get("peak_processes"), o.get("cpu_percent")))
+    several_cores = par.get("cpu_percent") > ONE_CORE_PERCENT
     answer.paragraphs.append(
         f"Parallelism is several requests computing at the same instant, on several cores: with "
         f"{cpu.experiment_title}, {par.label} ran the app in up to "
         f"{plural(par.get('peak_processes'), 'process', 'processes')} at once and used "
-        f"{par.get('cpu_percent'):.0f} % CPU (100 % = one core busy); it served them all in "
-        f"{ms(par.get('wall_ms'))}.")
+        f"{par.get('cpu_percent'):.0f} % CPU (100 % = one core busy)"
+        + ("" if several_cores else ", no more than one core's worth in this run (the load average at "
+           "the top of the page says how busy the machine was)")
+        + f"; it served them all in {ms(par.get('wall_ms'))}.")
     for o in cpu.outcomes:
         if o.get("processes") == 1 and o.get("threads") > 1:
-            gil = (" - one core's worth at most: the GIL lets one thread of a process run Python at a time"
-                   if o.get("cpu_percent") <= ONE_CORE_PERCENT else "")
+            # The GIL shows only if processes did get more than a core while these threads did not.
+            gil = (" - one core's worth, while the processes used more: the GIL lets one thread of a "
+                   "process run Python at a time"
+                   if several_cores and o.get("cpu_percent") <= ONE_CORE_PERCENT else "")
             answer.paragraphs.append(
                 f"Threads of one process overlap their waits, not their Python: {o.label} had up to "
                 f"{int(o.get('peak_in_service'))} CPU-bound requests in the app at once on "

@@ -174,8 +174,9 @@ def idle_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]
     for o in outcomes:
         out.append(
             f"Holding {int(o.get('idle_held')):,} idle connections cost {o.label} "
-            f"{o.get('kb_per_idle_conn'):,.1f} KB of memory each, with {int(o.get('threads_idle')):,} "
-            f"OS threads in the server; its active clients were answered in "
+            f"{o.get('kb_per_idle_conn'):,.1f} KB of memory each, with "
+            f"{plural(o.get('threads_idle'), 'OS thread', 'OS threads')} in the server; its active "
+            f"clients were answered in "
             f"{ms(o.get('clients.p50_ms', o.get('sleepers.p50_ms')))} (median).")
     return out + _compare(outcomes, "kb_per_idle_conn", "memory per idle connection")
 
@@ -214,7 +215,7 @@ def cpu_verdict(outcomes: list[Outcome], environment: dict | None) -> list[str]:
     out += _compare(outcomes, "wall_ms", "the time to serve them all")
     single = [o for o in outcomes if o.get("processes") == 1]
     if single and max(o.get("cpu_percent") for o in single) < STARVED_PERCENT:
-        load = (environment or {}).get("loadavg_start")
+        load = ", ".join(map(str, (environment or {}).get("loadavg_start", [])))
         out.append(f"Read these times with care: no single-process server got even {STARVED_PERCENT:.0f} % of "
                    f"a core, so other work competed for the CPU (load average {load} at the start of the "
                    f"run), and two processes could not get two cores.")

@@ -114,12 +114,17 @@ def _header(data: dict[str, Any]) -> str:
         f"<p class=\"meta\">{html.escape(env['date'])} · {html.escape(env['cpu'])}, {env['cores']} cores · "
         f"{html.escape(env['python'])} · git {html.escape(env['git'])} · "
         f"<code>{html.escape(env['command'])}</code> · "
-        f"load average {env['loadavg_start']} at the start, {data.get('loadavg_end')} at the end · "
+        f"load average (1, 5, 15 min) {_load(env['loadavg_start'])} at the start, "
+        f"{_load(data.get('loadavg_end'))} at the end · "
         f"{data['duration_s']:.0f} s</p>"
         f"<nav>{nav} <a href=\"#answers\">the five questions</a></nav>"
         f"<h2 id=\"reading\">How to read the pictures</h2><p>{html.escape(HOW_TO_READ)}</p>"
         + "".join(f"<p class=\"meta\">Not run: {html.escape(s)}</p>" for s in data.get("skipped", []))
     )
+
+
+def _load(values: list[float] | None) -> str:
+    return ", ".join(f"{v:g}" for v in values or []) or "unknown"
 
 
 def _chapter_html(number: int, result: ChapterResult, story: str, runs: dict, environment: dict) -> str:

@@ -299,7 +299,7 @@ def _json_string(value: str | None) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "null" if value is None else "%.6f" % value
+    return "null" if value is None else f"{value:.6f}"
 
 
 def install(engine) -> Tracer | None:

@@ -23,11 +23,14 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: Flash's start-up line (and the peers' imitation of it).
-LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:/\s]+):(\d+)")
+#: Flash's start-up line (and the peers' imitation of it): the first address,
+#: `http://HOST:PORT` (groups 1, 2) or `unix:PATH` (group 3).
+LISTENING = re.compile(r"listening on (?:http://(\[[^\]]+\]|[^:/\s]+):(\d+)|unix:([^\s,]+))")
 #: A helper service's start-up line: the port alone.
 PORT_LINE = re.compile(r"^(\d+)\r?\n")
 
@@ -102,6 +105,28 @@ def stop_child(proc: subprocess.Popen, grace: float, session: bool = False) -> b
             pass
     proc.wait(10)
     return exited
+
+
+def process_tree(proc: subprocess.Popen | None) -> list[psutil.Process]:
+    """Our child and every process it forked (a supervisor's workers, nginx's)."""
+    if proc is None:
+        return []
+    try:
+        root = psutil.Process(proc.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def total_rss(processes: Sequence[psutil.Process]) -> int:
+    """Resident memory of `processes` together, in bytes (the ones gone since count 0)."""
+    total = 0
+    for proc in processes:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def cpu_set(cpu: int | Sequence[int] | None) -> set[int]:

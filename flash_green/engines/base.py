@@ -21,9 +21,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, ClassVar
 
-from .. import proxy, stats
+from .. import proxy, stats, tracing
 from ..binds import server_address
 from ..config import Config
+from ..http import ServerConnection
 from ..loader import AppLoadError, load_app
 from ..wsgi import WSGIContext
 
@@ -130,6 +131,10 @@ class Engine:
     #: One line for `flash_green engines`.
     summary: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities]
+    #: `--trace-requests`: told of every answered request (`flash_green.tracing`); None when off.
+    tracer: tracing.Tracer | None = None
+    #: The protocol state of each connection (a `TracedConnection` when tracing).
+    connection_class: type[ServerConnection] = ServerConnection
 
     def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
         self.config = config
@@ -189,10 +194,11 @@ class Engine:
             raise ValueError(f"engine {cls.name!r} does not use a thread pool: drop --threads")
 
     def run(self) -> None:
-        """Install stop signals and the --stats machinery, then serve until stopped."""
+        """Install stop signals, --trace-requests and --stats, then serve until stopped."""
         self.install_signal_handlers()
         if self.config.max_requests:
             self.limit_requests()
+        tracer = tracing.install(self)
         monitor = stats.install(self)
         # A supervised worker is forked with them blocked: one sent while it
         # booted waited for the handlers above, instead of killing it.
@@ -201,6 +207,8 @@ class Engine:
             self.serve()
         finally:
             monitor.close()
+            if tracer is not None:
+                tracer.close()
 
     def serve(self) -> None:
         raise NotImplementedError
@@ -329,7 +337,10 @@ class Engine:
         log.info("HUP: serving the reloaded %s", spec)
 
     def use_app(self, app: Callable) -> None:
-        """Serve `app` from the next request on."""
+        """Serve `app` from the next request on (traced, with the stats
+        endpoint in front, as at start-up)."""
+        if self.tracer is not None:
+            app = self.tracer.wrap_app(app)
         self.app = self.wsgi.app = app
         if self.config.stats_path:
             stats.add_endpoint(self)

@@ -250,9 +250,9 @@ class GatewayExchange(Exchange):
         self.sent = len(out) + len(body)
         return [out + body]
 
-    def _abort(self, why: str, exc: BaseException | None = None) -> None:
+    def _abort(self, why: str, exc: BaseException | None = None, level: int = logging.ERROR) -> None:
         self.aborted = True
-        super()._abort(why, exc)
+        super()._abort(why, exc, level)
 
 
 def stdin_source(fd: int, length: int) -> Callable[[], bytes] | None:
@@ -308,7 +308,8 @@ def run_gateway(app: Callable, variables: Mapping[bytes, bytes], stdin_fd: int =
                       server_header=strings.get("SERVER_SOFTWARE", "flash"), multiprocess=True)
     environ = gateway_environ(ctx, strings, stdin_fd)
     conn = GatewayConnection(environ.get("REQUEST_METHOD", "GET"), environ.get("REQUEST_URI", ""))
-    exchange = GatewayExchange(ctx, conn, environ, keep_alive=False)
+    exchange = GatewayExchange(ctx, conn, environ, keep_alive=False,
+                               send_now=lambda data: _write_all(stdout_fd, data))
     for data in exchange.run():
         _write_all(stdout_fd, data)
     return 1 if exchange.aborted else 0

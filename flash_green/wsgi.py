@@ -374,8 +374,7 @@ class Exchange:
             return [unsent] if unsent else []
         if isinstance(exc, HTTPError):
             return self._error(exc.status, exc.reason)
-        request = self.conn.request
-        log.error("application error on %s %s", request.method, request.target, exc_info=exc)
+        log.error("application error on %s", self._request_line(), exc_info=exc)
         return self._error(500, "application error")
 
     def respond(self, result: Iterable[bytes]) -> Iterable[bytes]:
@@ -391,7 +390,7 @@ class Exchange:
             body = b"".join(result)
             head = self._head(len(body))
         except (ResponseError, TypeError, ValueError) as exc:
-            log.error("invalid response from the application: %s", exc)
+            log.error("invalid response from the application on %s: %s", self._request_line(), exc)
             return self._error(500, "invalid response from the application")
         writer = self._writer
         remaining = writer.remaining
@@ -431,13 +430,14 @@ class Exchange:
                 yield from self._error(exc.status, exc.reason)
         except ResponseError as exc:
             if self._writer is None:
-                log.error("invalid response from the application: %s", exc)
+                log.error("invalid response from the application on %s: %s", self._request_line(), exc)
                 yield from self._error(500, "invalid response from the application")
             else:
                 self._abort(f"invalid response from the application: {exc}")
         except APP_ERRORS as exc:
             if self._writer is None:
-                log.error("application error before the response head", exc_info=exc)
+                log.error("application error before the response head on %s", self._request_line(),
+                          exc_info=exc)
                 yield from self._error(500, "application error")
             else:
                 self._abort("response aborted after its head was sent", exc)
@@ -523,19 +523,22 @@ class Exchange:
         """The response cannot end cleanly: the connection will close after it."""
         self.keep_alive = False
         if exc is not None and exc is self._send_error:
-            log.info("client gone while the app wrote to it (%s) on %s", exc, self.environ.get("PATH_INFO"))
+            log.info("client gone while the app wrote to it (%s) on %s", exc, self._request_line())
             return
-        log.log(level, "%s; closing the connection, on %s", why, self.environ.get("PATH_INFO"),
-                exc_info=exc)
+        log.log(level, "%s; closing the connection, on %s", why, self._request_line(), exc_info=exc)
 
-    @staticmethod
-    def _close_result(result) -> None:
+    def _request_line(self) -> str:
+        """The request, as log lines name it."""
+        request = self.conn.request
+        return f"{request.method} {request.target}"
+
+    def _close_result(self, result) -> None:
         close = getattr(result, "close", None)
         if close is not None:
             try:
                 close()
             except APP_ERRORS:
-                log.exception("error in the app iterable's close()")
+                log.exception("error in the app iterable's close() on %s", self._request_line())
 
     def _log_access(self) -> None:
         access = self.ctx.access_log

@@ -2,6 +2,7 @@
 
     /v/...        the demo app wrapped in wsgiref.validate (PEP 3333 checks)
     /flask/...    a small Flask app
+    /mis/...      apps that break PEP 3333 rules on purpose (tests/misbehaving_app.py)
     /hold?name=N  writes <dir>/N.started, then waits for <dir>/N.release
                   (polling, bounded to 20 s): a handler the test can keep
                   busy for exactly as long as it needs, with no sleeps in
@@ -16,6 +17,8 @@ from urllib.parse import parse_qs
 from wsgiref.validate import validator
 
 from flash_green.apps.demo import app as demo_app
+
+from . import misbehaving_app
 
 HOLD_DIR = os.environ.get("FLASH_TEST_HOLD_DIR", "/tmp")
 _flask_app = None
@@ -60,6 +63,8 @@ def app(environ, start_response):
         return _validated(environ, start_response)
     if path.startswith("/flask/"):
         return flask_app()(environ, start_response)
+    if path.startswith("/mis/"):
+        return misbehaving_app.app(environ, start_response)
     if path == "/hold":
         return hold(environ, start_response)
     return demo_app(environ, start_response)

@@ -661,10 +661,13 @@ def test_what_a_full_socket_did_not_take_leaves_ahead_of_the_next_piece() -> Non
     assert exchange.sent == len(out)
 
 
-def test_written_bytes_still_leave_when_the_app_then_fails(caplog) -> None:
+@pytest.mark.parametrize("where", ["call", "iter"])
+def test_written_bytes_still_leave_when_the_app_then_fails(where, caplog) -> None:
     def app(environ, start_response):
         start_response("200 OK", [])(b"partial")
-        raise SystemExit("the app quits")
+        if where == "call":
+            raise SystemExit("the app quits")
+        return Raising(SystemExit("the app quits"), "iter")
 
     exchange = exchange_with(app, Sender(takes=[0]))
     with caplog.at_level(logging.ERROR, logger="flash.wsgi"):
@@ -831,7 +834,10 @@ def raising_app(exc: BaseException, where: str):
 @pytest.mark.parametrize("where", ["call", "iter", "late", "close"])
 def test_an_app_error_ends_only_its_request(exc, where, caplog) -> None:
     with caplog.at_level(logging.ERROR, logger="flash.wsgi"):
-        out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", raising_app(exc, where))
+        try:
+            out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", raising_app(exc, where))
+        except BaseException as escaped:  # noqa: BLE001 - it would end pytest itself
+            pytest.fail(f"{escaped!r} escaped the Exchange")
     assert type(exc).__name__ in caplog.text, "logged with its traceback"
     if where in ("call", "iter"):
         assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive

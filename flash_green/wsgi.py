@@ -408,18 +408,19 @@ class Exchange:
     def _run_iterable(self, result: Iterable[bytes]) -> Iterator[bytes]:
         try:
             for data in result:
-                if type(data) is not bytes:
-                    data = _checked_piece(data, "the app yielded")
-                if not data:
-                    continue
-                head = b"" if self._writer is not None else self._head(None)
-                out = self._frame(data)
-                if head and self._overrun:
-                    head = self._head(None)  # nothing is out yet: say Connection: close
-                out = self._handed_out(head + out)
+                writer = self._writer
+                if type(data) is bytes and writer is not None and writer.chunked:
+                    out = writer.body(data)  # the common stream: nothing to check
+                    last = False
+                else:
+                    out = self._frame_checked(data)
+                    last = self._overrun
+                self.sent += len(out)  # _handed_out, inline: this runs per piece
+                if self._unsent:
+                    out, self._unsent = self._unsent + out, b""
                 if out:
                     yield out
-                if self._overrun:
+                if last:
                     break
             out = self._handed_out(self._end())
             if out:
@@ -454,6 +455,18 @@ class Exchange:
         if self._unsent:
             out, self._unsent = self._unsent + out, b""
         return out
+
+    def _frame_checked(self, data: bytes) -> bytes:
+        """A piece framed, after the head if it has not left yet."""
+        if type(data) is not bytes:
+            data = _checked_piece(data, "the app yielded")
+        if not data:
+            return b""
+        head = b"" if self._writer is not None else self._head(None)
+        out = self._frame(data)
+        if head and self._overrun:
+            head = self._head(None)  # nothing is out yet: say Connection: close
+        return head + out
 
     def _frame(self, data: bytes) -> bytes:
         """One piece of body, framed; never past the app's Content-Length."""

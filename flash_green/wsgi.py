@@ -3,16 +3,23 @@
 Every engine uses the same three steps per request:
 
 1. `ctx.environ(conn_environ, request, body)` builds the environ;
-2. `Exchange(ctx, conn, environ).run()` calls the app and returns an iterable
-   of framed bytes (head first) for the engine to send however its model
-   sends: `sendall`, `yield from sock.sendall`, EPOLLOUT callbacks, or
-   `transport.write`;
+2. `Exchange(ctx, conn, environ, keep_alive, send_now).run()` calls the app
+   and returns an iterable of framed bytes (head first) for the engine to
+   send however its model sends: `sendall`, `yield from sock.sendall`,
+   EPOLLOUT callbacks, or `transport.write`; `send_now` is the engine's way
+   to send at once what the app passes to `write()`;
 3. afterwards `exchange.keep_alive` says whether the connection may serve
    another request.
 
 The common case - an app returning a list - is answered with one bytes object
 holding head and body together, so it leaves in a single send (no Nagle +
 delayed-ACK stall, one syscall).
+
+What an app gets wrong ends its request, never the server or the protocol:
+an exception (SystemExit and KeyboardInterrupt included) is a 500 before the
+head and a closed connection after it; a body never goes past its
+Content-Length, and one that does not match it closes the connection; a
+piece that is not bytes never reaches an engine. Each is one log line.
 """
 
 from __future__ import annotations

@@ -14,13 +14,15 @@ format once:
   the meta-variables and runs the app through the same `Exchange` as every
   engine, with a "connection" that frames the response in CGI's format.
 
-Security: the environment is built only from the parsed request. A header
-becomes `HTTP_<NAME>` only if its name maps to [A-Z0-9_] (names with `_` are
-already dropped by the WSGI adapter, so `X_A` cannot pose as `X-A`); a value
-can never become a variable name, and values cannot hold NUL, CR or LF (the
-core refuses them). `Proxy:` is dropped (httpoxy: HTTP_PROXY would become
-the child's outgoing proxy), and Authorization too unless asked for
-(RFC 3875 s.4.1.18). No shell is involved anywhere.
+Security: the environment is built only from the parsed request. For a
+script, a header becomes `HTTP_<NAME>` only if its name maps to [A-Z0-9_]
+(names with `_` are already dropped by the WSGI adapter, so `X_A` cannot
+pose as `X-A`), and Authorization is kept back (RFC 3875 s.4.1.18); our own
+gateway gets every header the adapter passes, to give the app the environ it
+would have in-process. A value can never become a variable name, and values
+cannot hold NUL, CR or LF (the core refuses them). `Proxy:` is always
+dropped (httpoxy: HTTP_PROXY would become the child's outgoing proxy): the
+one header an app under `cgi` does not see. No shell is involved anywhere.
 """
 
 from __future__ import annotations

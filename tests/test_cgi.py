@@ -147,6 +147,7 @@ def test_non_ascii_header_bytes_reach_the_script_unchanged(server):
     ("/missing.sh", 404),
     ("/sub", 404),                  # a directory
     ("/not-executable.sh", 403),
+    ("/hello.sh%00", 400),          # no environment variable can hold a NUL
 ])
 def test_paths_outside_or_unusable_are_refused(server, path, status):
     assert get(server, path).status == status

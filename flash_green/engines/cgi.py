@@ -349,6 +349,9 @@ class CGIApplication:
 
     def program_for(self, path: str) -> Program:
         """The program for a URL path: the gateway, or a script under --cgi-dir."""
+        if "\x00" in path:
+            # %00 decodes to a NUL, which no environment variable can hold.
+            raise ProgramError(400, "a NUL in the path cannot be passed to a CGI program")
         if self.root is None:
             return Program(self.gateway_argv, None, "", path, None, os.environb,
                            all_headers=True, exit_status_matters=True)

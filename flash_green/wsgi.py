@@ -523,9 +523,10 @@ class Exchange:
         declared = self._writer.sent_body + self._writer.remaining
         if excess > 0:
             self._overrun = True
-            why = f"the app sent more than its Content-Length ({declared}): sent that many, dropped the rest"
+            why = f"the app sent more than its Content-Length ({declared}); the rest dropped, the connection closed"
         else:
-            why = f"the app sent {declared + excess} bytes, {-excess} short of its Content-Length ({declared})"
+            why = (f"the app sent {declared + excess} bytes, {-excess} short of its Content-Length "
+                   f"({declared}); the connection closed")
         self._abort(why, level=logging.WARNING)
 
     def _head(self, length: int | None) -> bytes:
@@ -560,7 +561,7 @@ class Exchange:
         if exc is not None and exc is self._send_error:
             log.info("client gone while the app wrote to it (%s) on %s", exc, self._request_line())
             return
-        log.log(level, "%s; closing the connection, on %s", why, self._request_line(), exc_info=exc)
+        log.log(level, "%s on %s", why, self._request_line(), exc_info=exc)
 
     def _request_line(self) -> str:
         """The request, as log lines name it."""

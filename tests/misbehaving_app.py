@@ -15,9 +15,6 @@
                              and the body as read from wsgi.input
 
 <dir> comes from FLASH_TEST_HOLD_DIR, as for the suite app's /hold.
-`tasklet_handler` and `async_handler` serve the same routes as the two
-other colours of app (the tasklets engine's generator handlers, the
-asyncio engine's async apps).
 """
 
 from __future__ import annotations
@@ -140,16 +137,3 @@ def app(environ, start_response):
     route = "/".join(environ["PATH_INFO"].split("/")[:3])  # /mis/environ/any/path too
     return ROUTES[route](environ, start_response)
 
-
-def tasklet_handler(environ, start_response):
-    """The routes as a tasklet handler: the engine runs it with `yield from`."""
-    yield from ()
-    return app(environ, start_response)
-
-
-tasklet_handler.__tasklet_app__ = True  # what flash_green.engines.tasklets.tasklet_app sets
-
-
-async def async_handler(environ, start_response):
-    """The routes as an async app (the asyncio engine runs it as a task)."""
-    return app(environ, start_response)

@@ -46,12 +46,14 @@ MAX_RESPONSE_HEAD = 65536
 _READ_SIZE = 65536
 
 #: Meta-variables the server sets from the request (RFC 3875 s.4.1), plus
-#: the customary REMOTE_PORT, REQUEST_URI and SCRIPT_FILENAME extensions.
+#: the customary REMOTE_PORT, REQUEST_URI, SCRIPT_FILENAME and HTTPS ("on"
+#: for an https request, as a WSGI environ says with wsgi.url_scheme).
 META_VARIABLES = frozenset((
     "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "PATH_INFO",
     "PATH_TRANSLATED", "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT",
     "REMOTE_USER", "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT",
     "SERVER_PROTOCOL", "SERVER_SOFTWARE", "REMOTE_PORT", "REQUEST_URI", "SCRIPT_FILENAME",
+    "HTTPS",
 ))
 _HEADER_VARIABLE = re.compile(r"HTTP_[A-Z0-9_]+")
 _AUTH_VARIABLES = frozenset(("HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION"))
@@ -93,9 +95,10 @@ def meta_variables(environ: Mapping[str, object], script_name: str, path_info: s
         "REMOTE_ADDR": environ["REMOTE_ADDR"],
         # RFC 3875 s.4.1.9: REMOTE_ADDR stands in when names are not looked up.
         "REMOTE_HOST": environ["REMOTE_ADDR"],
-        "REMOTE_PORT": environ.get("REMOTE_PORT", ""),
         "REQUEST_URI": environ.get("REQUEST_URI", ""),
     }
+    if "REMOTE_PORT" in environ:  # a proxy may name the client without a port
+        meta["REMOTE_PORT"] = environ["REMOTE_PORT"]
     if path_info:
         meta["PATH_INFO"] = path_info
     if script_filename:
@@ -104,6 +107,8 @@ def meta_variables(environ: Mapping[str, object], script_name: str, path_info: s
         meta["CONTENT_LENGTH"] = str(content_length)
     if environ.get("CONTENT_TYPE"):
         meta["CONTENT_TYPE"] = environ["CONTENT_TYPE"]
+    if environ.get("wsgi.url_scheme") == "https":  # behind a trusted proxy (flash_green.proxy)
+        meta["HTTPS"] = "on"
     for key, value in environ.items():
         if not key.startswith("HTTP_") or key == "HTTP_PROXY":
             continue
@@ -307,7 +312,7 @@ def gateway_environ(ctx: WSGIContext, variables: Mapping[str, str], stdin_fd: in
         environ.pop("CONTENT_LENGTH", None)
     environ["wsgi.input"] = InputStream(stdin_source(stdin_fd, int(length) if length.isdigit() else 0))
     environ["wsgi.run_once"] = True
-    if variables.get("HTTPS", "off").lower() in ("on", "1"):
+    if environ.pop("HTTPS", "off").lower() in ("on", "1"):
         environ["wsgi.url_scheme"] = "https"
     environ.setdefault("PATH_INFO", "")
     environ.setdefault("QUERY_STRING", "")

@@ -291,7 +291,8 @@ def test_meta_variables_round_trip_to_a_pep3333_environ():
     b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
     b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"3\r\nabc\r\n0\r\n\r\n",
-], ids=["headers", "empty-post", "chunked"])
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n",
+], ids=["headers", "empty-post", "chunked", "https"])
 def test_the_gateway_gives_the_app_the_in_process_environ(raw):
     conn = ServerConnection()
     conn.receive_data(raw)
@@ -299,6 +300,8 @@ def test_the_gateway_gives_the_app_the_in_process_environ(raw):
     ctx = WSGIContext(None, "127.0.0.1", 8080)
     body = b"".join(e for e in iter(conn.next_event, END) if type(e) is bytes)
     in_process = ctx.environ(ctx.connection_environ(("10.0.0.1", 5555)), request, InputStream(None))
+    if "HTTP_X_FORWARDED_PROTO" in in_process:  # what flash_green.proxy makes of it, when trusted
+        in_process["wsgi.url_scheme"] = "https"
     meta = meta_variables(in_process, "", in_process["PATH_INFO"], len(body), all_headers=True)
     variables = child_environment(meta, {b"HOME": b"/root", b"APP_SETTING": b"x"})
     gateway = gateway_environ(WSGIContext(None, "127.0.0.1", 8080),

@@ -152,7 +152,8 @@ def test_app_raising_systemexit_ends_only_its_request(server, exc, where):
 
 # -- one request, one environ ----------------------------------------------------------
 
-#: (request, what the app must see besides the keys every request has)
+#: (request, what the app must see besides the keys every request has, None
+#: for a key it must not see; the body it reads)
 ENVIRON_CASES = {
     "get": (
         b"GET /mis/environ/caf%C3%A9%20x?b=%20&a=1 HTTP/1.1\r\nHost: localhost\r\n"
@@ -181,10 +182,18 @@ ENVIRON_CASES = {
         {"REQUEST_METHOD": "POST", "CONTENT_TYPE": "text/plain", "CONTENT_LENGTH": "3"},
         "abc",
     ),
+    # The suite's client is 127.0.0.1, a trusted proxy by default (flash_green.proxy).
+    "proxied": (
+        build_request("GET", "/mis/environ", headers={
+            "X-Forwarded-For": "10.1.2.3", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "example.com"}),
+        {"REQUEST_METHOD": "GET", "REMOTE_ADDR": "10.1.2.3", "REMOTE_PORT": None,
+         "wsgi.url_scheme": "https", "HTTP_HOST": "example.com", "SERVER_NAME": "example.com",
+         "SERVER_PORT": "443", "HTTP_X_FORWARDED_FOR": "10.1.2.3", "HTTP_X_FORWARDED_PROTO": "https",
+         "HTTP_X_FORWARDED_HOST": "example.com"},
+        "",
+    ),
 }
 
-#: RFC 3875 variables a CGI gateway adds (allowed on top of PEP 3333's).
-CGI_EXTRAS = {"GATEWAY_INTERFACE": "CGI/1.1", "REMOTE_HOST": "127.0.0.1"}
 
 
 @pytest.mark.parametrize("case", ENVIRON_CASES)
@@ -212,7 +221,9 @@ def test_one_request_one_environ(server, target, case):
         "wsgi.errors": "<errors>", "wsgi.input_terminated": True, "wsgi.file_wrapper": "<callable>",
         **specific,
     }
+    expected = {key: value for key, value in expected.items() if value is not None}
     if caps.fork_per_request:
-        expected.update(CGI_EXTRAS)
+        # The RFC 3875 variables a CGI gateway adds on top of PEP 3333's.
+        expected.update(GATEWAY_INTERFACE="CGI/1.1", REMOTE_HOST=expected["REMOTE_ADDR"])
     assert environ == expected
     assert seen["body"] == body

@@ -421,7 +421,8 @@ class Exchange:
         else:
             # Nothing is out yet: the head can still say Connection: close.
             self._length_mismatch(len(body) - remaining)
-            out = self._head(len(body)) + body[:remaining]
+            head = self._head(len(body))
+            out = head + self._writer.body(body[:remaining])
         self.sent = len(out)
         if self.ctx.access_log is not None:
             self._log_access()
@@ -487,7 +488,11 @@ class Exchange:
         head = b"" if self._writer is not None else self._head(None)
         out = self._frame(data)
         if head and self._overrun:
-            head = self._head(None)  # nothing is out yet: say Connection: close
+            # Nothing is out yet: the head can still say Connection: close.
+            # (Past a Content-Length the framing is the bytes themselves, so
+            # the new writer counts `out` again.)
+            head = self._head(None)
+            out = self._writer.body(out)
         return head + out
 
     def _frame(self, data: bytes) -> bytes:

@@ -723,6 +723,7 @@ def test_a_body_past_its_content_length_is_cut_at_it_and_closed(via: str, caplog
     assert status == "HTTP/1.1 200 OK" and fields["Content-Length"] == "9"
     assert body == b"012345678", "exactly Content-Length bytes, not one more"
     assert not exchange.keep_alive and exchange.status == 200
+    assert exchange.body_sent == 9, "the access log counts what went out"
     assert "more than its Content-Length (9)" in caplog.text
     if via in ("list", "first-piece"):
         assert fields["Connection"] == "close", "the head had not left: it says so"
@@ -734,7 +735,7 @@ def test_a_body_short_of_its_content_length_is_sent_and_closed(via: str, caplog)
         out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", length_app("9", b"01234", via))
     status, fields, body = split_response(out)
     assert status == "HTTP/1.1 200 OK" and fields["Content-Length"] == "9" and body == b"01234"
-    assert not exchange.keep_alive
+    assert not exchange.keep_alive and exchange.body_sent == 5
     assert "5 bytes, 4 short of its Content-Length (9)" in caplog.text
 
 

@@ -307,8 +307,9 @@ class Exchange:
         #: Set once the head is built; from then on it counts as sent.
         self._writer = None
         self._send_now = send_now
-        #: Framed bytes handed to `write()` that `send_now` did not take yet.
-        self._unsent = b""
+        #: Framed pieces from `write()` that `send_now` did not take yet, in
+        #: order (a list once there are any).
+        self._unsent: list[bytes] | tuple = ()
         #: The app went past its Content-Length (the rest is dropped).
         self._overrun = False
         #: What `send_now` raised: the client is gone, not the app broken.
@@ -352,21 +353,39 @@ class Exchange:
             self._emit(out)
 
     def _emit(self, out: bytes) -> None:
+        """Send `out` now, behind what a full socket left queued.
+
+        Pieces wait in a list, each sent (or cut) once: a slow client and an
+        app that writes a lot cost memory, never a copy of the queue per write.
+        """
         if self._unsent:
-            out = self._unsent + out
-        send_now = self._send_now
-        if send_now is None:
-            self._unsent = out
-            return
-        try:
-            taken = send_now(out)
-        except BlockingIOError:
-            taken = 0
-        except OSError as exc:
-            self.keep_alive = False
-            self._send_error = exc
-            raise
-        self._unsent = out[taken:] if taken is not None and taken < len(out) else b""
+            self._unsent.append(out)
+        else:
+            self._unsent = [out]
+        if self._send_now is not None:
+            self._send_queued(self._unsent)
+
+    def _send_queued(self, queued: list[bytes]) -> None:
+        while queued:
+            piece = queued[0]
+            try:
+                taken = self._send_now(piece)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                queued.clear()  # the client is gone: nothing more leaves
+                self.keep_alive = False
+                self._send_error = exc
+                raise
+            if taken is not None and taken < len(piece):
+                queued[0] = piece[taken:]
+                return
+            del queued[0]
+
+    def _take_unsent(self) -> bytes:
+        """What write() left queued, to leave ahead of the next piece."""
+        unsent, self._unsent = self._unsent, ()
+        return b"".join(unsent)
 
     # -- running the app -------------------------------------------------------
 
@@ -392,7 +411,7 @@ class Exchange:
         (one of APP_ERRORS): a 500, or the end of what write() began."""
         if self._writer is not None:
             self._abort("application error after write() sent the head", exc)
-            unsent, self._unsent = self._unsent, b""
+            unsent = self._take_unsent()
             return [unsent] if unsent else []
         if isinstance(exc, HTTPError):
             return self._error(exc.status, exc.reason)
@@ -440,7 +459,7 @@ class Exchange:
                     last = self._overrun
                 self.sent += len(out)  # _handed_out, inline: this runs per piece
                 if self._unsent:
-                    out, self._unsent = self._unsent + out, b""
+                    out = self._take_unsent() + out
                 if out:
                     yield out
                 if last:
@@ -476,7 +495,7 @@ class Exchange:
         """`out` as it leaves for the engine, behind what write() left unsent."""
         self.sent += len(out)
         if self._unsent:
-            out, self._unsent = self._unsent + out, b""
+            out = self._take_unsent() + out
         return out
 
     def _frame_checked(self, data: bytes) -> bytes:

@@ -661,6 +661,25 @@ def test_what_a_full_socket_did_not_take_leaves_ahead_of_the_next_piece() -> Non
     assert exchange.sent == len(out)
 
 
+def test_a_full_socket_queues_written_pieces_without_copying_the_queue() -> None:
+    tries = []
+
+    def full_socket(data: bytes) -> int:
+        tries.append(len(data))
+        raise BlockingIOError
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", "100000")])
+        for i in range(100):
+            write(b"%03d" % i + b"x" * 997)
+        return []
+
+    exchange = exchange_with(app, full_socket)
+    body = split_response(b"".join(exchange.run()))[2]
+    assert body == b"".join(b"%03d" % i + b"x" * 997 for i in range(100)) and exchange.keep_alive
+    assert max(tries) < 2000, "each try sends the first piece, never the whole queue again"
+
+
 @pytest.mark.parametrize("where", ["call", "iter"])
 def test_written_bytes_still_leave_when_the_app_then_fails(where, caplog) -> None:
     def app(environ, start_response):

@@ -588,9 +588,10 @@ class Exchange:
         log.log(level, "%s on %s", why, self._request_line(), exc_info=exc)
 
     def _request_line(self) -> str:
-        """The request, as log lines name it."""
-        request = self.conn.request
-        return f"{request.method} {request.target}"
+        """The request, as log lines name it (from the environ, which outlives
+        the connection's current request)."""
+        environ = self.environ
+        return f"{environ.get('REQUEST_METHOD')} {environ.get('REQUEST_URI')}"
 
     def _close_result(self, result) -> None:
         close = getattr(result, "close", None)

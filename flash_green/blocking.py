@@ -54,7 +54,8 @@ def serve_connection(sock, peer, engine) -> None:
 def _serve(sock, peer, engine, config) -> None:
     wsgi = engine.wsgi
     counters = engine.counters
-    conn = ServerConnection(config.limits, config.server_header)
+    tracer = engine.tracer
+    conn = engine.connection_class(config.limits, config.server_header)
     conn_environ = wsgi.connection_environ(peer)
     recv = sock.recv
     sendall = sock.sendall
@@ -108,6 +109,8 @@ def _serve(sock, peer, engine, config) -> None:
         for data in exchange.run():
             sendall(data)
         counters.record_response(exchange.sent, exchange.status)
+        if tracer is not None:
+            tracer.record(exchange)
         if not exchange.keep_alive or not _finish_body(conn, body):
             return
         if not conn.start_next_cycle() or engine.stopping:

@@ -65,6 +65,7 @@ from ..cgi import (MAX_RESPONSE_HEAD, CGIResponseError, ResponseHead, child_envi
                    find_end_of_head, meta_variables, parse_response_head)
 from ..config import Config
 from ..http import ResponseError, status_line_text
+from ..tracing import CHILD_PID_KEY
 from ..wsgi import InputStream
 from .base import Capabilities
 from .threaded import ThreadedEngine
@@ -308,6 +309,7 @@ class CGIApplication:
             return _error(start_response, 502, "the CGI program could not be executed")
         finally:
             _close_stdin(stdin)
+        environ[CHILD_PID_KEY] = child.proc.pid
         try:
             head, first = child.read_head()
         except ChildTimeout:

@@ -188,11 +188,12 @@ class TaskletsEngine(Engine):
         """
         self.connections.add(state)
         counters = self.counters
+        tracer = self.tracer
         counters.connections_total += 1
         counters.connections_open += 1
         config = self.config
         wsgi = self.wsgi
-        conn = ServerConnection(config.limits, config.server_header)
+        conn = self.connection_class(config.limits, config.server_header)
         conn_environ = wsgi.connection_environ(peer)
         recv = sock.socket.recv
         send = sock.socket.send
@@ -270,6 +271,8 @@ class TaskletsEngine(Engine):
                             sent += yield from sock.send(view[sent:])
                 state.deadline = 0.0
                 counters.record_response(exchange.sent, exchange.status)
+                if tracer is not None:
+                    tracer.record(exchange)
                 if not exchange.keep_alive or not conn.start_next_cycle() or self.stopping:
                     return
                 event = pieces = environ = exchange = out = data = None

@@ -107,7 +107,7 @@ def _serve(sock, peer, engine, config) -> None:
         body = InputStream(body_from_connection(conn, recv_body, sendall)
                            if request.has_body else None)
         environ = wsgi.environ(conn_environ, request, body)
-        exchange = Exchange(wsgi, conn, environ, keep_alive=not engine.stopping)
+        exchange = Exchange(wsgi, conn, environ, not engine.stopping, sendall)
         for data in exchange.run():
             sendall(data)
         counters.record_response(exchange.sent, exchange.status)

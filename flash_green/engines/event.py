@@ -73,6 +73,7 @@ When to use it
 from __future__ import annotations
 
 import logging
+import select
 import socket
 import threading
 from collections import deque
@@ -120,8 +121,16 @@ class PooledChannel(Channel):
     # -- on a pool thread ----------------------------------------------------------
 
     def respond_in_pool(self) -> None:
-        """Run the app, then write its response."""
-        self.in_pool(lambda: iter(self.start_exchange().run()))
+        """Run the app, then write its response. What the app passes to
+        `write()` is sent before `write()` returns (PEP 3333): that wait is
+        the app's, on its pool thread."""
+        sock = self.sock
+        timeout = self.engine.config.timeout
+
+        def write_now(data: bytes) -> None:
+            send_all(sock, data, timeout)
+
+        self.in_pool(lambda: iter(self.start_exchange(write_now).run()))
 
     def write_in_pool(self) -> None:
         """Go on pulling the response's pieces (the loop finished the last one)."""
@@ -219,6 +228,30 @@ class PooledChannel(Channel):
         pending, self.pending = self.pending, None
         if getattr(pending, "close", None) is not None:
             self.engine.jobs.put(pending.close)
+
+
+def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
+    """`sendall` for a non-blocking socket: poll only when it is full.
+
+    The socket stays non-blocking for the loop's sake; a pool thread waits
+    for room with its own poll() (never the loop's epoll), up to `timeout`
+    seconds without progress.
+    """
+    view = data
+    waiter = None
+    while True:
+        try:
+            sent = sock.send(view)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent == len(view):
+            return
+        view = memoryview(view)[sent:]
+        if waiter is None:
+            waiter = select.poll()
+            waiter.register(sock, select.POLLOUT)
+        if not waiter.poll(timeout * 1000):
+            raise TimeoutError(f"client read nothing for {timeout} s")
 
 
 def close_iterable(iterable) -> None:

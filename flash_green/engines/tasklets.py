@@ -50,7 +50,7 @@ from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sl
 from tasklets.io import Socket
 
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from ..wsgi import Exchange, InputStream, body_from_pieces
+from ..wsgi import APP_ERRORS, Exchange, InputStream, body_from_pieces
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, accept_backlog
 
 log = logging.getLogger("flash.engine.tasklets")
@@ -276,7 +276,9 @@ class TaskletsEngine(Engine):
                 # response are bounded by --timeout (a plain app cannot be).
                 state.deadline = monotonic() + config.timeout
                 environ = wsgi.environ(conn_environ, event, InputStream(body_from_pieces(pieces)))
-                exchange = Exchange(wsgi, conn, environ, keep_alive=not self.stopping)
+                # write() output goes straight to the socket; what it does not
+                # take leaves with the response's next piece.
+                exchange = Exchange(wsgi, conn, environ, not self.stopping, send)
                 if self.is_tasklet_app:
                     out = yield from self._run_tasklet_app(exchange, environ)
                 else:
@@ -341,7 +343,7 @@ class TaskletsEngine(Engine):
             return refused
         try:
             result = yield from self.app(environ, exchange.start_response)
-        except Exception as exc:
+        except APP_ERRORS as exc:
             return exchange.failed(exc)
         return exchange.respond(result)
 

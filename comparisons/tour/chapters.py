@@ -270,7 +270,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         "event", "v5 · event", (EVENT,), "blocking-handler",
         (TourTarget("epoll", "epoll"), TourTarget("event", "event")),
         (CodeRef(EVENT, "PooledChannel.dispatch", before=(EPOLL, "Channel.dispatch")),
-         CodeRef(EVENT, "PooledChannel.serve_in_pool")),
+         CodeRef(EVENT, "PooledChannel.in_pool")),
         Headline("hello.p50_ms", "the wait of GET / while handlers block, median", "ms"),
         (("hello.p50_ms", "GET /: median (ms)"), ("hello.max_ms", "GET /: longest (ms)"),
          ("sleepers.max_ms", "blocking: longest (ms)"), ("threads", "OS threads that served")),

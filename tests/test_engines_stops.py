@@ -113,8 +113,8 @@ def wait_refused(address, timeout: float = 10.0) -> None:
     while True:
         try:
             probe = socket.create_connection(address, timeout=5)
-        except ConnectionRefusedError:
-            return
+        except (ConnectionRefusedError, ConnectionResetError):
+            return  # refused, or the listener closed under this very handshake
         probe.close()
         assert time.monotonic() < deadline, "the listener still accepts after the stop began"
         time.sleep(0.01)

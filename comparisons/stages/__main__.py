@@ -1,0 +1,146 @@
+"""`python -m comparisons.stages`: run the stage table (see the package docstring)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import time
+
+from comparisons import bench_inprocess, wrk
+from comparisons.bench_inprocess import CLIENT_CPU, Server
+from comparisons.childproc import ROOT, raise_fd_limit
+
+from . import __doc__ as DOC
+from . import floors, sampling, targets
+from .report import Level, Results, Split, markdown, print_tables
+from .targets import Target
+
+
+def arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m comparisons.stages", description=DOC.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=DOC.split("\n\n", 1)[1])
+    parser.add_argument("--engines", nargs="+", metavar="NAME", help="only these engines (names or labels)")
+    parser.add_argument("--no-peers", action="store_true", help="no canned loop, uvicorn, gevent.pywsgi")
+    parser.add_argument("--levels", default="100,1000",
+                        help="wrk concurrencies, comma-separated; the first gives the stage table")
+    parser.add_argument("--many", type=int, default=10000,
+                        help="the zero-error check at this many keep-alive connections (0: skip)")
+    parser.add_argument("--many-engines", default="tasklets,epoll,asyncio")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
+    parser.add_argument("--duration", type=int, default=3, help="seconds per measured wrk run")
+    parser.add_argument("--profile-seconds", type=int, default=5, help="py-spy seconds per server (0: no split)")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--floor-rounds", type=int, default=5)
+    parser.add_argument("--floor-budget", type=float, default=0.2, help="seconds per stage per round")
+    parser.add_argument("--idle", type=int, default=5000, help="idle connections per engine (0: skip)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="seconds, not minutes: one round, 1 s runs, no c=1000/many/idle (for tests)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "results", time.strftime("stages-%Y%m%d-%H%M%S")))
+    return parser
+
+
+def apply_tiny(args: argparse.Namespace) -> None:
+    args.levels = args.levels.split(",")[0]
+    args.many = args.idle = 0
+    args.rounds = args.duration = args.floor_rounds = 1
+    args.profile_seconds = min(args.profile_seconds, 1)
+    args.floor_budget = 0.02
+
+
+def machine() -> str:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"{time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs ({model}), Linux {platform.release()}, "
+            f"CPython {platform.python_version()}, load average {load}")
+
+
+def measure_level(chosen: list[Target], connections: int, args: argparse.Namespace) -> Level:
+    print(f"\n-- hello keep-alive, c={connections} (servers with their own c say so) --", flush=True)
+    servers = [t.server for t in chosen]
+    runs = bench_inprocess.measure_throughput(servers, args.rounds, connections, args.duration)
+    return Level.from_runs(connections, runs, {s.label: s.connections for s in servers if s.connections})
+
+
+def profile(target: Target, connections: int, args: argparse.Namespace) -> sampling.Profile:
+    """py-spy on the server while wrk loads it (after a warm-up)."""
+    running = bench_inprocess.start(target.server)
+    clients = target.server.connections or connections
+    try:
+        bench_inprocess.wrk(running.port, clients, 1)
+        spy = sampling.record(running.proc.pid, args.profile_seconds, args.rate, target.children, CLIENT_CPU)
+        bench_inprocess.wrk(running.port, clients, args.profile_seconds + 1)
+        return sampling.collect(spy, timeout=args.profile_seconds + 60)
+    finally:
+        running.stop()
+
+
+def split(profile: sampling.Profile, total_us: float) -> Split:
+    return Split(total_us=total_us, stages=profile.split(total_us),
+                 errors_us={s: profile.error(s) * total_us for s in sampling.STAGES},
+                 samples=profile.samples, poll_us=profile.stages["poll"] / max(1, profile.samples) * total_us,
+                 hot=profile.hot(total_us), hot_lines=profile.hot(total_us, by_line=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
+    if args.tiny:
+        apply_tiny(args)
+    levels = [int(c) for c in args.levels.split(",") if c]
+    raise_fd_limit(2 * max([*levels, args.many]) + 1000)
+    chosen, skipped = targets.engine_targets(args.engines)
+    if not args.no_peers:
+        peers, peers_skipped = targets.peer_targets()
+        chosen += peers
+        skipped += peers_skipped
+    command = "python -m comparisons.stages " + shlex.join(argv if argv is not None else sys.argv[1:])
+    print(f"stage floors, in this process ({args.floor_rounds} rounds)...", flush=True)
+    results = Results(command=command.strip(), machine=machine(),
+                      floors=floors.measure(args.floor_rounds, args.floor_budget).us,
+                      peers=[t.label for t in chosen if t.peer], skipped=skipped)
+    if not wrk.available():
+        results.skipped.append("wrk is not installed: no load figures, floors only")
+        levels = []
+    for i, connections in enumerate(levels):
+        # Past the first level only the servers that take the run's concurrency.
+        level_targets = chosen if i == 0 else [t for t in chosen if t.server.connections is None]
+        results.levels[str(connections)] = measure_level(level_targets, connections, args)
+    many = [targets.many_connections(t, args.many) for t in chosen if t.label in args.many_engines.split(",")]
+    if args.many and many and levels:
+        results.levels[str(args.many)] = measure_level(many, args.many, args)
+    base = results.base_level()
+    if base and args.profile_seconds:
+        if sampling.available():
+            for target in chosen:
+                if target.no_split:
+                    results.no_split[target.label] = target.no_split
+                    continue
+                print(f"sampling {target.label} under load ({args.profile_seconds} s)...", flush=True)
+                total = base.median(target.label, "cpu_us_per_request")
+                results.splits[target.label] = split(profile(target, levels[0], args), total)
+        else:
+            results.skipped.append("py-spy is not installed (pip install py-spy): no split, totals only")
+    if args.idle:
+        for target in chosen:
+            if not target.peer and target.server.connections is None:
+                print(f"idle connections: {target.label} x {args.idle}...", flush=True)
+                server = Server(target.label, target.server.argv)
+                results.idle_kb[target.label] = bench_inprocess.idle_cost(server, args.idle) / 1024
+    results.machine += f"; load average at the end {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    print_tables(results)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "stages.json"), "w") as f:
+        f.write(results.to_json())
+    with open(os.path.join(args.out, "stages.md"), "w") as f:
+        f.write(markdown(results))
+    print(f"\nwrote {args.out}/stages.json and stages.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,6 +35,12 @@ The method, and why its numbers add up:
    (`Results.check`): sampled stages sum to the total, and the floors of the
    pure stages fit within the total.
 
+Reading it: "recv" of a blocking engine (sequential, threaded, prefork,
+worker) includes going to sleep in recv and being woken: there the kernel's
+scheduling is inside the call. uvloop reads in C, out of sight of Python
+samples: asyncio --uvloop's recv counts as scheduling. Concurrency differs
+where a model cannot serve c=100 (its label says why).
+
 "scheduling" is everything that is not a stage: the loop or kernel, epoll
 returning ready events, resuming a tasklet or greenlet, callbacks, timers,
 counters. Peers (the raw epoll loop with a canned reply, uvicorn, gevent.pywsgi)

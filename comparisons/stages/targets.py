@@ -57,6 +57,9 @@ ENGINES: tuple[tuple[str, tuple[str, ...], int | None, str], ...] = (
 CANNED = "raw epoll canned"
 UVICORN = "uvicorn httptools uvloop"
 GEVENT_PYWSGI = "gevent.pywsgi"
+#: Why the peers other than the canned loop have no split.
+PEER_NO_SPLIT = ("not our code: its parsing and socket calls run in C (httptools, uvloop, gevent's "
+                 "compiled sockets), where Python stack samples cannot see them: total only")
 #: Why CGI has no split: its stages run in a child that lives one request.
 CGI_NO_SPLIT = ("fork + exec + interpreter start-up per request (milliseconds of CPU against "
                 "tens of microseconds for all the stages): the split would be rounding error, "
@@ -90,7 +93,7 @@ def peer_targets() -> tuple[list[Target], list[str]]:
         if missing:
             skipped.append(f"peer {name} skipped: {', '.join(missing)} not installed")
         else:
-            chosen.append(Target(bench_green.peer_server(name), peer=True))
+            chosen.append(Target(bench_green.peer_server(name), no_split=PEER_NO_SPLIT, peer=True))
     return chosen, skipped
 
 

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         apply_tiny(args)
     levels = [int(c) for c in args.levels.split(",") if c]
-    raise_fd_limit(2 * max([*levels, args.many]) + 1000)
+    raise_fd_limit(max([*levels, args.many]) + 1000)  # each of wrk and the server holds one end
     chosen, skipped = targets.engine_targets(args.engines)
     if not args.no_peers:
         peers, peers_skipped = targets.peer_targets()

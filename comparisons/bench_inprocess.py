@@ -228,19 +228,21 @@ def server_cpu_seconds(pid: int) -> float:
     return total
 
 
-def wrk(port: int, connections: int, seconds: int, server_pid: int | None = None) -> Run:
+def wrk(port: int, connections: int, seconds: int, server_pid: int | None = None,
+        timeout: int = 2) -> Run:
     """Run wrk against 127.0.0.1:port. With `server_pid`, also charge the
     server's CPU time (user + system, all threads) to the requests served,
     and measure what share of the server's CPU the rest of the machine
     (other processes, interrupt work) took during the run: on a shared
-    machine that, not the server, can set the req/s."""
+    machine that, not the server, can set the req/s. A request unanswered
+    after `timeout` seconds counts as an error (wrk's default is 2)."""
     cpu_before = server_cpu_seconds(server_pid) if server_pid else 0.0
     busy_before = cpu_busy_seconds(SERVER_CPU)
     started = time.monotonic()
     out = subprocess.run(
-        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
-               CLIENT_CPU),
-        capture_output=True, text=True, timeout=seconds + 60, check=False,
+        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout}s",
+                f"http://127.0.0.1:{port}/"], CLIENT_CPU),
+        capture_output=True, text=True, timeout=seconds + timeout + 60, check=False,
     ).stdout
     elapsed = time.monotonic() - started
     cpu = server_cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
@@ -256,15 +258,15 @@ def wrk(port: int, connections: int, seconds: int, server_pid: int | None = None
 # -- throughput --------------------------------------------------------------------
 
 def measure_throughput(servers: list[Server], rounds: int, connections: int,
-                       seconds: int) -> dict[str, list[Run]]:
+                       seconds: int, timeout: int = 2) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {s.label: [] for s in servers}
     for number in range(1, rounds + 1):
         for server in servers:
             running = start(server)
             clients = server.connections or connections
             try:
-                wrk(running.port, clients, 1)  # warm-up: caches, first connections
-                run = wrk(running.port, clients, seconds, running.proc.pid)
+                wrk(running.port, clients, 1, timeout=timeout)  # warm-up: caches, first connections
+                run = wrk(running.port, clients, seconds, running.proc.pid, timeout)
             finally:
                 running.stop()
             runs[server.label].append(run)

@@ -30,6 +30,11 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--many", type=int, default=10000,
                         help="the zero-error check at this many keep-alive connections (0: skip)")
     parser.add_argument("--many-engines", default="tasklets,epoll,asyncio")
+    parser.add_argument("--many-duration", type=int, default=10,
+                        help="seconds per run at --many connections (opening them takes seconds)")
+    parser.add_argument("--many-timeout", type=int, default=10,
+                        help="wrk --timeout at --many connections: a request's fair latency there is "
+                             "c / req/s, about a second on one busy core, not wrk's 2 s default")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
     parser.add_argument("--duration", type=int, default=3, help="seconds per measured wrk run")
     parser.add_argument("--profile-seconds", type=int, default=5, help="py-spy seconds per server (0: no split)")
@@ -60,10 +65,11 @@ def machine() -> str:
             f"CPython {platform.python_version()}, load average {load}")
 
 
-def measure_level(chosen: list[Target], connections: int, args: argparse.Namespace) -> Level:
+def measure_level(chosen: list[Target], connections: int, args: argparse.Namespace,
+                  seconds: int, timeout: int = 2) -> Level:
     print(f"\n-- hello keep-alive, c={connections} (servers with their own c say so) --", flush=True)
     servers = [t.server for t in chosen]
-    runs = bench_inprocess.measure_throughput(servers, args.rounds, connections, args.duration)
+    runs = bench_inprocess.measure_throughput(servers, args.rounds, connections, seconds, timeout)
     return Level.from_runs(connections, runs, {s.label: s.connections for s in servers if s.connections})
 
 
@@ -109,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     for i, connections in enumerate(levels):
         # Past the first level only the servers that take the run's concurrency.
         level_targets = chosen if i == 0 else [t for t in chosen if t.server.connections is None]
-        results.levels[str(connections)] = measure_level(level_targets, connections, args)
+        results.levels[str(connections)] = measure_level(level_targets, connections, args, args.duration)
     many = [targets.many_connections(t, args.many) for t in chosen if t.label in args.many_engines.split(",")]
     if args.many and many and levels:
-        results.levels[str(args.many)] = measure_level(many, args.many, args)
+        results.levels[str(args.many)] = measure_level(many, args.many, args, args.many_duration,
+                                                       args.many_timeout)
     base = results.base_level()
     if base and args.profile_seconds:
         if sampling.available():

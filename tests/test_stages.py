@@ -14,7 +14,7 @@ import pytest
 
 from comparisons import wrk
 from comparisons.childproc import ROOT
-from comparisons.stages import floors, sampling
+from comparisons.stages import floors, oncpu, sampling
 from comparisons.stages.__main__ import main
 from comparisons.stages.report import Level, Results, Split
 
@@ -76,6 +76,32 @@ def test_read_raw_sums_samples_into_shares_that_add_up():
     assert sum(split.values()) == pytest.approx(80.0)
 
 
+PERF_SCRIPT = """
+\t          157e5f _PyEval_EvalFrameDefault
+
+\tffffffff8207cc74 __tcp_transmit_skb
+\tffffffff81e778cf __sys_sendto
+\tffffffff81e779a0 __x64_sys_sendto
+\tffffffff8223c951 do_syscall_64
+\t          10a929 __libc_send
+
+\tffffffff81e778cf __sys_recvfrom
+\tffffffff81e779a0 __x64_sys_recvfrom
+
+\tffffffff81e779a0 __x64_sys_epoll_wait
+
+\tffffffff81e74390 handle_softirqs
+\tffffffff81e74391 irqentry_exit_to_user_mode
+"""
+
+
+def test_perf_samples_are_divided_by_the_syscall_in_their_kernel_chain():
+    cpu = oncpu.read_script(PERF_SCRIPT)
+    assert cpu.samples == 5
+    assert {part: cpu.parts[part] for part in oncpu.PARTS} == {
+        "python": 1, "send": 1, "recv": 1, "poll": 1, "kernel": 1}
+
+
 def test_floors_measure_every_stage_on_the_real_objects():
     measured = floors.measure(rounds=1, budget=0.01)
     assert set(measured.us) == {*floors.PURE_STAGES, *floors.IO_STAGES}
@@ -89,7 +115,8 @@ def test_check_flags_a_split_that_does_not_add_up():
     stages = {s: 5.0 for s in sampling.STAGES}  # 35 us of a 50 us total
     zero = {s: 0.0 for s in sampling.STAGES}
     results = Results("cmd", "machine", floors={s: 1.0 for s in (*floors.PURE_STAGES, *floors.IO_STAGES)},
-                      levels={"100": level}, splits={"x": Split(50.0, stages, zero, 10, 0.0, [], [])})
+                      levels={"100": level}, splits={"x": Split(50.0, stages, zero, samples=10, cpu_samples=10, cpu_us={},
+                                                         poll_us=0.0, hot=[], hot_lines=[])})
     assert results.check()["x"]["adds_up"] is False
     results.splits["x"].stages["scheduling"] = 20.0
     assert results.check()["x"]["adds_up"] is True
@@ -105,7 +132,7 @@ def test_tiny_run_writes_a_table_whose_stages_add_up(tmp_path, capsys):
     assert run["rate"] > 0 and run["cpu_us_per_request"] > 0 and run["connections"] == 100
     markdown = (out / "stages.md").read_text()
     assert "| server | c | req/s | CPU us/req | parse | environ | app | head | recv | send | scheduling |" in markdown
-    if not sampling.available():
+    if not (sampling.available() and oncpu.available()):
         assert any("py-spy" in line for line in data["skipped"])
         return
     split = data["splits"]["tasklets"]

@@ -15,15 +15,22 @@ The method, and why its numbers add up:
    with their spread. CPU per request, unlike req/s, barely moves when a
    neighbour takes part of the core (bench_inprocess's docstring).
 
-2. Split. In a separate run, py-spy samples the loaded server from outside
-   (pinned to wrk's core) and every sample is given one stage by its stack
-   (`sampling`: the parser's frames are "parse", `build_head` is "head", a
-   frame running a socket send is "send"...). A stage's share of the samples
-   times the total is its microseconds per request. So the stages sum to the
-   total by construction; what can be wrong is the attribution, and each
-   share carries its binomial sampling error (shown as ±). A profiler inside
-   the process (cProfile) would cost more than the request; an outside
-   sampler costs the server only the moments it is paused.
+2. Split. In a separate run two samplers watch the loaded server from
+   wrk's core. perf (`oncpu`) samples it only while it is on a CPU and
+   divides its CPU by the kernel call chain: Python (user space), the recv,
+   send and epoll_wait syscalls, other kernel work. py-spy (`sampling`,
+   `--gil`: the thread running Python) divides the Python part by stack:
+   the parser's frames are "parse", `build_head` is "head", the line making
+   a socket call is that call... A stage's microseconds per request are
+   its share of that part times the total, so the stages sum to the total
+   by construction; what can be wrong is the attribution, and each figure
+   carries its binomial sampling error (±). Two samplers because neither
+   sees it all: py-spy samples a thread whenever it is runnable, so on a
+   shared machine the wait for the CPU after a wake-up lands on the
+   blocking call (for a blocking engine, half its "recv" in a test run),
+   and perf sees C frames, not Python ones (CPython 3.11 has no perf
+   trampoline). A profiler inside the process (cProfile) would cost more
+   than the request itself.
 
 3. Floors. The same stages timed alone in this process on the real objects
    (`floors`: ServerConnection parsing wrk's request, the WSGIContext an

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import shlex
 import sys
+import threading
 import time
 
 from comparisons import bench_inprocess, wrk
 from comparisons.bench_inprocess import CLIENT_CPU, Server
-from comparisons.childproc import ROOT, raise_fd_limit
+from comparisons.childproc import ROOT, process_tree, raise_fd_limit
 
 from . import __doc__ as DOC
-from . import floors, sampling, targets
+from . import floors, oncpu, sampling, targets
 from .report import Level, Results, Split, markdown, print_tables
 from .targets import Target
 
@@ -37,8 +39,8 @@ def arguments() -> argparse.ArgumentParser:
                              "c / req/s, about a second on one busy core, not wrk's 2 s default")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per level")
     parser.add_argument("--duration", type=int, default=3, help="seconds per measured wrk run")
-    parser.add_argument("--profile-seconds", type=int, default=5, help="py-spy seconds per server (0: no split)")
-    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--profile-seconds", type=int, default=6, help="py-spy seconds per server (0: no split)")
+    parser.add_argument("--rate", type=int, default=400, help="py-spy samples per second")
     parser.add_argument("--floor-rounds", type=int, default=5)
     parser.add_argument("--floor-budget", type=float, default=0.2, help="seconds per stage per round")
     parser.add_argument("--idle", type=int, default=5000, help="idle connections per engine (0: skip)")
@@ -73,24 +75,44 @@ def measure_level(chosen: list[Target], connections: int, args: argparse.Namespa
     return Level.from_runs(connections, runs, {s.label: s.connections for s in servers if s.connections})
 
 
-def profile(target: Target, connections: int, args: argparse.Namespace) -> sampling.Profile:
-    """py-spy on the server while wrk loads it (after a warm-up)."""
+def profile(target: Target, connections: int, args: argparse.Namespace) -> tuple[sampling.Profile, oncpu.CpuSamples]:
+    """py-spy (Python stacks) and perf (on-CPU samples) on the server while
+    wrk loads it, after a warm-up; both pinned to wrk's CPU."""
     running = bench_inprocess.start(target.server)
     clients = target.server.connections or connections
+    pid = running.proc.pid
     try:
         bench_inprocess.wrk(running.port, clients, 1)
-        spy = sampling.record(running.proc.pid, args.profile_seconds, args.rate, target.children, CLIENT_CPU)
-        bench_inprocess.wrk(running.port, clients, args.profile_seconds + 1)
-        return sampling.collect(spy, timeout=args.profile_seconds + 60)
+        load = threading.Thread(target=bench_inprocess.wrk, args=(running.port, clients, args.profile_seconds + 2))
+        load.start()
+        try:
+            pids = [p.pid for p in process_tree(running.proc)]
+            spy = sampling.record(pid, args.profile_seconds, args.rate, target.children, CLIENT_CPU)
+            perf = oncpu.record(pids, args.profile_seconds, CLIENT_CPU)
+            timeout = args.profile_seconds + 60
+            return sampling.collect(spy, timeout), oncpu.collect(perf, timeout)
+        finally:
+            load.join()
     finally:
         running.stop()
 
 
-def split(profile: sampling.Profile, total_us: float) -> Split:
-    return Split(total_us=total_us, stages=profile.split(total_us),
-                 errors_us={s: profile.error(s) * total_us for s in sampling.STAGES},
-                 samples=profile.samples, poll_us=profile.stages["poll"] / max(1, profile.samples) * total_us,
-                 hot=profile.hot(total_us), hot_lines=profile.hot(total_us, by_line=True))
+def split(python: sampling.Profile, cpu: oncpu.CpuSamples, total_us: float) -> Split:
+    """The total divided as perf divides the CPU (Python, recv, send, poll,
+    other kernel work), and the Python part as py-spy divides it by stage."""
+    python_us = cpu.share("python") * total_us
+    kernel = {"recv": "recv", "send": "send", "poll": "scheduling", "kernel": "scheduling"}
+    stages, errors = {}, {}
+    for stage in sampling.STAGES:
+        parts = [part for part, to in kernel.items() if to == stage]
+        kernel_share = sum(cpu.share(part) for part in parts)
+        stages[stage] = python_us * python.share(stage) + kernel_share * total_us
+        perf_error = math.sqrt(kernel_share * (1 - kernel_share) / cpu.samples) if cpu.samples else 1.0
+        errors[stage] = math.hypot(python_us * python.error(stage), total_us * perf_error)
+    poll_us = (python.stages["poll"] / max(1, python.samples) * python_us + cpu.share("poll") * total_us)
+    return Split(total_us=total_us, stages=stages, errors_us=errors, samples=python.samples,
+                 cpu_samples=cpu.samples, cpu_us={part: cpu.share(part) * total_us for part in oncpu.PARTS},
+                 poll_us=poll_us, hot=python.hot(python_us), hot_lines=python.hot(python_us, by_line=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,16 +144,17 @@ def main(argv: list[str] | None = None) -> int:
                                                        args.many_timeout)
     base = results.base_level()
     if base and args.profile_seconds:
-        if sampling.available():
+        if sampling.available() and oncpu.available():
             for target in chosen:
                 if target.no_split:
                     results.no_split[target.label] = target.no_split
                     continue
                 print(f"sampling {target.label} under load ({args.profile_seconds} s)...", flush=True)
                 total = base.median(target.label, "cpu_us_per_request")
-                results.splits[target.label] = split(profile(target, levels[0], args), total)
+                results.splits[target.label] = split(*profile(target, levels[0], args), total)
         else:
-            results.skipped.append("py-spy is not installed (pip install py-spy): no split, totals only")
+            results.skipped.append("the split needs py-spy (pip install py-spy) and perf "
+                                   "(Debian: apt-get install linux-perf): totals only")
     if args.idle:
         for target in chosen:
             if not target.peer and target.server.connections is None:

@@ -56,7 +56,12 @@ class Split:
     total_us: float
     stages: dict[str, float]
     errors_us: dict[str, float]
+    #: py-spy's samples (Python) and perf's (on-CPU).
     samples: int
+    cpu_samples: int
+    #: perf's division of the total: python, recv, send, poll, kernel (us).
+    cpu_us: dict[str, float]
+    #: epoll_wait and the lines calling it, a part of scheduling.
     poll_us: float
     #: The innermost functions by self time: (function (file), us per request, stage).
     hot: list[tuple[str, float, str]]
@@ -123,7 +128,7 @@ def _us(value: float) -> str:
 
 def stage_rows(results: Results) -> list[list[str]]:
     """The stage table: a header and one row per server, then the floor row."""
-    header = ["server", "c", "req/s", "CPU us/req", *STAGES, "samples"]
+    header = ["server", "c", "req/s", "CPU us/req", *STAGES, "samples py-spy / perf"]
     rows = [header]
     level = results.base_level()
     if level is None:
@@ -142,7 +147,7 @@ def stage_rows(results: Results) -> list[list[str]]:
         for stage in STAGES:
             peer_stage = label in results.peers and stage in PURE_STAGES
             cells.append("-" if peer_stage else f"{_us(split.stages[stage])}±{split.errors_us[stage]:.1f}")
-        rows.append([label, c, rate, cpu, *cells, str(split.samples)])
+        rows.append([label, c, rate, cpu, *cells, f"{split.samples} / {split.cpu_samples}"])
     floors = results.floors
     rows.append([FLOOR_LABEL, "1", "", _us(sum(floors.values())),
                  *[_us(floors[s]) for s in (*PURE_STAGES, *IO_STAGES)], "-", ""])

@@ -1,10 +1,11 @@
-"""Where a server under load spends its CPU: py-spy samples, sorted into the stages of a request.
+"""Where a server's Python time goes: py-spy samples, sorted into the stages of a request.
 
-`record` runs `py-spy record --format raw` on the server's process (and its
-children, for the supervised engines) while wrk loads it; py-spy skips the
-samples in which a thread sleeps (epoll_wait with nothing ready, a thread
-waiting for the GIL), so each sample is a moment of CPU. `classify` gives
-every sample one stage, walking its stack from the innermost frame out:
+`record` runs `py-spy record --gil --format raw` on the server's process (and
+its children, for the supervised engines) while wrk loads it: a sample is
+taken of the thread holding the GIL, so each sample is a moment of Python
+running (the syscalls release the GIL: `oncpu` counts them with perf).
+`classify` gives every sample one stage, walking its stack from the
+innermost frame out:
 
 * a frame of the HTTP core, the WSGI adapter or the demo app names the stage
   (`STAGE_OF`): the parser is "parse", `build_head` and the date "head",
@@ -18,10 +19,9 @@ every sample one stage, walking its stack from the innermost frame out:
   the kernel's resume path, callbacks, counters, timers. Its "poll" part
   (lines calling poll/select) is reported on its own as well.
 
-A stage's share of the samples times the server's CPU per request (from the
-unprofiled runs) is its microseconds per request, so the stages add up to
-the total by construction; the sampling error of a share is binomial,
-sqrt(p(1-p)/n), and is reported with it.
+A stage's share of these samples times the Python part of the server's CPU
+per request is its Python microseconds per request; the sampling error of a
+share is binomial, sqrt(p(1-p)/n), and is reported with it.
 """
 
 from __future__ import annotations
@@ -191,10 +191,10 @@ def record(pid: int, seconds: int, rate: int, children: bool, cpu: int | None) -
     # --nonblocking: py-spy's default pauses the process for each sample,
     # which wakes a thread sleeping in epoll_wait or recv, and the idle
     # moment is then sampled as work (an idle tasklets server: 43-90 samples
-    # in 2 s at 250 Hz, against 0-2 with --nonblocking). A thread that is
-    # runnable but preempted by a neighbour is still sampled: only the
-    # shares are used, and the CPU time comes from /proc.
-    argv = ["py-spy", "record", "--nonblocking", "--pid", str(pid), "--rate", str(rate),
+    # in 2 s at 250 Hz, against 0-2 with --nonblocking).
+    # --gil: only the thread holding the GIL, i.e. Python running (the
+    # syscalls, which release it, are perf's to count: see `oncpu`).
+    argv = ["py-spy", "record", "--nonblocking", "--gil", "--pid", str(pid), "--rate", str(rate),
             "--duration", str(seconds), "--format", "raw", "--output", path]
     if children:
         argv.append("--subprocesses")

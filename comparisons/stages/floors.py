@@ -101,7 +101,7 @@ class LoopbackPair:
     server: socket.socket
 
     @classmethod
-    def open(cls) -> "LoopbackPair":
+    def open(cls) -> LoopbackPair:
         with socket.create_server(("127.0.0.1", 0)) as listener:
             client = socket.create_connection(listener.getsockname())
             server, _ = listener.accept()

@@ -19,13 +19,13 @@ and the waker's eventfd is rare.)
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
+
+from .recorder import Recorder
 
 PARTS = ("python", "recv", "send", "poll", "kernel")
 
@@ -77,27 +77,16 @@ def available() -> bool:
     return shutil.which("perf") is not None
 
 
-def record(pids: list[int], seconds: int, cpu: int | None) -> subprocess.Popen:
+def record(pids: list[int], seconds: int, cpu: int | None) -> Recorder:
     """Start `perf record` on `pids` (all their threads) for `seconds`; `collect` it afterwards."""
-    fd, path = tempfile.mkstemp(prefix="flash-stages-", suffix=".perf")
-    os.close(fd)
-    argv = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-p", ",".join(map(str, pids)),
-            "-o", path, "--", "sleep", str(seconds)]
-    if cpu is not None and shutil.which("taskset"):
-        argv = ["taskset", "-c", str(cpu), *argv]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    proc.output_path = path  # type: ignore[attr-defined]
-    return proc
+    def argv(path: str) -> list[str]:
+        return ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g",
+                "-p", ",".join(map(str, pids)), "-o", path, "--", "sleep", str(seconds)]
+    return Recorder.start("perf record", argv, cpu)
 
 
-def collect(proc: subprocess.Popen, timeout: float) -> CpuSamples:
-    path = proc.output_path  # type: ignore[attr-defined]
-    try:
-        _, err = proc.communicate(timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"perf record failed ({proc.returncode}): {err.strip()[-500:]}")
-        script = subprocess.run(["perf", "script", "-i", path, "-F", "ip,sym"], capture_output=True,
-                                text=True, timeout=timeout, check=True).stdout
-        return read_script(script)
-    finally:
-        os.unlink(path)
+def collect(recorder: Recorder, timeout: float) -> CpuSamples:
+    def read(path: str) -> CpuSamples:
+        return read_script(subprocess.run(["perf", "script", "-i", path, "-F", "ip,sym"], capture_output=True,
+                                          text=True, timeout=timeout, check=True).stdout)
+    return recorder.finish(timeout, read)

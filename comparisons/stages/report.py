@@ -34,7 +34,7 @@ class Level:
 
     @classmethod
     def from_runs(cls, connections: int, runs: dict[str, list[Run]],
-                  server_connections: dict[str, int]) -> "Level":
+                  server_connections: dict[str, int]) -> Level:
         return cls(connections, {label: [dict(asdict(r), connections=server_connections.get(label, connections))
                                          for r in values] for label, values in runs.items()})
 

@@ -31,12 +31,12 @@ import math
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 
 from comparisons.childproc import ROOT
+
+from .recorder import Recorder
 
 STAGES = ("parse", "environ", "app", "head", "recv", "send", "scheduling")
 
@@ -73,7 +73,7 @@ class Frame:
     line: int
 
     @classmethod
-    def parse(cls, text: str) -> "Frame":
+    def parse(cls, text: str) -> Frame:
         match = _FRAME.match(text)
         if match is None:
             return cls(text, "", 0)
@@ -183,35 +183,24 @@ def available() -> bool:
     return shutil.which("py-spy") is not None
 
 
-def record(pid: int, seconds: int, rate: int, children: bool, cpu: int | None) -> subprocess.Popen:
+def record(pid: int, seconds: int, rate: int, children: bool, cpu: int | None) -> Recorder:
     """Start py-spy on `pid` for `seconds` (pinned to `cpu`, away from the server);
     `collect` its result once the load has run."""
-    fd, path = tempfile.mkstemp(prefix="flash-stages-", suffix=".txt")
-    os.close(fd)
     # --nonblocking: py-spy's default pauses the process for each sample,
     # which wakes a thread sleeping in epoll_wait or recv, and the idle
     # moment is then sampled as work (an idle tasklets server: 43-90 samples
     # in 2 s at 250 Hz, against 0-2 with --nonblocking).
     # --gil: only the thread holding the GIL, i.e. Python running (the
     # syscalls, which release it, are perf's to count: see `oncpu`).
-    argv = ["py-spy", "record", "--nonblocking", "--gil", "--pid", str(pid), "--rate", str(rate),
-            "--duration", str(seconds), "--format", "raw", "--output", path]
-    if children:
-        argv.append("--subprocesses")
-    if cpu is not None and shutil.which("taskset"):
-        argv = ["taskset", "-c", str(cpu), *argv]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    proc.output_path = path  # type: ignore[attr-defined]
-    return proc
+    def argv(path: str) -> list[str]:
+        return ["py-spy", "record", "--nonblocking", "--gil", "--pid", str(pid), "--rate", str(rate),
+                "--duration", str(seconds), "--format", "raw", "--output", path,
+                *(["--subprocesses"] if children else [])]
+    return Recorder.start("py-spy", argv, cpu)
 
 
-def collect(proc: subprocess.Popen, timeout: float) -> Profile:
-    path = proc.output_path  # type: ignore[attr-defined]
-    try:
-        _, err = proc.communicate(timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"py-spy failed ({proc.returncode}): {err.strip()[-500:]}")
+def collect(recorder: Recorder, timeout: float) -> Profile:
+    def read(path: str) -> Profile:
         with open(path) as f:
             return read_raw(f.read())
-    finally:
-        os.unlink(path)
+    return recorder.finish(timeout, read)

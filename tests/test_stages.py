@@ -58,6 +58,8 @@ def test_classify_reads_socket_calls_from_the_line_through_wrappers_only():
     assert sampling.classify([LOOP, READ]) == "recv"
     assert sampling.classify([LOOP, FLUSH_SEND, wrapper]) == "send"
     assert sampling.classify([LOOP]) == "poll"
+    resume = frame("Kernel._run_ready", "tasklets/kernel.py", "trap = task._gen.send(task._value)")
+    assert sampling.classify([LOOP, resume]) == "scheduling"  # a generator's send is a resume
     # Engine code under the loop's poll line is the engine's, not epoll_wait's.
     assert sampling.classify([LOOP, FLUSH_NEXT]) == "scheduling"
 

@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import threading
@@ -115,6 +116,16 @@ def split(python: sampling.Profile, cpu: oncpu.CpuSamples, total_us: float) -> S
                  poll_us=poll_us, hot=python.hot(python_us), hot_lines=python.hot(python_us, by_line=True))
 
 
+def save_profiles(out: str, label: str, python: sampling.Profile, cpu: oncpu.CpuSamples) -> None:
+    """py-spy's and perf's outputs, in OUT/profiles/ (for flame graphs or a second look)."""
+    folder = os.path.join(out, "profiles")
+    os.makedirs(folder, exist_ok=True)
+    name = re.sub(r"[^\w.-]+", "_", label)
+    for suffix, text in ((".py-spy.txt", python.raw), (".perf.txt", cpu.raw)):
+        with open(os.path.join(folder, name + suffix), "w") as f:
+            f.write(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = arguments().parse_args(argv)
     if args.tiny:
@@ -151,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 print(f"sampling {target.label} under load ({args.profile_seconds} s)...", flush=True)
                 total = base.median(target.label, "cpu_us_per_request")
-                results.splits[target.label] = split(*profile(target, levels[0], args), total)
+                python, cpu = profile(target, levels[0], args)
+                results.splits[target.label] = split(python, cpu, total)
+                save_profiles(args.out, target.label, python, cpu)
         else:
             results.skipped.append("the split needs py-spy (pip install py-spy) and perf "
                                    "(Debian: apt-get install linux-perf): totals only")

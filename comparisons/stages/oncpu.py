@@ -41,6 +41,8 @@ _KERNEL_ADDRESS = re.compile(r"^\s*ffffffff[0-9a-f]{8}\s")
 
 @dataclass
 class CpuSamples:
+    #: `perf script` output, kept for a second look.
+    raw: str = ""
     samples: int = 0
     parts: Counter = field(default_factory=Counter)
 
@@ -61,7 +63,7 @@ def part_of(block: list[str]) -> str:
 
 def read_script(text: str) -> CpuSamples:
     """CpuSamples from `perf script -F ip,sym` output (samples separated by blank lines)."""
-    result = CpuSamples()
+    result = CpuSamples(raw=text)
     block: list[str] = []
     for line in [*text.splitlines(), ""]:
         if line.strip():

@@ -59,7 +59,8 @@ STAGE_OF: tuple[tuple[str, str, str], ...] = (
 SOCKET_WRAPPERS = ("/socket.py", "/selectors.py", "/selector_events.py", "/transports.py", "gevent/",
                    "eventlet/", "flash_green/greenhub.py", "tasklets/io.py")
 
-_SEND = re.compile(r"\b(send|sendall|sendmsg|write|writelines)\s*\(")
+#: A socket call on a line; a generator's or coroutine's send() is a resume.
+_SEND = re.compile(r"(?<!gen\.)(?<!coro\.)\b(send|sendall|sendmsg|write|writelines)\s*\(")
 _RECV = re.compile(r"\b(recv|recv_into|recvfrom|read|readinto)\s*\(")
 _POLL = re.compile(r"\b(poll|select|epoll_wait)\s*\(")
 #: `function (path:line)`, py-spy's frame format.
@@ -124,6 +125,8 @@ def classify(frames: list[Frame]) -> str:
 class Profile:
     """The samples of one server under load, sorted."""
 
+    #: py-spy's output, kept for a second look.
+    raw: str = ""
     samples: int = 0
     #: stage (and "poll") -> samples
     stages: Counter = field(default_factory=Counter)
@@ -167,7 +170,7 @@ class Profile:
 
 def read_raw(text: str) -> Profile:
     """A Profile from py-spy's raw (collapsed stacks) output."""
-    profile = Profile()
+    profile = Profile(raw=text)
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():

@@ -17,7 +17,7 @@ from comparisons.bench_inprocess import CLIENT_CPU, Server
 from comparisons.childproc import ROOT, process_tree, raise_fd_limit
 
 from . import __doc__ as DOC
-from . import floors, oncpu, sampling, targets
+from . import floors, oncpu, report, sampling, targets
 from .report import Level, Results, Split, markdown, print_tables
 from .targets import Target
 
@@ -47,6 +47,8 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--idle", type=int, default=5000, help="idle connections per engine (0: skip)")
     parser.add_argument("--tiny", action="store_true",
                         help="seconds, not minutes: one round, 1 s runs, no c=1000/many/idle (for tests)")
+    parser.add_argument("--render", metavar="JSON", help="print the tables of an earlier run's stages.json "
+                        "and rewrite the stages.md beside it; nothing is measured")
     parser.add_argument("--out", default=os.path.join(ROOT, "results", time.strftime("stages-%Y%m%d-%H%M%S")))
     return parser
 
@@ -128,6 +130,11 @@ def save_profiles(out: str, label: str, python: sampling.Profile, cpu: oncpu.Cpu
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments().parse_args(argv)
+    if args.render:
+        results = report.load(args.render)
+        print_tables(results)
+        write(results, os.path.dirname(args.render))
+        return 0
     if args.tiny:
         apply_tiny(args)
     levels = [int(c) for c in args.levels.split(",") if c]
@@ -176,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
                 results.idle_kb[target.label] = bench_inprocess.idle_cost(server, args.idle) / 1024
     results.machine += f"; load average at the end {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     print_tables(results)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "stages.json"), "w") as f:
-        f.write(results.to_json())
-    with open(os.path.join(args.out, "stages.md"), "w") as f:
-        f.write(markdown(results))
-    print(f"\nwrote {args.out}/stages.json and stages.md")
+    write(results, args.out)
     return 0
+
+
+def write(results: Results, out: str) -> None:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "stages.json"), "w") as f:
+        f.write(results.to_json())
+    with open(os.path.join(out, "stages.md"), "w") as f:
+        f.write(markdown(results))
+    print(f"\nwrote {out}/stages.json and stages.md")
 
 
 if __name__ == "__main__":

@@ -140,8 +140,7 @@ def stage_rows(results: Results) -> list[list[str]]:
         cpu = f"{level.median(label, 'cpu_us_per_request'):.1f} ({low:.0f}-{high:.0f})"
         split = results.splits.get(label)
         if split is None:
-            why = results.no_split.get(label, "not sampled")
-            rows.append([label, c, rate, cpu, *["-"] * len(STAGES), why])
+            rows.append([label, c, rate, cpu, *["-"] * len(STAGES), "total only*"])
             continue
         cells = []
         for stage in STAGES:
@@ -221,17 +220,35 @@ def print_tables(results: Results, console: Console | None = None) -> None:
         for row in rows[1:]:
             table.add_row(*row)
         console.print(table)
+        if title.startswith("CPU microseconds"):
+            for line in notes(results):
+                console.print(line)
     for line in results.skipped:
         console.print(line)
+
+
+def notes(results: Results) -> list[str]:
+    """Why the rows marked "total only*" have no split."""
+    return [f"* {label}: {why}" for label, why in results.no_split.items()]
 
 
 def markdown(results: Results) -> str:
     """The tables as Markdown (the README snippet and the results file)."""
     parts = [f"`{results.command}` - {results.machine}\n"]
-    for title, rows in tables(results):
+    for i, (title, rows) in enumerate(tables(results)):
         parts.append(f"**{title}**\n")
         parts.append("| " + " | ".join(rows[0]) + " |")
         parts.append("| --- |" + " ---: |" * (len(rows[0]) - 1))
         parts += ["| " + " | ".join(row) + " |" for row in rows[1:]]
         parts.append("")
+        if i == 0 and results.no_split:
+            parts += [*notes(results), ""]
     return "\n".join(parts)
+
+
+def load(path: str) -> Results:
+    """Results read back from a stages.json."""
+    with open(path) as f:
+        data = json.load(f)
+    return Results(**{**data, "levels": {k: Level(**v) for k, v in data["levels"].items()},
+                      "splits": {k: Split(**v) for k, v in data["splits"].items()}})

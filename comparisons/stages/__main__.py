@@ -139,52 +139,69 @@ def main(argv: list[str] | None = None) -> int:
         apply_tiny(args)
     levels = [int(c) for c in args.levels.split(",") if c]
     raise_fd_limit(max([*levels, args.many]) + 1000)  # each of wrk and the server holds one end
-    chosen, skipped = targets.engine_targets(args.engines)
-    if not args.no_peers:
-        peers, peers_skipped = targets.peer_targets()
-        chosen += peers
-        skipped += peers_skipped
+    chosen, skipped = choose(args)
     command = "python -m comparisons.stages " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"stage floors, in this process ({args.floor_rounds} rounds)...", flush=True)
     results = Results(command=command.strip(), machine=machine(),
                       floors=floors.measure(args.floor_rounds, args.floor_budget).us,
                       peers=[t.label for t in chosen if t.peer], skipped=skipped)
-    if not wrk.available():
+    if wrk.available():
+        measure_levels(results, chosen, levels, args)
+        if args.profile_seconds:
+            measure_splits(results, chosen, levels[0], args)
+    else:
         results.skipped.append("wrk is not installed: no load figures, floors only")
-        levels = []
-    for i, connections in enumerate(levels):
-        # Past the first level only the servers that take the run's concurrency.
-        level_targets = chosen if i == 0 else [t for t in chosen if t.server.connections is None]
-        results.levels[str(connections)] = measure_level(level_targets, connections, args, args.duration)
-    many = [targets.many_connections(t, args.many) for t in chosen if t.label in args.many_engines.split(",")]
-    if args.many and many and levels:
-        results.levels[str(args.many)] = measure_level(many, args.many, args, args.many_duration,
-                                                       args.many_timeout)
-    base = results.base_level()
-    if base and args.profile_seconds:
-        if sampling.available() and oncpu.available():
-            for target in chosen:
-                if target.no_split:
-                    results.no_split[target.label] = target.no_split
-                    continue
-                print(f"sampling {target.label} under load ({args.profile_seconds} s)...", flush=True)
-                total = base.median(target.label, "cpu_us_per_request")
-                python, cpu = profile(target, levels[0], args)
-                results.splits[target.label] = split(python, cpu, total)
-                save_profiles(args.out, target.label, python, cpu)
-        else:
-            results.skipped.append("the split needs py-spy (pip install py-spy) and perf "
-                                   "(Debian: apt-get install linux-perf): totals only")
     if args.idle:
-        for target in chosen:
-            if not target.peer and target.server.connections is None:
-                print(f"idle connections: {target.label} x {args.idle}...", flush=True)
-                server = Server(target.label, target.server.argv)
-                results.idle_kb[target.label] = bench_inprocess.idle_cost(server, args.idle) / 1024
+        measure_idle(results, chosen, args.idle)
     results.machine += f"; load average at the end {' '.join(f'{v:.1f}' for v in os.getloadavg())}"
     print_tables(results)
     write(results, args.out)
     return 0
+
+
+def choose(args: argparse.Namespace) -> tuple[list[Target], list[str]]:
+    chosen, skipped = targets.engine_targets(args.engines)
+    if not args.no_peers:
+        peers, peers_skipped = targets.peer_targets()
+        chosen += peers
+        skipped += peers_skipped
+    return chosen, skipped
+
+
+def measure_levels(results: Results, chosen: list[Target], levels: list[int], args: argparse.Namespace) -> None:
+    """Every level in turn; past the first, only the servers that take the run's concurrency."""
+    for i, connections in enumerate(levels):
+        level_targets = chosen if i == 0 else [t for t in chosen if t.server.connections is None]
+        results.levels[str(connections)] = measure_level(level_targets, connections, args, args.duration)
+    many = [targets.many_connections(t, args.many) for t in chosen if t.label in args.many_engines.split(",")]
+    if args.many and many:
+        results.levels[str(args.many)] = measure_level(many, args.many, args, args.many_duration,
+                                                       args.many_timeout)
+
+
+def measure_splits(results: Results, chosen: list[Target], connections: int, args: argparse.Namespace) -> None:
+    if not (sampling.available() and oncpu.available()):
+        results.skipped.append("the split needs py-spy (pip install py-spy) and perf "
+                               "(Debian: apt-get install linux-perf): totals only")
+        return
+    base = results.base_level()
+    for target in chosen:
+        if target.no_split:
+            results.no_split[target.label] = target.no_split
+            continue
+        print(f"sampling {target.label} under load ({args.profile_seconds} s)...", flush=True)
+        python, cpu = profile(target, connections, args)
+        results.splits[target.label] = split(python, cpu, base.median(target.label, "cpu_us_per_request"))
+        save_profiles(args.out, target.label, python, cpu)
+
+
+def measure_idle(results: Results, chosen: list[Target], count: int) -> None:
+    """RSS per idle keep-alive connection of every engine that serves many at once."""
+    for target in chosen:
+        if not target.peer and target.server.connections is None:
+            print(f"idle connections: {target.label} x {count}...", flush=True)
+            server = Server(target.label, target.server.argv)
+            results.idle_kb[target.label] = bench_inprocess.idle_cost(server, count) / 1024
 
 
 def write(results: Results, out: str) -> None:

@@ -116,9 +116,9 @@ def test_check_flags_a_split_that_does_not_add_up():
     level = Level(100, {"x": [{"rate": 1.0, "cpu_us_per_request": 50.0, "errors": "", "connections": 100}]})
     stages = {s: 5.0 for s in sampling.STAGES}  # 35 us of a 50 us total
     zero = {s: 0.0 for s in sampling.STAGES}
+    split = Split(50.0, stages, zero, samples=10, cpu_samples=10, cpu_us={}, poll_us=0.0, hot=[], hot_lines=[])
     results = Results("cmd", "machine", floors={s: 1.0 for s in (*floors.PURE_STAGES, *floors.IO_STAGES)},
-                      levels={"100": level}, splits={"x": Split(50.0, stages, zero, samples=10, cpu_samples=10, cpu_us={},
-                                                         poll_us=0.0, hot=[], hot_lines=[])})
+                      levels={"100": level}, splits={"x": split})
     assert results.check()["x"]["adds_up"] is False
     results.splits["x"].stages["scheduling"] = 20.0
     assert results.check()["x"]["adds_up"] is True

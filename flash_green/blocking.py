@@ -54,7 +54,8 @@ def serve_connection(sock, peer, engine) -> None:
 def _serve(sock, peer, engine, config) -> None:
     wsgi = engine.wsgi
     counters = engine.counters
-    conn = ServerConnection(config.limits, config.server_header)
+    tracer = engine.tracer
+    conn = engine.connection_class(config.limits, config.server_header)
     conn_environ = wsgi.connection_environ(peer)
     recv = sock.recv
     sendall = sock.sendall
@@ -104,10 +105,12 @@ def _serve(sock, peer, engine, config) -> None:
         body = InputStream(body_from_connection(conn, recv_body, sendall)
                            if request.has_body else None)
         environ = wsgi.environ(conn_environ, request, body)
-        exchange = Exchange(wsgi, conn, environ, keep_alive=not engine.stopping)
+        exchange = Exchange(wsgi, conn, environ, not engine.stopping, sendall)
         for data in exchange.run():
             sendall(data)
         counters.record_response(exchange.sent, exchange.status)
+        if tracer is not None:
+            tracer.record(exchange)
         if not exchange.keep_alive or not _finish_body(conn, body):
             return
         if not conn.start_next_cycle() or engine.stopping:

@@ -21,7 +21,7 @@ hooks a subclass provides (listed on `RequestPump`).
 
 from __future__ import annotations
 
-from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection
+from ..http import END, NEED_DATA, HTTPError, Request
 
 #: The state in which a connection reads requests; each engine numbers its
 #: other states after it (small ints: compared on every event).
@@ -50,7 +50,7 @@ class RequestPump:
         """The pump's own state for a new connection (call from `__init__`)."""
         self.engine = engine
         self.peer = peer
-        self.conn = ServerConnection(engine.config.limits, engine.config.server_header)
+        self.conn = engine.connection_class(engine.config.limits, engine.config.server_header)
         self.state = READING
         #: A response went out: from now on, waiting for a request is idling.
         self.served = False
@@ -110,6 +110,8 @@ class RequestPump:
         self.exchange = self.pending = None
         self.served = True
         engine.counters.record_response(exchange.sent, exchange.status)
+        if engine.tracer is not None:
+            engine.tracer.record(exchange)
         if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
             self.close()
             return False

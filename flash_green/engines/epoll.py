@@ -95,6 +95,7 @@ from .. import stats
 from ..config import Config
 from ..http import HTTPError, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
+from ._accept import AcceptBackoff
 from ._loop import DeadlineQueue, LoopWatchdog
 from ._pump import READING, RequestPump
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker
@@ -329,6 +330,7 @@ class EpollEngine(Engine):
         self.waker = Waker()
         self.channels: dict[int, Channel] = {}
         self.accepting = False
+        self.accept_backoff = AcceptBackoff(log)
         #: When to try accepting again after accept() failed (out of fds).
         self.accept_retry_at = 0.0
         self.stop_begun = False
@@ -393,6 +395,8 @@ class EpollEngine(Engine):
                 deadline = queue.first_deadline()
                 if deadline is not None and deadline < due:
                     due = deadline
+            if self.accept_retry_at and self.accept_retry_at < due:
+                due = self.accept_retry_at
             self.timers_due = due
         return max(0.0, self.timers_due - now)
 
@@ -417,11 +421,15 @@ class EpollEngine(Engine):
             except OSError as exc:
                 # Out of fds (EMFILE) and the like: rather than spin on a
                 # listener that stays ready, pause until a connection closes
-                # or a second has passed.
-                log.warning("accept failed: %s; pausing accepts", exc)
-                self.pause_accepting()
-                self.accept_retry_at = time.monotonic() + 1.0
-                return
+                # or the back-off has passed.
+                pause = self.accept_backoff.failed(exc)
+                if pause:
+                    self.pause_accepting()
+                    self.accept_retry_at = time.monotonic() + pause
+                    self.timers_due = min(self.timers_due, self.accept_retry_at)
+                    return
+                continue
+            self.accept_backoff.accepted()
             sock.setblocking(False)
             self.add_channel(sock, peer)
             if len(self.channels) >= self.config.max_connections:

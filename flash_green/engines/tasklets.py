@@ -51,6 +51,7 @@ from tasklets.io import Socket
 
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
+from ._accept import AcceptBackoff
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine
 
 log = logging.getLogger("flash.engine.tasklets")
@@ -140,16 +141,18 @@ class TaskletsEngine(Engine):
     def _accept_loop(self) -> Generator:
         listener = self.listener_socket
         spawn = self.kernel.spawn
+        backoff = AcceptBackoff(log)
         while not self.stopping:
             yield from self.slots.acquire()
             try:
                 sock, peer = yield from listener.accept()
             except (ClosedError, OSError) as exc:
                 self.slots.release()
-                if not self.stopping:
-                    log.warning("accept failed: %s", exc)
-                    continue
-                return
+                if self.stopping:
+                    return
+                yield from sleep(backoff.failed(exc))
+                continue
+            backoff.accepted()
             state = ConnectionState()
             state.task = spawn(self._connection, sock, peer, state, name=f"conn-{sock.fileno()}")
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
+from .config import Config
+from .engines._read_timeouts import UploadPace, body_timeout, head_timeout
 from .http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from .wsgi import Exchange, InputStream, body_from_connection
+from .wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection
 
 log = logging.getLogger("flash.connection")
 
@@ -27,6 +30,9 @@ RECV_SIZE = 65536
 #: Body bytes we are willing to read and drop when the app did not read its
 #: request body, to keep the connection alive; beyond this we just close.
 DRAIN_LIMIT = 1 << 20
+#: What a recv that ran out of time raises: socket.timeout (an alias of
+#: TimeoutError) for Python and green sockets, EAGAIN for SO_RCVTIMEO.
+TIMED_OUT = (TimeoutError, BlockingIOError)
 
 
 def serve_connection(sock, peer, engine) -> None:
@@ -51,7 +57,12 @@ def serve_connection(sock, peer, engine) -> None:
         _close(sock)
 
 
-def _serve(sock, peer, engine, config) -> None:
+def _serve(sock, peer, engine, config: Config) -> None:
+    """The connection loop. Timeouts (see `engines._read_timeouts`): the wait
+    for a request's first byte is bounded by --keep-alive; the rest of its head
+    by what is left of --header-timeout since that first byte (the socket
+    timeout shrinks at each read of a trickled head: only heads that take more
+    than one read pay for it); its body by `BodySource`."""
     wsgi = engine.wsgi
     counters = engine.counters
     conn = ServerConnection(config.limits, config.server_header)
@@ -59,15 +70,13 @@ def _serve(sock, peer, engine, config) -> None:
     recv = sock.recv
     sendall = sock.sendall
     keep_alive_timeout = config.keep_alive
-    header_timeout = config.header_timeout
     timeout = None
+    head_deadline = 0.0
+    body_source: BodySource | None = None
     # A new connection's first request is owed an answer even if a stop
     # arrives before its bytes do (a graceful restart must not drop it);
     # only the wait between two requests counts as idle.
     served = False
-
-    def recv_body() -> bytes:
-        return recv(RECV_SIZE)
 
     while True:
         try:
@@ -75,16 +84,29 @@ def _serve(sock, peer, engine, config) -> None:
             if event is NEED_DATA:
                 # Waiting for a new request's first byte is "idle" (the
                 # keep-alive timeout, and a stop may end it); once bytes of a
-                # head arrived, the header timeout bounds the rest.
+                # head arrived, what is left of the header timeout.
                 idle = conn.buffered == 0
-                wanted = keep_alive_timeout if idle else header_timeout
+                if idle:
+                    wanted = keep_alive_timeout
+                else:
+                    now = time.monotonic()
+                    if not head_deadline:
+                        head_deadline = now + config.header_timeout
+                    wanted = head_deadline - now
+                    if wanted <= 0:
+                        raise head_timeout(config)
                 if wanted != timeout:
                     sock.settimeout(wanted)
                     timeout = wanted
                 between_requests = idle and served
                 if between_requests and not engine.mark_idle(sock, True):
                     return
-                data = recv(RECV_SIZE)
+                try:
+                    data = recv(RECV_SIZE)
+                except TIMED_OUT:
+                    if idle:
+                        return
+                    raise head_timeout(config) from None
                 if between_requests:
                     engine.mark_idle(sock, False)
                 conn.receive_data(data)
@@ -99,10 +121,20 @@ def _serve(sock, peer, engine, config) -> None:
 
         request = event
         served = True
+        if head_deadline:
+            # A trickled head left a sliver of timeout on the socket: the
+            # response's sends get --timeout, as on the other engines.
+            head_deadline = 0.0
+            timeout = config.timeout
+            sock.settimeout(timeout)
         counters.requests += 1
         engine.heartbeat()
-        body = InputStream(body_from_connection(conn, recv_body, sendall)
-                           if request.has_body else None)
+        source = None
+        if request.has_body:
+            if body_source is None:
+                body_source = BodySource(sock, conn, peer, config)
+            source = body_source.start()
+        body = InputStream(source)
         environ = wsgi.environ(conn_environ, request, body)
         exchange = Exchange(wsgi, conn, environ, keep_alive=not engine.stopping)
         for data in exchange.run():
@@ -110,8 +142,66 @@ def _serve(sock, peer, engine, config) -> None:
         counters.record_response(exchange.sent, exchange.status)
         if not exchange.keep_alive or not _finish_body(conn, body):
             return
+        if source is not None:
+            if source.failed:
+                return
+            if source.pace is not None:  # it read the socket, under its own timeout
+                timeout = config.body_timeout
         if not conn.start_next_cycle() or engine.stopping:
             return
+
+
+class BodySource:
+    """`wsgi.input`'s source on a blocking socket: reads the body on demand.
+
+    Bounds each read by --body-timeout and the upload by --min-body-rate
+    (`UploadPace`); a body that fails - too slow, a reset (ClientDisconnected),
+    bad chunking - raises an HTTPError that the adapter answers (408, 400...)
+    and that is logged here once, as INFO: the client's doing, not the app's.
+    One per connection, made for its first request with a body.
+    """
+
+    __slots__ = ("sock", "peer", "config", "read", "pace", "failed")
+
+    def __init__(self, sock, conn: ServerConnection, peer, config: Config) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.config = config
+        self.read = body_from_connection(conn, self._recv, sock.sendall)
+        #: Set at the first read of the socket for this body.
+        self.pace: UploadPace | None = None
+        self.failed: HTTPError | None = None
+
+    def start(self) -> BodySource:
+        """Ready for the next request's body."""
+        self.pace = None
+        self.failed = None
+        return self
+
+    def __call__(self) -> bytes:
+        if self.failed is not None:
+            raise self.failed
+        try:
+            return self.read()
+        except HTTPError as exc:
+            self.failed = exc
+            if isinstance(exc, ClientDisconnected):
+                log.info("request body from %s: %s", self.peer, exc.reason)
+            else:
+                log.info("bad request body from %s: %s %s", self.peer, exc.status, exc.reason)
+            raise
+
+    def _recv(self) -> bytes:
+        config = self.config
+        if self.pace is None:
+            self.pace = UploadPace(config, time.monotonic())
+            self.sock.settimeout(config.body_timeout)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except TIMED_OUT:
+            raise body_timeout(config) from None
+        self.pace.arrived(len(data), time.monotonic())
+        return data
 
 
 def _finish_body(conn: ServerConnection, body: InputStream) -> bool:

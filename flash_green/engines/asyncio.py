@@ -112,6 +112,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         "exchange",
         "in_head",
         "linger_left",
+        "pace",
         "peer",
         "pending",
         "reading_paused",
@@ -168,7 +169,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.close()
+        self.lost(exc)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -185,7 +186,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         return True
 
     def arm_body(self) -> None:
-        self._arm(self.engine.config.header_timeout)
+        self._arm(self.engine.config.body_timeout)
 
     def arm_head(self) -> None:
         if not self.in_head:
@@ -310,7 +311,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
             log.warning("async handler for %s ran past --timeout; connection closed",
                         self.exchange.environ.get("PATH_INFO") if self.exchange else "?")
         log.debug("connection from %s timed out in state %d", self.peer, self.state)
-        self.close()
+        self.timed_out()
 
     def close(self) -> None:
         if self.state == CLOSED:

@@ -237,11 +237,16 @@ def linger(sock, seconds: float = 1.0, limit: int = DRAIN_LIMIT) -> None:
 
     Closing with unread input makes the kernel answer RST, and an RST can
     overtake our error response in the client's receive path: the client
-    would see "connection reset" instead of a 4xx. Bounded in time and bytes.
+    would see "connection reset" instead of a 4xx. Bounded in bytes and in
+    total time (a client trickling a byte now and then must not keep us).
     """
     sock.shutdown(socket.SHUT_WR)
-    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
     while limit > 0:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        sock.settimeout(left)
         data = sock.recv(65536)
         if not data:
             return

@@ -144,6 +144,7 @@ def _serve(sock, peer, engine, config: Config) -> None:
             return
         if source is not None:
             if source.failed:
+                _linger_quietly(sock)
                 return
             if source.pace is not None:  # it read the socket, under its own timeout
                 timeout = config.body_timeout
@@ -227,6 +228,14 @@ def _send_error(sock, engine, exc: HTTPError) -> None:
     log.info("bad request: %s %s", exc.status, exc.reason)
     try:
         sock.sendall(render_error(exc.status, exc.reason, engine.config.server_header))
+    except OSError:
+        return
+    _linger_quietly(sock)
+
+
+def _linger_quietly(sock) -> None:
+    """`linger` after an error response; the client may be gone already."""
+    try:
         linger(sock)
     except OSError:
         pass

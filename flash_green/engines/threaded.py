@@ -12,11 +12,12 @@ What changed from v1 (sequential)
 The model
     accept -> thread(serve_connection) -> keep-alive requests -> close. The
     thread is held while the connection is open, including the idle time
-    between keep-alive requests; `--keep-alive` and `--header-timeout` are
-    socket timeouts that release threads held by idle or trickling clients
-    (enforced by the kernel, see `KernelTimeoutSocket`: Python's own socket
-    timeouts would add a poll() and a GIL round trip to every recv and
-    send). `--max-connections N` bounds the threads: at N, the accept loop
+    between keep-alive requests; `--keep-alive`, `--header-timeout` (the
+    whole head from its first byte: the timeout shrinks at each read of a
+    trickled head) and `--body-timeout` are socket timeouts that release
+    threads held by idle or trickling clients (enforced by the kernel, see
+    `KernelTimeoutSocket`: Python's own socket timeouts would add a poll()
+    and a GIL round trip to every recv and send). `--max-connections N` bounds the threads: at N, the accept loop
     stops accepting until a thread ends (it holds the one connection it just
     accepted), so new connections wait in the kernel's listen backlog
     (`--backlog`) instead of being refused. We chose waiting over an

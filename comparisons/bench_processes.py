@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from comparisons.childproc import child_env
 from comparisons.loadgen import run_load
 from comparisons.peers import PEERS
 from comparisons.servers import ROOT, ServerUnderTest, Target, engine_target, peer_target
@@ -269,11 +270,11 @@ def paired_report(pairs: int, log_path: str) -> list[str]:
     cases = [
         ("hello.sh", engine_target(f"cgi --cgi-dir {CGI_BIN}"), "/hello.sh", [HELLO_SCRIPT], env, pairs),
         ("gateway + demo app", engine_target("cgi"), "/", GATEWAY_ARGV,
-         dict(os.environ, **env, PYTHONPATH=ROOT), max(10, pairs // 25)),
+         child_env(**env), max(10, pairs // 25)),
     ]
     lines = []
-    for name, target, path, argv, child_env, count in cases:
-        bare_ms, served_ms = paired_latency(target, path, argv, child_env, count, log_path)
+    for name, target, path, argv, spawn_env, count in cases:
+        bare_ms, served_ms = paired_latency(target, path, argv, spawn_env, count, log_path)
         lines.append(f"{name}, {count} alternated pairs: bare fork+exec {bare_ms:.3f} ms "
                      f"({1000 / bare_ms:,.0f}/s), served by flash cgi {served_ms:.3f} ms "
                      f"({1000 / served_ms:,.0f}/s): served / bare = {served_ms / bare_ms:.2f}x")
@@ -284,7 +285,7 @@ def paired_report(pairs: int, log_path: str) -> list[str]:
 
 def cgi_group(log_path: str) -> list[Item]:
     env = _cgi_environment()
-    gateway_env = dict(os.environ, **env, PYTHONPATH=ROOT)
+    gateway_env = child_env(**env)
     scripts = engine_target(f"cgi --cgi-dir {CGI_BIN}")
     gateway = engine_target("cgi")
     return [

@@ -4,8 +4,9 @@ Every server the comparisons (and the test suite) measure runs as a child
 process: started with this checkout importable, on port 0, announcing the
 port it bound on stdout, and stopped by its PID - never by name. This
 module is that boilerplate, written once: `child_env`, `read_announcement`,
-`stop_child`, and `HelperService` for our own helper servers (the canned
-server, the slow upstream).
+`stop_child`, `pin`, `raise_fd_limit` (the descriptors a process needs for
+many connections or children), and `HelperService` for our own helper
+servers (the canned server, the slow upstream).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import resource
 import select
 import signal
 import subprocess
@@ -21,18 +23,35 @@ import time
 from collections.abc import Sequence
 from types import TracebackType
 
+import psutil
+
 log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: Flash's start-up line (and the peers' imitation of it).
-LISTENING = re.compile(r"listening on http://(\[[^\]]+\]|[^:/\s]+):(\d+)")
+#: Flash's start-up line (and the peers' imitation of it): the first address,
+#: `http://HOST:PORT` (groups 1, 2) or `unix:PATH` (group 3).
+LISTENING = re.compile(r"listening on (?:http://(\[[^\]]+\]|[^:/\s]+):(\d+)|unix:([^\s,]+))")
 #: A helper service's start-up line: the port alone.
 PORT_LINE = re.compile(r"^(\d+)\r?\n")
 
 
-def child_env() -> dict[str, str]:
-    """This environment, with this checkout first on PYTHONPATH (whatever the caller's cwd)."""
-    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+def child_env(**extra: str) -> dict[str, str]:
+    """This environment plus `extra`, with this checkout first on PYTHONPATH (whatever the caller's cwd)."""
+    return dict(os.environ, **extra, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def raise_fd_limit(needed: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard limit if `needed` exceeds it; return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        new_soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if new_soft > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+            log.info("raised RLIMIT_NOFILE soft limit %d -> %d", soft, new_soft)
+            soft = new_soft
+        if soft < needed:
+            log.warning("RLIMIT_NOFILE hard limit %d < %d descriptors needed", hard, needed)
+    return soft
 
 
 def read_announcement(proc: subprocess.Popen, pattern: re.Pattern[str],
@@ -88,9 +107,36 @@ def stop_child(proc: subprocess.Popen, grace: float, session: bool = False) -> b
     return exited
 
 
+def process_tree(proc: subprocess.Popen | None) -> list[psutil.Process]:
+    """Our child and every process it forked (a supervisor's workers, nginx's)."""
+    if proc is None:
+        return []
+    try:
+        root = psutil.Process(proc.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def total_rss(processes: Sequence[psutil.Process]) -> int:
+    """Resident memory of `processes` together, in bytes (the ones gone since count 0)."""
+    total = 0
+    for proc in processes:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def cpu_set(cpu: int | Sequence[int] | None) -> set[int]:
+    """The CPUs `cpu` names: one, several, or none (None or empty)."""
+    return {cpu} if isinstance(cpu, int) else set(cpu or ())
+
+
 def pin(pid: int, cpu: int | Sequence[int] | None) -> None:
     """Restrict a process to the CPU(s) `cpu` (None or empty: leave it be)."""
-    cpus = {cpu} if isinstance(cpu, int) else set(cpu or ())
+    cpus = cpu_set(cpu)
     if cpus:
         os.sched_setaffinity(pid, cpus)
 

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -32,9 +33,10 @@ from rich.table import Table
 
 from flash_green import engines
 
-from . import loadgen, report, wrk
+from . import loadgen, report, scaleout, wrk
+from .childproc import raise_fd_limit
 from .peers import available_peers
-from .scenarios import Measurement, Scenario, Settings, run_scenario, select_scenarios
+from .scenarios import BY_NAME, Measurement, Scenario, Settings, run_scenario, select_scenarios
 from .servers import ServerUnderTest, Target, engine_target, peer_target
 from .upstream import UpstreamService
 
@@ -58,6 +60,13 @@ APP_PATHS = {
 }
 
 
+#: Terminal tables are made to fit this many columns.
+TABLE_WIDTH = 100
+#: Descriptors a process needs besides the connections of a scenario (the
+#: interpreter's files, pipes, epoll, the server's listener and logs).
+DESCRIPTOR_MARGIN = 256
+
+
 @dataclass
 class Plan:
     """What one compare run will do."""
@@ -73,7 +82,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m flash_green compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--engines", help="comma-separated engine specs, e.g. 'sequential,threaded --workers 2' "
                                      "(default: every registered engine plus a hybrid and patched rows)")
-    p.add_argument("--scenarios", help="comma-separated scenario names (default: all)")
+    p.add_argument("--scenarios", help="comma-separated scenario names (default: all); "
+                                       f"'{scaleout.NAME}' runs nginx in front of N instances (only when named)")
+    p.add_argument("--scale-out-engine", default=scaleout.DEFAULT_ENGINE, help=f"engine of the {scaleout.NAME} study")
+    p.add_argument("--scale-out-instances", type=int, default=0,
+                   help="instances behind nginx (default: the server CPUs, at least 2)")
     p.add_argument("--concurrency", help="hello keep-alive levels, e.g. 1,10,100")
     p.add_argument("--duration", type=float, help="seconds per measurement")
     p.add_argument("--repeat", type=int, help="repeats of the whole matrix (median and spread reported)")
@@ -174,6 +187,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
     repeats = args.repeat or (1 if args.quick else 3)
     return Plan(targets, select_scenarios(args.scenarios.split(",") if args.scenarios else None),
                 settings, repeats, skipped)
+
+
+def descriptors_needed(plan: Plan) -> int:
+    """Sockets one process - the generator or the server - holds at the plan's peak, plus a margin."""
+    s = plan.settings
+    held = {"hello": max(s.concurrency), "idle": s.idle_connections,
+            "slowloris": s.slowloris_connections + s.slowloris_normal_clients}
+    peak = max((held.get(scenario.name, s.handler_concurrency) for scenario in plan.scenarios), default=0)
+    return peak + DESCRIPTOR_MARGIN
 
 
 # ---------------------------------------------------------------------------
@@ -304,6 +326,37 @@ def run_matrix(plan: Plan, out_dir: str, console: Console) -> dict[str, Any]:
     return {"runs": runs, "failures": failures, "commands": commands}
 
 
+def median_tables(data: dict[str, Any]) -> list[Table]:
+    """One table per scenario and level: the median of the repeats, best first."""
+    tables = []
+    for name in data["scenarios"]:
+        scenario = BY_NAME[name]
+        for level in report.levels_of(data, name):
+            rows = report.ranked(data, scenario, level)
+            good = [r for r in rows if report.rankable(scenario, r)]
+            best = good[0]["metrics"][scenario.metric] if good else None
+            table = Table(title=f"{scenario.title}, {scenario.level_name}={level:,} (median of "
+                                f"{data['repeats']} repeat{'s' * (data['repeats'] > 1)})",
+                          title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            table.add_column("target", overflow="fold", ratio=1)
+            for header in (scenario.unit, "% of best", "p99 ms", "spread %", "CPU %", "RSS MB"):
+                table.add_column(header, justify="right", no_wrap=True)
+            for row in rows:
+                m = row["metrics"]
+                ranked_here = report.rankable(scenario, row) and best is not None
+                table.add_row(row["target"], report.fmt(m.get(scenario.metric), _spec(m.get(scenario.metric))),
+                              report.fmt(report.percent_of_best(scenario, m[scenario.metric], best)
+                                         if ranked_here else None),
+                              report.fmt(m.get("p99_ms"), "{:,.2f}"), report.fmt(row["spread_pct"]),
+                              report.fmt(m.get("cpu_percent")), report.fmt(m.get("rss_peak_mb"), "{:,.1f}"))
+            tables.append(table)
+    return tables
+
+
+def _spec(value: float | None) -> str:
+    return "{:,.1f}" if value is not None and abs(value) < 100 else "{:,.0f}"
+
+
 def default_out_dir() -> str:
     return os.path.join("results", datetime.now().strftime("%Y-%m-%d-%H%M%S"))
 
@@ -314,19 +367,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     console = Console()
+    names = args.scenarios.split(",") if args.scenarios else []
+    scale_out = scaleout.NAME in names
+    args.scenarios = ",".join(n for n in names if n != scaleout.NAME) or None
     try:
         plan = make_plan(args)
     except ValueError as exc:
         console.print(f"compare: {exc}")
         return 2
+    if scale_out and not args.scenarios:
+        plan.scenarios, plan.targets = [], []  # the study runs alone
     for line in plan.skipped:
         console.print(line)
-    if not plan.targets:
+    if not plan.targets and not scale_out:
         console.print("compare: nothing to run (no engine or peer available)")
         return 2
     out_dir = args.out or default_out_dir()
     os.makedirs(out_dir, exist_ok=True)
-    loadgen.raise_nofile_limit(max(plan.settings.idle_connections, max(plan.settings.concurrency)) * 2 + 1024)
+    raise_fd_limit(descriptors_needed(plan))
     command = "python -m flash_green compare " + shlex.join(argv)
     console.print(f"{len(plan.targets)} targets x {len(plan.scenarios)} scenarios x {plan.repeats} repeat(s) "
                   f"-> {out_dir}")
@@ -339,9 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raw = run_matrix(plan, out_dir, console)
     else:
         raw = run_matrix(plan, out_dir, console)
+    study = scaleout.run(plan.settings, args.scale_out_engine, args.scale_out_instances) if scale_out else None
+    if study and "skipped" in study:
+        console.print(study["skipped"])
     environment["elapsed_s"] = round(time.time() - started, 1)
     environment["loadavg_end"] = report.loadavg()
     data = report.build_results(environment, plan, ceiling, raw)
+    if study:
+        data[scaleout.NAME] = study
     written = report.write_all(data, out_dir, plots=not args.no_plots)
+    for table in median_tables(data):
+        console.print(table, width=min(console.width, TABLE_WIDTH))
     console.print(f"done in {environment['elapsed_s']:.0f} s; wrote " + ", ".join(written))
     return 0

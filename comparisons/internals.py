@@ -1,6 +1,6 @@
 """``python -m flash_green internals``: scheduler micro-benchmarks across runtimes.
 
-Runs the benchmarks of ``comparisons/micro.py`` - switch, spawn + join,
+Runs the benchmarks of the ``comparisons/micro`` package - switch, spawn + join,
 memory per idle task, timers, I/O wake-up through the poller, and the cost of
 one epoll wait against poll and select - on every runtime installed here
 (our tasklets kernel, raw greenlet, greenlet on our hub, gevent, eventlet,
@@ -46,6 +46,15 @@ from .micro import (
 log = logging.getLogger("comparisons.internals")
 
 GIB = 1 << 30
+#: Axis labels of the per-runtime plots, in words.
+PLOT_WORDS = {
+    "switch": "microseconds per switch between two tasks",
+    "spawn": "microseconds to spawn and join one task",
+    "timers": "microseconds per timer (spawn, sleep, wake)",
+    "io": "microseconds per one-byte round trip through the poller",
+}
+#: Terminal tables are made to fit this many columns.
+TABLE_WIDTH = 100
 #: Runtimes in the order of the study (floor first, then ours, then peers).
 ORDER = tuple(RUNTIMES)
 
@@ -237,8 +246,30 @@ def fits_in_gib(run: Run) -> dict[str, int]:
     return {name: int(GIB / m.median) for name, m in largest.items() if m.median > 0}
 
 
-def tables(run: Run) -> list[Table]:
-    """One rich table per benchmark that has figures."""
+@dataclass
+class Figures:
+    """One benchmark's table, drawn in the terminal (rich) and in report.md."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+
+    def rich(self) -> Table:
+        table = Table(title=self.title, title_justify="left")
+        for i, header in enumerate(self.headers):
+            table.add_column(header, justify="left" if i == 0 else "right")
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+    def markdown(self) -> list[str]:
+        return ([f"### {self.title}", "", "| " + " | ".join(self.headers) + " |",
+                 "|" + "---|" * len(self.headers)]
+                + ["| " + " | ".join(row) + " |" for row in self.rows] + [""])
+
+
+def tables(run: Run) -> list[Figures]:
+    """One table per benchmark that has figures."""
     built = []
     simple = {
         "switch": ("switch: two tasks take turns", "switches/s"),
@@ -249,14 +280,10 @@ def tables(run: Run) -> list[Table]:
     }
     for bench, (title, rate) in simple.items():
         rows = run.of(bench)
-        if not rows:
-            continue
-        table = Table(title=title, title_justify="left")
-        for column in ("runtime", "n", UNITS[bench] + " (median)", "spread (min-max)", rate):
-            table.add_column(column, justify="left" if column == "runtime" else "right")
-        for m in rows:
-            table.add_row(_label(m.runtime), f"{m.size:,}", _fmt(m.median), _spread(m), _per_second(m.median))
-        built.append(table)
+        if rows:
+            built.append(Figures(title, ["runtime", "n", UNITS[bench] + " (median)", "spread (min-max)", rate],
+                                 [[_label(m.runtime), f"{m.size:,}", _fmt(m.median), _spread(m),
+                                   _per_second(m.median)] for m in rows]))
     if run.of("memory"):
         built.append(_memory_table(run))
     if run.of("epoll"):
@@ -264,31 +291,45 @@ def tables(run: Run) -> list[Table]:
     return built
 
 
-def _memory_table(run: Run) -> Table:
-    table = Table(title="memory per idle task (processes: USS per idle child)", title_justify="left")
-    for column in ("runtime", "idle tasks", "bytes/task (median)", "spread (min-max)", "1 GiB holds (est.)"):
-        table.add_column(column, justify="left" if column == "runtime" else "right")
-    for m in run.of("memory"):
-        table.add_row(_label(m.runtime), f"{m.size:,}", _fmt(m.median), _spread(m),
-                      f"{int(GIB / m.median):,}" if m.median > 0 else "-")
-    return table
+def _memory_table(run: Run) -> Figures:
+    return Figures("memory per idle task (processes: USS per idle child)",
+                   ["runtime", "idle tasks", "bytes/task (median)", "spread (min-max)", "1 GiB holds (est.)"],
+                   [[_label(m.runtime), f"{m.size:,}", _fmt(m.median), _spread(m),
+                     f"{int(GIB / m.median):,}" if m.median > 0 else "-"] for m in run.of("memory")])
 
 
-def _epoll_table(run: Run) -> Table:
+def _epoll_table(run: Run) -> Figures:
     rows = run.of("epoll")
     counts = sorted({m.size for m in rows})
-    table = Table(title="one wait, timeout 0, N registered fds of which one is ready (us)",
-                  title_justify="left")
-    table.add_column("mechanism")
-    for count in counts:
-        table.add_column(f"{count:,} fds", justify="right")
+    table = Figures("one wait, timeout 0, N registered fds of which one is ready (us)",
+                    ["mechanism", *(f"{count:,} fds" for count in counts)], [])
     for mechanism in dict.fromkeys(m.runtime for m in rows):
-        cells = []
+        cells = [mechanism]
         for count in counts:
             point = next((m for m in rows if m.runtime == mechanism and m.size == count), None)
             cells.append(f"{_fmt(point.median)} ({_spread(point)})" if point else "n/a (FD_SETSIZE)")
-        table.add_row(mechanism, *cells)
+        table.rows.append(cells)
     return table
+
+
+def markdown(run: Run, environment: dict[str, Any], plots: Sequence[str]) -> str:
+    """report.md: how the run was made, every table, the plots."""
+    sizes = run.sizes
+    lines = [f"# Flash scheduler internals — {environment['date']}", "", "## Environment", "",
+             *report.environment_lines(environment),
+             f"- {sizes.repeats} repeats of {sizes.budget:g} s per calibrated figure; tables show the "
+             "median and the min-max spread of the repeats", "",
+             "Reproduce:", "", "```", environment["command"], "```", ""]
+    if run.unavailable:
+        lines += ["Not measured: " + "; ".join(f"{name} ({why})" for name, why in run.unavailable.items()), ""]
+    lines += ["## Figures", ""]
+    for table in tables(run):
+        lines += table.markdown()
+    if run.failures:
+        lines += ["## Failures", ""] + [f"- {f.runtime} {f.plan}: {f.reason}" for f in run.failures] + [""]
+    if plots:
+        lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
+    return "\n".join(lines)
 
 
 # =============================================================================
@@ -323,9 +364,9 @@ def make_plots(run: Run, out_dir: str) -> list[str]:
         medians = [m.median for m in rows][::-1]
         errors = [[m.median - m.low for m in rows][::-1], [m.high - m.median for m in rows][::-1]]
         ax.barh(labels, medians, xerr=errors, color="#3b75af", capsize=3)
-        ax.set_xscale("log")
-        ax.set_xlabel(f"{UNITS[bench]} (log scale; median, whiskers min-max)")
-        ax.set_title(f"{bench}", fontsize=10)
+        _plain_log_scale(ax, "x")
+        ax.set_xlabel(f"{PLOT_WORDS[bench]} (median, whiskers min-max)")
+        ax.set_title(f"{bench} (log scale: the runtimes differ by orders of magnitude)", fontsize=10)
         ax.grid(True, axis="x", which="both", alpha=0.3)
         save(fig, f"{bench}.png")
 
@@ -336,9 +377,10 @@ def make_plots(run: Run, out_dir: str) -> list[str]:
         medians = [m.median for m in memory][::-1]
         errors = [[m.median - m.low for m in memory][::-1], [m.high - m.median for m in memory][::-1]]
         ax.barh(labels, medians, xerr=errors, color="#6a51a3", capsize=3)
-        ax.set_xscale("log")
-        ax.set_xlabel("bytes per idle task (log scale; processes: USS per child)")
-        ax.set_title("memory per idle task (runtime, tasks held)", fontsize=10)
+        _plain_log_scale(ax, "x")
+        ax.set_xlabel("bytes per idle task (processes: USS per child)")
+        ax.set_title("memory per idle task (runtime, tasks held); log scale: from ~100 bytes to megabytes",
+                     fontsize=10)
         ax.grid(True, axis="x", which="both", alpha=0.3)
         save(fig, "memory.png")
 
@@ -348,15 +390,27 @@ def make_plots(run: Run, out_dir: str) -> list[str]:
         for mechanism in dict.fromkeys(m.runtime for m in epoll):
             points = sorted((m.size, m.median) for m in epoll if m.runtime == mechanism)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=mechanism)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("registered fds (one ready)")
-        ax.set_ylabel("us per wait (timeout 0)")
-        ax.set_title("the cost of one wait: epoll is O(ready), poll and select O(registered)", fontsize=10)
+        _plain_log_scale(ax, "x")
+        _plain_log_scale(ax, "y")
+        ax.set_xlabel("registered file descriptors, one of them ready (log scale)")
+        ax.set_ylabel("microseconds per wait, timeout 0 (log scale)")
+        ax.set_title("the cost of one wait: epoll is O(ready), poll and select O(registered)\n"
+                     "(log-log: a straight line of slope 1 is linear cost)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         save(fig, "epoll.png")
     return written
+
+
+def _plain_log_scale(ax: Any, which: str) -> None:
+    """A log scale on axis `which` ("x" or "y") whose ticks read 0.5, 2, 1,000 rather than 5x10^-1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    getattr(ax, f"set_{which}scale")("log")
+    axis = getattr(ax, f"{which}axis")
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.6g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
 
 
 # =============================================================================
@@ -367,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     # Wide enough for the tables when the output is a file or a pipe.
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = Console(width=min(Console().width, TABLE_WIDTH) if sys.stdout.isatty() else TABLE_WIDTH)
     run = plan_run(args)
     started = datetime.now(timezone.utc)
     command = "python -m flash_green internals " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -379,14 +433,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     execute(run, console)
     environment["loadavg_end"] = report.loadavg()
     for table in tables(run):
-        console.print(table)
+        console.print(table.rich())
     out_dir = args.out or os.path.join("results", "internals-" + started.strftime("%Y%m%d-%H%M%S"))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "results.json"), "w") as handle:
         json.dump(to_json(run, environment), handle, indent=1)
-    written = ["results.json"]
-    if not args.no_plots:
-        written += make_plots(run, out_dir)
+    plots = [] if args.no_plots else make_plots(run, out_dir)
+    with open(os.path.join(out_dir, "report.md"), "w") as handle:
+        handle.write(markdown(run, environment, plots))
+    written = ["results.json", *plots, "report.md"]
     console.print(f"wrote {', '.join(written)} to {out_dir}")
     for failure in run.failures:
         console.print(f"[red]failed: {failure.runtime} {failure.plan}: {failure.reason}[/]")

@@ -26,6 +26,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, Iterable, Sequence
 
+from . import scaleout
 from .scenarios import BY_NAME, Scenario
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,15 @@ STALLS_PCT = 20.0
 STARVED_PCT = 10.0
 #: The idle scenario ranks only targets that held at least this share of the connections.
 HELD_ENOUGH_PCT = 90.0
+#: Axis labels of the ranking metrics, in words.
+METRIC_WORDS = {
+    "ok_rps": "successful requests per second",
+    "served_pct": "normal clients' request rate, % of their own baseline",
+    "kb_per_conn": "server memory per idle connection (KB)",
+    "mb_s": "throughput (MB per second)",
+}
+#: Latency percentiles drawn side by side, one panel each.
+PERCENTILES = (("p50_ms", "median (p50)"), ("p90_ms", "p90"), ("p99_ms", "p99"))
 #: Share of connections served at once (Little's law) that counts as "all of them"
 #: (short runs under-count: connection set-up falls inside the measured second).
 FAIR_PCT = 75.0
@@ -285,14 +295,19 @@ def make_plots(data: dict[str, Any], out_dir: str) -> list[str]:
             points = sorted((r["level"], r["metrics"]["ok_rps"]) for r in hello
                             if r["target"] == target and "ok_rps" in r["metrics"])
             if points:
-                style = "--" if target.startswith("peer:") else "-"
+                style = "--" if _is_peer(target) else "-"
                 ax.plot([p[0] for p in points], [p[1] for p in points], style, color=colors[i % len(colors)],
                         marker=markers[i % len(markers)], label=target)
+        levels = levels_of(data, "hello")
         ax.set_xscale("log")
-        ax.set_xlabel("concurrent keep-alive connections (c)")
-        ax.set_ylabel("successful requests per second")
-        ax.set_title("hello, keep-alive: throughput vs concurrency (peers dashed)")
-        ax.grid(True, which="both", alpha=0.3)
+        ax.set_xticks(levels, [f"{c:,}" for c in levels])
+        ax.minorticks_off()
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(_thousands())
+        ax.set_xlabel("concurrent keep-alive connections (log scale)")
+        ax.set_ylabel(METRIC_WORDS["ok_rps"])
+        ax.set_title("hello, keep-alive: throughput vs concurrency" + _peer_note(hello, "peers dashed"))
+        ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         save(fig, "throughput_vs_concurrency.png")
 
@@ -306,30 +321,21 @@ def make_plots(data: dict[str, Any], out_dir: str) -> list[str]:
             continue
         labels = [r["target"] for r in rows][::-1]
         values = [r["metrics"][scenario.metric] for r in rows][::-1]
-        colors = ["#999999" if label.startswith("peer:") else "#3b75af" for label in labels]
+        colors = ["#999999" if _is_peer(label) else "#3b75af" for label in labels]
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
         ax.barh(labels, values, color=colors)
-        ax.set_xlabel(f"{scenario.metric} ({scenario.unit})")
-        ax.set_title(f"{scenario.title} ({scenario.level_name}={level}); peers grey", fontsize=10)
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_formatter(_thousands())
+        ax.set_xlabel(METRIC_WORDS.get(scenario.metric, f"{scenario.metric} ({scenario.unit})"))
+        ax.set_title(f"{scenario.title} ({scenario.level_name}={level:,})" + _peer_note(rows, "peers grey"),
+                     fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
         save(fig, f"bar-{name}.png")
         if name == "idle":
             continue
         with_latency = [r for r in rows if r["metrics"].get("p50_ms")]
         if with_latency:
-            fig, ax = plt.subplots(figsize=(9, 0.35 * len(with_latency) + 1.5))
-            labels = [r["target"] for r in with_latency][::-1]
-            for i, (key, color) in enumerate((("p50_ms", "#9ecae1"), ("p90_ms", "#4292c6"), ("p99_ms", "#08519c"))):
-                ax.barh([y + (i - 1) * 0.27 for y in range(len(labels))],
-                        [r["metrics"].get(key, 0) for r in with_latency][::-1], height=0.27, color=color,
-                        label=key.replace("_ms", ""))
-            ax.set_yticks(range(len(labels)), labels)
-            ax.set_xscale("log")
-            ax.set_xlabel("latency (ms, log scale)")
-            ax.set_title(f"{scenario.title}: latency percentiles ({scenario.level_name}={level})", fontsize=10)
-            ax.legend(fontsize=8)
-            ax.grid(True, axis="x", which="both", alpha=0.3)
-            save(fig, f"latency-{name}.png")
+            save(_latency_panels(plt, scenario, level, with_latency), f"latency-{name}.png")
 
     idle = [r for r in rows_of(data, "idle") if rankable(BY_NAME["idle"], r)]
     if idle:
@@ -337,12 +343,48 @@ def make_plots(data: dict[str, Any], out_dir: str) -> list[str]:
         fig, ax = plt.subplots(figsize=(8, 0.35 * len(idle) + 1.5))
         labels = [r["target"] for r in idle][::-1]
         ax.barh(labels, [r["metrics"]["kb_per_conn"] for r in idle][::-1],
-                color=["#999999" if label.startswith("peer:") else "#6a51a3" for label in labels])
-        ax.set_xlabel("server RSS per idle keep-alive connection (KB)")
-        ax.set_title(f"memory per idle connection ({idle[0]['level']} held open)", fontsize=10)
+                color=["#999999" if _is_peer(label) else "#6a51a3" for label in labels])
+        ax.set_xlim(left=0)
+        ax.set_xlabel("server memory (RSS) per idle keep-alive connection (KB)")
+        ax.set_title(f"memory per idle connection ({idle[0]['level']:,} held open)"
+                     + _peer_note(idle, "peers grey"), fontsize=10)
         ax.grid(True, axis="x", alpha=0.3)
         save(fig, "rss_per_idle_connection.png")
     return written
+
+
+def _is_peer(label: str) -> bool:
+    return label.startswith("peer:")
+
+
+def _peer_note(rows: Iterable[Any], note: str) -> str:
+    """`; peers grey` only when a peer is among the rows (labels or summary rows)."""
+    labels = (r["target"] if isinstance(r, dict) else r for r in rows)
+    return f" ({note})" if any(_is_peer(label) for label in labels) else ""
+
+
+def _thousands() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda value, _: f"{value:,.0f}")
+
+
+def _latency_panels(plt: Any, scenario: Scenario, level: int, rows: list[dict[str, Any]]) -> Any:
+    """One panel per percentile, each from 0 on its own linear scale, every bar labelled:
+    a p50 of 0.2 ms stays readable next to a p99 of 200 ms."""
+    labels = [r["target"] for r in rows][::-1]
+    fig, axes = plt.subplots(1, len(PERCENTILES), sharey=True,
+                             figsize=(12, 0.35 * len(rows) + 1.8))
+    for ax, (key, words) in zip(axes, PERCENTILES):
+        values = [r["metrics"].get(key, 0.0) for r in rows][::-1]
+        bars = ax.barh(labels, values, color=["#999999" if _is_peer(t) else "#4292c6" for t in labels])
+        ax.bar_label(bars, [f"{v:,.2f}" if v < 10 else f"{v:,.0f}" for v in values], padding=2, fontsize=7)
+        ax.set_xlim(0, max(values + [1e-3]) * 1.3)
+        ax.set_xlabel(f"{words}, ms")
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(f"{scenario.title}: latency ({scenario.level_name}={level:,})"
+                 + _peer_note(labels, "peers grey"), fontsize=10)
+    return fig
 
 
 # ---------------------------------------------------------------------------
@@ -530,22 +572,31 @@ def _in_short(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def environment_lines(env: dict[str, Any]) -> list[str]:
+    """Machine, software, and revision with load: the Markdown bullets every report opens with."""
+    took = f"run took {env['elapsed_s']:,.0f} s; " if "elapsed_s" in env else ""
+    return [
+        f"- machine: `{env['host']}`, {env['cpu']}, {env['cores']} cores, {env['kernel']}",
+        f"- {env['python']}; packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v),
+        f"- git {env['git']}; {took}load average at start {env['loadavg_start']}, at end "
+        f"{env.get('loadavg_end')} (other work on the machine shows here)",
+    ]
+
+
 def markdown(data: dict[str, Any], plots: Sequence[str]) -> str:
     env = data["environment"]
     s = data["settings"]
     lines = [f"# Flash comparison — {env['date']}", ""]
     lines += [
         "## Environment", "",
-        f"- machine: `{env['host']}`, {env['cpu']}, {env['cores']} cores, {env['kernel']}",
-        f"- {env['python']}; packages: " + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v),
+        *environment_lines(env)[:2],
         f"- load generator: {env['wrk'] or 'built-in (wrk not installed)'}"
         + ("" if s["prefer_wrk"] else " (disabled with --no-wrk)")
         + "; wrk runs the closed-loop keep-alive measurements, the built-in generator the others",
         f"- pinning: generator and upstream on CPUs {s['generator_cpus']}, server on {s['server_cpus']} "
         f"(the CPU scenario gives the server {s['all_cpus']})" if s["generator_cpus"] else
         "- pinning: none (fewer than 2 CPUs)",
-        f"- git {env['git']}; run took {env.get('elapsed_s', 0):,.0f} s; load average at start "
-        f"{env['loadavg_start']}, at end {env.get('loadavg_end')} (other work on the machine shows here)",
+        environment_lines(env)[2],
         f"- {data['repeats']} repeat(s) of {s['duration']:g} s per measurement; per-operation timeout "
         f"{s['timeout']:g} s; tables show the median of the repeats and their spread",
         "", "Reproduce:", "", "```", env["command"], "```", "",
@@ -585,6 +636,7 @@ def markdown(data: dict[str, Any], plots: Sequence[str]) -> str:
             lines += [f"## {scenario.title} — {scenario.level_name}={level:,}", "",
                       f"What it shows: {scenario.shows}.", ""]
             lines += scenario_table(data, scenario, level) + [""]
+    lines += scaleout.markdown_section(data.get(scaleout.NAME))
     if data["failures"]:
         lines += ["## Failures", "", "| scenario | target | repeat | error |", "|---|---|---|---|"]
         for f in data["failures"]:

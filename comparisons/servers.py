@@ -25,9 +25,9 @@ from typing import Sequence
 import psutil
 
 from flash_green import engines
-from flash_green.loader import bind_listener
+from flash_green.binds import TCPBind, bind_tcp
 
-from .childproc import LISTENING, ROOT, child_env, read_announcement, stop_child
+from .childproc import LISTENING, ROOT, child_env, process_tree, read_announcement, stop_child, total_rss
 from .peers import Peer
 
 log = logging.getLogger(__name__)
@@ -157,7 +157,7 @@ class ServerUnderTest:
         listener = None
         if self.target.peer is not None:
             # The harness binds (TCP_NODELAY, big backlog); the peer inherits the fd.
-            listener = bind_listener(self.host, 0, 4096)
+            listener = bind_tcp(TCPBind(self.host, 0), 4096)
             self.port = listener.getsockname()[1]
             self.command = self.target.peer.command(listener.fileno(), app, self.keep_alive)
             pass_fds: tuple[int, ...] = (listener.fileno(),)
@@ -222,23 +222,11 @@ class ServerUnderTest:
 
     def processes(self) -> list[psutil.Process]:
         """The server's process tree (the supervisor and its workers)."""
-        if self.proc is None:
-            return []
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return process_tree(self.proc)
 
     def rss(self) -> int:
         """Resident memory of the whole tree, in bytes."""
-        total = 0
-        for proc in self.processes():
-            try:
-                total += proc.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return total_rss(self.processes())
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 from typing import Mapping, Sequence
 
-from comparisons.loadgen import LoadResult
+from comparisons.load_result import LoadResult
 
 log = logging.getLogger(__name__)
 

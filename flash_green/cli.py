@@ -2,6 +2,10 @@
 
 `serve` loads the app, binds the listener, and hands both to an engine (or,
 with `--workers N`, to the supervisor that forks N copies of the engine).
+`serve`'s options come from the command line over FLASH_CMD_ARGS over a
+config file (`flash_green.settings`); with `--reload` this process only
+watches and a child serves (`flash_green.reload`). An operator's mistake
+ends in one line on stderr and a non-zero exit, never a traceback.
 `compare` and `internals` belong to the `comparisons` package; they are
 dispatched to it with the rest of the command line.
 """
@@ -10,19 +14,29 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import json
 import logging
+import logging.config
 import os
 import sys
 
-from . import engines
+from . import accesslog, binds, engines, proxy, reload, settings
 from .config import Config, Limits
-from .loader import DEFAULT_APP, AppLoadError, bind_listener, load_app
+from .loader import DEFAULT_APP, AppLoadError, load_app
 
 log = logging.getLogger("flash")
 
 #: Exit code when the app cannot be loaded (same as gunicorn's APP_LOAD_ERROR):
 #: the supervisor reads it as "do not respawn".
 EXIT_APP_LOAD = 4
+#: Exit code when a --bind cannot be parsed or opened (port in use, unknown host...).
+EXIT_BIND = 1
+#: The engine `serve` uses when none is named.
+DEFAULT_ENGINE = "sequential"
+#: The loggers Flash configures (never the root logger: that is the app's).
+FLASH_LOGGERS = ("flash", "tasklets")
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 #: Subcommands implemented outside flash_green: name -> "module:function(argv)".
 EXTERNAL_COMMANDS = {
@@ -33,6 +47,7 @@ EXTERNAL_COMMANDS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m flash_green", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a WSGI app with one engine")
     add_serve_arguments(serve)
@@ -46,9 +61,16 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     d = Config()
     lim = Limits()
     p.add_argument("app", nargs="?", default=DEFAULT_APP, help=f"module:callable (default {DEFAULT_APP})")
-    p.add_argument("--engine", "-e", default="sequential", help="concurrency model (see `engines`)")
+    p.add_argument("--engine", "-e", default=DEFAULT_ENGINE, help="concurrency model (see `engines`)")
     p.add_argument("--factory", action="store_true", help="APP is a factory returning the app")
-    p.add_argument("-b", "--bind", default=d.bind, help=f"HOST:PORT, port 0 = any (default {d.bind})")
+    p.add_argument("-b", "--bind", action="append", default=None,
+                   help="HOST:PORT, [::1]:PORT, HOST, unix:PATH or fd://N; repeatable; port 0 = any "
+                        f"(default {d.bind[0]}; systemd socket activation replaces it)")
+    p.add_argument("--unix-socket-mode", type=lambda text: int(text, 8), default=d.unix_socket_mode,
+                   metavar="OCTAL", help="permission bits of a unix:PATH socket file, e.g. 660")
+    p.add_argument("--forwarded-allow-ips", default=os.environ.get("FORWARDED_ALLOW_IPS", d.forwarded_allow_ips),
+                   help="peers whose X-Forwarded-*/Forwarded headers are believed: addresses, CIDR "
+                        f"networks, '*' (default {d.forwarded_allow_ips}; unix-socket peers always)")
     p.add_argument("--backlog", type=int, default=d.backlog)
     p.add_argument("--workers", "-w", type=int, default=d.workers,
                    help="fork N worker processes under a supervisor (0 = none)")
@@ -85,6 +107,36 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", action="store_true", help="monkey-patch the stdlib (gevent, eventlet)")
     p.add_argument("--uvloop", action="store_true", help="asyncio engine: run on uvloop")
     p.add_argument("--cgi-dir", default=None, help="directory of CGI programs (cgi engine)")
+    add_operation_arguments(p)
+
+
+def add_operation_arguments(p: argparse.ArgumentParser) -> None:
+    """Running it as one runs gunicorn: config file, reload, paths, logging."""
+    run = p.add_argument_group("running it")
+    run.add_argument("--version", action="version", version=version_line())
+    run.add_argument("-c", "--config", metavar="FILE",
+                     help="settings from a Python or TOML file, names as the long options "
+                          f"(command line > ${settings.ENV_ARGS} > FILE > defaults)")
+    run.add_argument("--chdir", metavar="DIR", help="change to DIR before loading the app")
+    run.add_argument("--pythonpath", metavar="DIRS", help="comma-separated directories put first on sys.path")
+    run.add_argument("--reload", action="store_true",
+                     help="restart the server when the app's files change (development)")
+    run.add_argument("--reload-extra-file", action="append", default=[], metavar="FILE",
+                     help="also restart when FILE changes (repeatable)")
+    logs = p.add_argument_group("logging")
+    logs.add_argument("--log-config", metavar="FILE",
+                      help="logging configuration: dictConfig as .json or .toml, fileConfig as .ini")
+    logs.add_argument("--access-log-format", default=accesslog.DEFAULT_FORMAT, metavar="FORMAT",
+                      help="gunicorn's atoms: h l u t r s b B f a T D L M p m U q H, "
+                           "%%({header}i)s, %%({header}o)s (default: combined)")
+
+
+def version_line() -> str:
+    try:
+        version = importlib.metadata.version("flash-green")
+    except importlib.metadata.PackageNotFoundError:
+        version = "(not installed)"
+    return f"flash-green {version} (Python {sys.version.split()[0]})"
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -96,7 +148,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         max_body_size=args.max_body_size,
     )
     return Config(
-        bind=args.bind, backlog=args.backlog, workers=args.workers, threads=args.threads,
+        bind=args.bind or Config().bind, unix_socket_mode=args.unix_socket_mode,
+        forwarded_allow_ips=args.forwarded_allow_ips,
+        backlog=args.backlog, workers=args.workers, threads=args.threads,
         keep_alive=args.keep_alive, header_timeout=args.header_timeout, timeout=args.timeout,
         body_timeout=args.body_timeout, min_body_rate=args.min_body_rate,
         graceful_timeout=args.graceful_timeout, max_connections=args.max_connections,
@@ -110,12 +164,22 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
 
 
-def setup_logging(config: Config) -> None:
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper()),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(config: Config, log_config: str | None = None) -> None:
+    """Flash's own loggers, or the operator's --log-config; the root logger is left to the app.
+
+    An app that configures logging (Django's LOGGING) would otherwise print
+    each of its records twice: once by its handler, once by ours on root.
+    """
+    if log_config:
+        apply_log_config(log_config)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        for name in FLASH_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.handlers = [handler]
+            logger.setLevel(getattr(logging, config.log_level.upper()))
+            logger.propagate = False
     access = logging.getLogger("flash.access")
     access.propagate = False
     if config.access_log:
@@ -126,18 +190,58 @@ def setup_logging(config: Config) -> None:
         access.setLevel(logging.INFO)
 
 
-def serve(args: argparse.Namespace) -> int:
+def apply_log_config(path: str) -> None:
+    """dictConfig from .json or .toml, fileConfig from anything else (.ini)."""
+    if path.endswith((".json", ".toml")):
+        with open(path, "rb") as handle:
+            data = json.load(handle) if path.endswith(".json") else settings.tomllib.load(handle)
+        data.setdefault("version", 1)
+        data.setdefault("disable_existing_loggers", False)
+        logging.config.dictConfig(data)
+    else:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no such file: {path!r}")
+        logging.config.fileConfig(path, disable_existing_loggers=False)
+
+
+def change_directories(args: argparse.Namespace) -> None:
+    """--chdir, then --pythonpath: before anything reads a relative path."""
+    if args.chdir:
+        os.chdir(args.chdir)
+        sys.path.insert(0, os.getcwd())
+    for directory in reversed((args.pythonpath or "").split(",")):
+        if directory.strip():
+            sys.path.insert(0, os.path.abspath(directory.strip()))
+
+
+def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     config = config_from_args(args)
-    setup_logging(config)
+    started_in = os.getcwd()
+    try:
+        change_directories(args)
+        setup_logging(config, args.log_config)
+        accesslog.configure(args.access_log_format)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        print(f"flash: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    try:
+        for text in config.bind:
+            binds.parse_bind(text)
+    except binds.BindError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return EXIT_BIND
     try:
         engine_cls = engines.get(args.engine)
         engine_cls.validate(config)
+        proxy.TrustedPeers.parse(config.forwarded_allow_ips)
     except (KeyError, ValueError, engines.EngineUnavailable) as exc:
         print(f"flash: {exc.args[0]}", file=sys.stderr)
         return 2
     if config.workers < 0:
         print("flash: --workers must be >= 0", file=sys.stderr)
         return 2
+    if args.reload and not reload.in_child():
+        return _watch_and_restart(args, argv or [], config, started_in)
     if config.workers or engine_cls.capabilities.multiprocess:
         return _serve_supervised(engine_cls, config, args)
     try:
@@ -149,12 +253,28 @@ def serve(args: argparse.Namespace) -> int:
     if refusal:
         print(f"flash: {args.app}: {refusal}", file=sys.stderr)
         return 2
-    host, port = config.host_port()
-    listener = bind_listener(host, port, config.backlog, config.reuse_port)
-    announce(engine_cls.name, listener, args.app)
-    engine_cls(config, app, listener).run()
+    try:
+        listeners = binds.listeners_for(config.bind, engine_cls.name, config.backlog,
+                                        reuse_port=config.reuse_port, unix_mode=config.unix_socket_mode)
+    except binds.BindError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return EXIT_BIND
+    announce(engine_cls.name, listeners, args.app)
+    try:
+        engine_cls(config, app, listeners[0].sock).run()
+    finally:
+        binds.close_all(listeners)
     log.info("stopped")
     return 0
+
+
+def _watch_and_restart(args: argparse.Namespace, argv: list[str], config: Config, started_in: str) -> int:
+    """--reload: this process watches; a child started from `started_in` serves."""
+    files = [os.path.abspath(path) for path in args.reload_extra_file]
+    if args.config:
+        files.append(os.path.join(started_in, args.config))  # it was read before --chdir
+    pinnable = config.bind[0] if len(config.bind) == 1 else ""
+    return reload.Reloader(["serve", *argv], pinnable, files, config.graceful_timeout, cwd=started_in).run()
 
 
 def _serve_supervised(engine_cls, config: Config, args: argparse.Namespace) -> int:
@@ -163,14 +283,29 @@ def _serve_supervised(engine_cls, config: Config, args: argparse.Namespace) -> i
     except ImportError:
         print(f"flash: --workers is not available yet for engine {engine_cls.name!r}", file=sys.stderr)
         return 2
-    return supervisor.run(engine_cls, config, args.app, args.factory)
+    try:
+        return supervisor.run(engine_cls, config, args.app, args.factory)
+    except binds.BindError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return EXIT_BIND
 
 
-def announce(engine: str, listener, app: str) -> None:
-    """The start-up line; tests and scripts read the port from it."""
-    host, port = listener.getsockname()[:2]
-    shown = f"[{host}]" if ":" in host else host
-    print(f"flash: engine={engine} app={app} listening on http://{shown}:{port} pid={os.getpid()}",
+def _one_line(exc: BaseException) -> str:
+    """An operator's mistake as one line (a missing file names the file)."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+
+
+def announce(engine: str, listeners: list[binds.Listener], app: str) -> None:
+    """The start-up line; tests and scripts read the first address from it.
+
+    `listening on http://HOST:PORT` or `listening on unix:PATH`, several
+    joined by ", " (comparisons/childproc.py's LISTENING pattern).
+    """
+    if engine == DEFAULT_ENGINE:
+        log.info("using engine %s (the default; see `python -m flash_green engines`)", engine)
+    print(f"flash: engine={engine} app={app} listening on {binds.describe(listeners)} pid={os.getpid()}",
           flush=True)
 
 
@@ -198,4 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "engines":
         return list_engines()
-    return serve(args)
+    serve_argv = argv[argv.index(args.command) + 1:]
+    serve_parser = argparse.ArgumentParser(prog="python -m flash_green serve")
+    add_serve_arguments(serve_parser)
+    try:
+        args = settings.resolve(serve_parser, serve_argv)
+    except settings.SettingsError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return 2
+    return serve(args, serve_argv)

@@ -10,37 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-@dataclass
-class Limits:
-    """Request-size limits. Each one, when exceeded, gets its own status."""
-
-    #: Longest request line in octets (414 beyond). RFC 9112 s.3 asks for at
-    #: least 8000.
-    max_request_line: int = 8190
-    #: Longest single header field line in octets (431 beyond).
-    max_field_size: int = 8190
-    #: Most header fields in one request (431 beyond).
-    max_header_fields: int = 100
-    #: Whole header section, request line included (431 beyond).
-    max_header_size: int = 65536
-    #: Largest request body, by Content-Length or decoded chunks (413 beyond).
-    max_body_size: int = 256 * 1024 * 1024
-    #: Longest chunk-size line, extensions included (400 beyond).
-    max_chunk_line: int = 4096
-    #: Largest trailer section of a chunked body (431 beyond).
-    max_trailer_size: int = 8192
-    #: Refuse HTTP/1.1 requests without a Host field (RFC 9112 s.3.2 says
-    #: MUST); off only to replay old corpora that omit it.
-    require_host: bool = True
+from .http.limits import Limits
 
 
 @dataclass
 class Config:
     """Everything an engine needs to know besides the app itself."""
 
-    #: HOST:PORT to listen on; port 0 picks a free port (printed at start-up).
-    bind: str = "127.0.0.1:8000"
+    #: Where to listen, each in gunicorn's forms (`flash_green/binds.py`):
+    #: HOST:PORT, [::1]:PORT, HOST (port 8000), unix:PATH, fd://N. Port 0
+    #: picks a free port (printed at start-up). systemd socket activation
+    #: (LISTEN_FDS) replaces these.
+    bind: list[str] = field(default_factory=lambda: ["127.0.0.1:8000"])
+    #: Permission bits of a unix socket file (None: as the umask leaves them).
+    #: Connecting needs write permission, e.g. 0o660 for a front end in the
+    #: socket's group.
+    unix_socket_mode: int | None = None
     #: listen() backlog.
     backlog: int = 2048
     #: Worker processes under the supervisor; 0 = serve in this process.
@@ -75,6 +60,10 @@ class Config:
     max_requests_jitter: int = 0
     #: Each worker binds its own SO_REUSEPORT socket instead of inheriting one.
     reuse_port: bool = False
+    #: Peers whose X-Forwarded-* and Forwarded headers are believed: a comma
+    #: list of addresses and CIDR networks, "*" for every peer, "" for none.
+    #: Unix-socket peers are always trusted (`flash_green/proxy.py`).
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     #: Access log destination: None (off), "-" (stderr) or a file path.
     access_log: str | None = None
     log_level: str = "info"
@@ -100,11 +89,3 @@ class Config:
     #: Value of the Server response header.
     server_header: str = "flash"
     limits: Limits = field(default_factory=Limits)
-
-    def host_port(self) -> tuple[str, int]:
-        """Split `bind` into (host, port); accepts `[::1]:8000` for IPv6."""
-        host, sep, port = self.bind.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"--bind must be HOST:PORT, got {self.bind!r}")
-        host = host.strip("[]") or "0.0.0.0"
-        return host, int(port)

@@ -1,12 +1,16 @@
-"""Loading the WSGI app named on the command line, and binding listeners."""
+"""Loading the WSGI app named on the command line."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
-import socket
 import sys
+import traceback
+from types import ModuleType
 from typing import Callable
+
+from . import reload
 
 DEFAULT_APP = "flash_green.apps.demo:app"
 
@@ -18,45 +22,87 @@ class AppLoadError(Exception):
 def load_app(spec: str, factory: bool = False) -> Callable:
     """`module:callable` (or `module` -> `module:application`) -> the app.
 
-    With `factory`, the named callable is called with no arguments and its
-    return value is the app (Flask's create_app pattern).
+    The callable part may be a call, as gunicorn accepts:
+    `module:create_app()` or `module:create_app("prod", workers=2)` calls the
+    factory with those arguments, which must be Python literals (the text is
+    parsed with `ast`, never evaluated). With `factory`, a plain name is
+    called with no arguments (Flask's create_app pattern).
     """
-    module_name, _, attr = spec.partition(":")
-    attr = attr or "application"
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise AppLoadError(f"cannot import {module_name!r}: {exc.__class__.__name__}: {exc}") from exc
-    try:
-        app = getattr(module, attr)
-    except AttributeError:
-        raise AppLoadError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if factory:
-        try:
-            app = app()
-        except Exception as exc:
-            raise AppLoadError(f"factory {spec!r} failed: {exc}") from exc
-    if not callable(app):
-        raise AppLoadError(f"{spec!r} is not callable")
+        app = _load(spec, factory)
+    except AppLoadError as exc:
+        reload.record_imports(exc)  # under --reload, the broken file is the one to watch
+        raise
+    reload.record_imports()
     return app
 
 
-def bind_listener(host: str, port: int, backlog: int, reuse_port: bool = False) -> socket.socket:
-    """A listening TCP socket with TCP_NODELAY set.
+def _load(spec: str, factory: bool) -> Callable:
+    module_name, _, expression = spec.partition(":")
+    name, call = parse_app_expression(expression or "application", spec)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    module = _import(module_name)
+    try:
+        app = getattr(module, name)
+    except AttributeError:
+        raise AppLoadError(f"module {module_name!r} has no attribute {name!r}") from None
+    if call is None and factory:
+        call = ((), {})
+    if call is not None:
+        args, kwargs = call
+        if not callable(app):
+            raise AppLoadError(f"{module_name}:{name} is not callable, so it cannot be a factory")
+        try:
+            app = app(*args, **kwargs)
+        except Exception as exc:
+            raise AppLoadError(f"factory {spec!r} failed: {_describe(exc)}") from exc
+    if not callable(app):
+        raise AppLoadError(f"{spec!r} is not callable (it is {type(app).__name__})")
+    return app
 
-    Linux copies TCP_NODELAY from a listening socket to the sockets accept()
-    returns, so every connection sends its small writes at once (no Nagle +
-    delayed-ACK 40 ms stall on keep-alive).
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((host, port))
-    sock.listen(backlog)
-    sock.set_inheritable(True)
-    return sock
+
+def parse_app_expression(expression: str, spec: str) -> tuple[str, tuple[tuple, dict] | None]:
+    """`name` -> (name, None); `name(args)` -> (name, (args, kwargs)) of literals."""
+    try:
+        tree = ast.parse(expression.strip(), mode="eval").body
+    except SyntaxError:
+        raise AppLoadError(f"{spec!r}: {expression!r} is neither a name nor a call "
+                           "like create_app() or create_app('x', n=2)") from None
+    if isinstance(tree, ast.Name):
+        return tree.id, None
+    if not (isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name)):
+        raise AppLoadError(f"{spec!r}: after ':' give a name or a call of a name, like create_app()")
+    try:
+        args = tuple(ast.literal_eval(arg) for arg in tree.args)
+        kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in tree.keywords if kw.arg}
+    except ValueError:
+        raise AppLoadError(f"{spec!r}: factory arguments must be literals (strings, numbers, "
+                           "lists...), not names or expressions") from None
+    if len(kwargs) != len(tree.keywords):
+        raise AppLoadError(f"{spec!r}: **kwargs is not accepted in a factory call")
+    return tree.func.id, (args, kwargs)
+
+
+def _import(module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name or module_name.startswith(f"{exc.name}."):
+            raise AppLoadError(f"cannot import {module_name!r}: no such module (looked in "
+                               f"{os.getcwd()} and sys.path; see --chdir, --pythonpath)") from exc
+        raise AppLoadError(f"cannot import {module_name!r}: {_describe(exc)}") from exc
+    except Exception as exc:
+        raise AppLoadError(f"cannot import {module_name!r}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message (file, line N)`: where the app's own code raised."""
+    text = f"{exc.__class__.__name__}: {exc}"
+    if isinstance(exc, SyntaxError):
+        return text
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [f for f in frames if "importlib" not in f.filename and f.filename != __file__]
+    if own:
+        text += f" ({own[-1].filename}, line {own[-1].lineno})"
+    return text

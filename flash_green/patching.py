@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import sys
 import warnings
 
@@ -42,7 +44,9 @@ _patched_by: str | None = None
 
 
 def requested(argv: list[str]) -> tuple[str | None, bool, int]:
-    """(engine, --patch given, --workers) read from a `serve` command line."""
+    """(engine, --patch given, --workers) read from a `serve` command line and
+    FLASH_CMD_ARGS. A config file is read later, by the CLI: `patch = true`
+    there is applied by the engine's `ensure_patched`, which says so."""
     if not argv or argv[0] != "serve":
         return None, False, 0
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -50,8 +54,9 @@ def requested(argv: list[str]) -> tuple[str | None, bool, int]:
     parser.add_argument("--patch", action="store_true")
     parser.add_argument("--workers", "-w", type=int, default=0)
     try:
-        args, _ = parser.parse_known_args(argv[1:])
-    except SystemExit:
+        # FLASH_CMD_ARGS first, so that the command line wins (as in settings.resolve).
+        args, _ = parser.parse_known_args(shlex.split(os.environ.get("FLASH_CMD_ARGS", "")) + argv[1:])
+    except (SystemExit, ValueError):
         # A malformed option: leave the real parser to report it.
         return None, False, 0
     return args.engine, args.patch, args.workers

@@ -64,11 +64,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import patching, stats
-from .cli import EXIT_APP_LOAD, announce
+from . import binds, patching, stats
+from .cli import EXIT_APP_LOAD, EXIT_BIND, announce
 from .config import Config
 from .engines.base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker
-from .loader import AppLoadError, bind_listener, load_app
+from .loader import AppLoadError, load_app
 
 log = logging.getLogger("flash.supervisor")
 
@@ -219,7 +219,7 @@ class Supervisor:
         self.stop_deadline: float | None = None
         self.exit_code = 0
         self.announced = False
-        self.listener: socket.socket | None = None
+        self.listeners: list[binds.Listener] = []
         self.tick = min(HEARTBEAT_INTERVAL, config.timeout / 4)
         #: Where workers publish their --stats figures (None when off).
         self.stats: stats.SupervisorStats | None = None
@@ -228,7 +228,7 @@ class Supervisor:
 
     def run(self) -> int:
         self._warn_about_timeouts()
-        self.listener = self._bind()
+        self.listeners = self._bind()
         self.stats = stats.SupervisorStats.start(self.config)
         for signum in MASTER_SIGNALS:
             signal.signal(signum, self._queue_signal)
@@ -236,7 +236,7 @@ class Supervisor:
         try:
             self._loop()
         finally:
-            self.listener.close()
+            binds.close_all(self.listeners)
             self.waker.close()
             if self.stats is not None:
                 self.stats.close()
@@ -251,18 +251,15 @@ class Supervisor:
                         "worker waiting on one client may be killed as stuck",
                         config.timeout, longest_wait)
 
-    def _bind(self) -> socket.socket:
-        host, port = self.config.host_port()
-        if not self.config.reuse_port:
-            return bind_listener(host, port, self.config.backlog)
-        # Bound but not listening: it reserves the port (port 0 becomes a
-        # real one) and joins no accept queue; each worker binds and listens
-        # on its own SO_REUSEPORT socket at this address.
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        return sock
+    def _bind(self) -> list[binds.Listener]:
+        config = self.config
+        # With --reuse-port the master's socket is bound but not listening:
+        # it reserves the port (port 0 becomes a real one) and joins no
+        # accept queue; each worker binds and listens on its own
+        # SO_REUSEPORT socket at this address.
+        return binds.listeners_for(config.bind, self.engine_cls.name, config.backlog,
+                                   reuse_port=config.reuse_port, unix_mode=config.unix_socket_mode,
+                                   listen=not config.reuse_port)
 
     def _queue_signal(self, signum: int, frame) -> None:
         self.signals.append(signum)
@@ -427,7 +424,7 @@ class Supervisor:
     def _announce_when_booted(self) -> None:
         if not self.announced and sum(w.booted for w in self.workers.values()) >= self.wanted:
             self.announced = True
-            announce(self.engine_cls.name, self.listener, self.app_spec)
+            announce(self.engine_cls.name, self.listeners, self.app_spec)
 
     def _spawn(self) -> None:
         slot = HeartbeatSlot()
@@ -470,10 +467,8 @@ class Supervisor:
 
     def _worker_listener(self) -> socket.socket:
         if not self.config.reuse_port:
-            return self.listener
-        host, port = self.listener.getsockname()[:2]
-        self.listener.close()
-        return bind_listener(host, port, self.config.backlog, reuse_port=True)
+            return self.listeners[0].sock
+        return binds.reopen_with_reuse_port(self.listeners[0], self.config.backlog).sock
 
     def _serve_in_worker(self, slot: HeartbeatSlot) -> int:
         config = self.config
@@ -511,4 +506,8 @@ class Supervisor:
 
 def run(engine_cls: type[Engine], config: Config, app_spec: str, factory: bool = False) -> int:
     """Supervise `config.workers` (or DEFAULT_WORKERS) workers of `engine_cls`."""
-    return Supervisor(engine_cls, config, app_spec, factory).run()
+    try:
+        return Supervisor(engine_cls, config, app_spec, factory).run()
+    except binds.BindError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return EXIT_BIND

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from urllib.parse import unquote
 
+from . import accesslog
 from .http import END, NEED_DATA, HTTPError, Request, ResponseError, ServerConnection, render_error
 
 log = logging.getLogger("flash.wsgi")
@@ -192,10 +193,14 @@ class FileWrapper:
 class WSGIContext:
     """What every request of one server shares: the app and the static environ."""
 
-    def __init__(self, app: Callable, server_name: str, server_port: int, *,
+    def __init__(self, app: Callable, server_name: str, server_port: int | str, *,
                  server_header: str = "flash", multithread: bool = False,
-                 multiprocess: bool = False, access_log: logging.Logger | None = None) -> None:
+                 multiprocess: bool = False, access_log: logging.Logger | None = None,
+                 front: Callable[[dict], None] | None = None) -> None:
         self.app = app
+        #: Per-request corrections from in front of the server: trusted proxy
+        #: headers, the Host header on a unix socket (`flash_green.proxy`).
+        self.front = front
         self.server_header = server_header
         self.access_log = access_log
         self.base_environ = {
@@ -219,11 +224,14 @@ class WSGIContext:
         """The part of environ fixed for one connection (the peer address).
 
         Only the two peer keys: an idle connection keeps this dict, and a
-        full copy of the base environ would cost it a kilobyte.
+        full copy of the base environ would cost it a kilobyte. A peer the
+        socket could not name (a connection reset before getpeername, an
+        unnamed Unix socket) is an empty REMOTE_ADDR, never an invented one:
+        an app that trusts 127.0.0.1 must not be fooled by a missing address.
         """
         if isinstance(peer, tuple) and len(peer) >= 2:
             return {"REMOTE_ADDR": peer[0], "REMOTE_PORT": str(peer[1])}
-        return {"REMOTE_ADDR": "127.0.0.1" if not peer else str(peer), "REMOTE_PORT": "0"}
+        return {"REMOTE_ADDR": str(peer) if peer else "", "REMOTE_PORT": ""}
 
     def environ(self, conn_environ: dict, request: Request, body: InputStream) -> dict:
         environ = self.base_environ.copy()
@@ -245,6 +253,8 @@ class WSGIContext:
                 environ[key] = environ[key] + sep + value
             else:
                 environ[key] = value
+        if self.front is not None:
+            self.front(environ)
         return environ
 
 
@@ -272,6 +282,11 @@ class Exchange:
         self._writer = None
         # The clock is read only when an access log will print the duration.
         self._started = time.perf_counter() if ctx.access_log is not None else 0.0
+
+    @property
+    def body_sent(self) -> int:
+        """Body bytes sent so far: no head, no chunk framing (the access log's `b`)."""
+        return self._writer.sent_body if self._writer is not None else 0
 
     # -- the PEP 3333 callables -----------------------------------------------
 
@@ -436,15 +451,5 @@ class Exchange:
                 log.exception("error in the app iterable's close()")
 
     def _log_access(self) -> None:
-        access = self.ctx.access_log
-        if access is None:
-            return
-        env = self.environ
-        elapsed = time.perf_counter() - self._started
-        access.info(
-            '%s - - [%s] "%s %s %s" %d %d "%s" "%s" %.6f',
-            env.get("REMOTE_ADDR", "-"), time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-            env.get("REQUEST_METHOD"), env.get("REQUEST_URI"), env.get("SERVER_PROTOCOL"),
-            self.status, self.sent, env.get("HTTP_REFERER", "-"),
-            env.get("HTTP_USER_AGENT", "-"), elapsed,
-        )
+        if self.ctx.access_log is not None:
+            accesslog.write(self.ctx.access_log, self)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import struct
+import time
 from dataclasses import dataclass
 
 
@@ -20,11 +22,19 @@ class Response:
                 return value
         return None
 
+    def cookie(self, name: str) -> str | None:
+        """The value a Set-Cookie field of this response gives `name`."""
+        for key, value in self.headers:
+            if key.lower() == "set-cookie" and value.startswith(name + "="):
+                return value[len(name) + 1:].split(";", 1)[0]
+        return None
+
 
 class Client:
     """One connection. `send` raw bytes, `read_response` parses one response."""
 
     def __init__(self, address, timeout: float = 15.0) -> None:
+        self.timeout = timeout
         self.sock = socket.create_connection(address, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
@@ -36,6 +46,11 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        self.sock.close()
+
+    def abort(self) -> None:
+        """Close with a reset (SO_LINGER 0), as a client that was killed does."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
 
     def send(self, data: bytes) -> None:
@@ -103,18 +118,25 @@ class Client:
         except EOFError:
             return False
 
-    def closed_by_server(self) -> bool:
-        """True when the server has closed its side (EOF or reset)."""
+    def closed_by_server(self, within: float = 5.0) -> bool:
+        """True when the server closes its side (EOF or reset) within `within`
+        seconds. The default suits a close the server owes at once; a test of
+        a timeout passes a bound between the option's value and its default."""
+        deadline = time.monotonic() + within
         try:
-            while True:
+            while (left := deadline - time.monotonic()) > 0:
+                self.sock.settimeout(left)
                 data = self.sock.recv(65536)
                 if not data:
                     return True
                 self.buf += data
+            return False
         except ConnectionResetError:
             return True
         except socket.timeout:
             return False
+        finally:
+            self.sock.settimeout(self.timeout)
 
     def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None,
                 version: str = "HTTP/1.1") -> Response:
@@ -132,28 +154,45 @@ def build_request(method: str, path: str, body: bytes = b"", headers: dict | Non
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+def multipart(fields: dict[str, str], files: dict[str, tuple[str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type: `files` maps a field
+    to (file name, content)."""
+    boundary = "flash-suite-boundary-7d1e"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+             + value.encode() + b"\r\n" for name, value in fields.items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+              f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n"
+              for name, (filename, content) in files.items()]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
 def chunked(*pieces: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
-def assert_two_connections_bound(address) -> None:
-    """For a server run with --max-connections 2: two clients hold both slots
-    mid-head, a third is not served until one of them finishes."""
+def assert_connections_bound(address, slots: int) -> None:
+    """For a server bounded to `slots` connections in all: `slots` clients
+    hold them mid-head, one more is not served until one of them finishes."""
     import pytest
 
-    first, second = (Client(address) for _ in range(2))
+    holders = [Client(address) for _ in range(slots)]
     try:
-        for c in (first, second):
-            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # both slots held mid-head
-        with Client(address, timeout=10) as third:
-            third.send(build_request("GET", "/"))
-            third.sock.settimeout(0.5)
+        for c in holders:
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")  # every slot held mid-head
+        with Client(address, timeout=10) as extra:
+            extra.send(build_request("GET", "/"))
+            extra.sock.settimeout(0.5)
             with pytest.raises(socket.timeout):
-                third.sock.recv(1)  # not served: the bound holds
-            first.send(b"Connection: close\r\n\r\n")
-            assert first.read_response().status == 200
-            third.sock.settimeout(10)
-            assert third.read_response().status == 200
+                extra.sock.recv(1)  # not served: the bound holds
+            holders[0].send(b"Connection: close\r\n\r\n")
+            assert holders[0].read_response().status == 200
+            extra.sock.settimeout(10)
+            assert extra.read_response().status == 200
     finally:
-        first.close()
-        second.close()
+        for c in holders:
+            c.close()
+
+
+def assert_two_connections_bound(address) -> None:
+    """For a server run with --max-connections 2 (one process)."""
+    assert_connections_bound(address, 2)

@@ -12,7 +12,11 @@ from comparisons.childproc import LISTENING, ROOT, child_env, read_announcement,
 
 @dataclass
 class ServerProcess:
-    """`python -m flash_green serve APP --engine NAME -b 127.0.0.1:0 ARGS...`."""
+    """`python -m flash_green serve APP --engine NAME -b 127.0.0.1:0 ARGS...`.
+
+    With a `-b` in ARGS (e.g. `-b unix:PATH`) that bind replaces the default;
+    `unix_path` is then the socket's path.
+    """
 
     engine: str
     app: str = "tests.suite_app:app"
@@ -22,10 +26,14 @@ class ServerProcess:
     host: str = "127.0.0.1"
     port: int = 0
     stderr_path: str = ""
+    unix_path: str | None = None
+    #: How much of the log the suite has already checked (conftest's log check).
+    log_checked: int = 0
 
     def start(self) -> "ServerProcess":
+        bind = [] if {"-b", "--bind"} & set(self.args) else ["-b", f"{self.host}:0"]
         cmd = [sys.executable, "-m", "flash_green", "serve", self.app, "--engine", self.engine,
-               "-b", f"{self.host}:0", *self.args]
+               *bind, *self.args]
         self.stderr_path = f"/tmp/flash-test-{os.getpid()}-{id(self)}.log"
         self._stderr = open(self.stderr_path, "w+b")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr, cwd=ROOT,
@@ -35,6 +43,9 @@ class ServerProcess:
 
     def _read_port(self) -> int:
         match, seen = read_announcement(self.proc, LISTENING, self.start_timeout)
+        if match and match.group(3):
+            self.unix_path = match.group(3)
+            return 0
         if match:
             return int(match.group(2))
         self.stop()
@@ -46,6 +57,25 @@ class ServerProcess:
                 return f.read().decode(errors="replace")[-6000:]
         except OSError:
             return ""
+
+    def log_size(self) -> int:
+        try:
+            return os.path.getsize(self.stderr_path)
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int, end: int | None = None) -> str:
+        """What the server wrote to stderr from byte `offset` (up to byte `end`)."""
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(offset)
+                return f.read(-1 if end is None else max(0, end - offset)).decode(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     @property
     def address(self) -> tuple[str, int]:

@@ -1,37 +1,37 @@
-"""A tasklet handler for the tasklets engine's own tests.
+"""Tasklet handlers for the tests.
+
+`app`, for the tasklets engine's own tests:
 
     /hold?name=N        writes <dir>/N.started, then waits (cooperatively,
                         tasklets.sleep polling) for <dir>/N.release
     /upstream?port=P    one call to an upstream over a tasklets socket
     everything else     the tasklet demo app
+
+`suite_app`, the cross-engine suite's app as a tasklet handler: /hold as
+above, /echo and /json yield to the kernel before answering, every other
+route is the plain suite app run inline - what a real tasklet app looks like.
 """
 
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qs
 
 import tasklets
 
 from flash_green.apps.tasklet_demo import app as demo_app
 from flash_green.engines.tasklets import tasklet_app
 
-HOLD_DIR = os.environ.get("FLASH_TEST_HOLD_DIR", "/tmp")
+from .suite_app import HOLD_POLL_SECONDS, HOLD_POLLS, hold_begin, hold_end
+from .suite_app import app as plain_suite_app
 
 
 def hold(environ, start_response):
-    name = parse_qs(environ.get("QUERY_STRING", "")).get("name", ["hold"])[0]
-    name = "".join(c for c in name if c.isalnum() or c in "-_")
-    with open(os.path.join(HOLD_DIR, name + ".started"), "w"):
-        pass
-    release = os.path.join(HOLD_DIR, name + ".release")
-    for _ in range(2000):  # bounded: 20 s
+    name, release = hold_begin(environ)
+    for _ in range(HOLD_POLLS):
         if os.path.exists(release):
             break
-        yield from tasklets.sleep(0.01)
-    body = f"released {name}\n".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
+        yield from tasklets.sleep(HOLD_POLL_SECONDS)
+    return hold_end(name, start_response)
 
 
 @tasklet_app
@@ -39,3 +39,17 @@ def app(environ, start_response):
     if environ["PATH_INFO"] == "/hold":
         return (yield from hold(environ, start_response))
     return (yield from demo_app(environ, start_response))
+
+
+#: Suite routes served by a handler that yields to the kernel first.
+_YIELDING_ROUTES = frozenset({"/echo", "/json"})
+
+
+@tasklet_app
+def suite_app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/hold":
+        return (yield from hold(environ, start_response))
+    if path in _YIELDING_ROUTES:
+        yield from tasklets.sleep(0)
+    return plain_suite_app(environ, start_response)

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import csv
 import json
+import io
 import re
+import resource
 import subprocess
 import sys
 import urllib.request
 from dataclasses import asdict
 
 import pytest
+from rich.console import Console
 
 from comparisons import compare, report, wrk
 from comparisons.peers import PEERS, available_peers
@@ -43,6 +46,7 @@ def second_engine() -> str:
     return "sequential --keep-alive 2"
 
 
+@pytest.mark.filterwarnings("ignore:Using fork")  # the preexec_fn below, with eventlet imported
 @pytest.mark.parametrize("generator", ["wrk", "built-in"])
 def test_compare_smoke_run_writes_every_output(tmp_path, generator):
     if generator == "wrk" and not wrk.available():
@@ -53,8 +57,13 @@ def test_compare_smoke_run_writes_every_output(tmp_path, generator):
             "--out", str(tmp_path)]
     if generator == "built-in":
         argv.append("--no-wrk")
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    # A hard limit of 2048 descriptors is plenty for 10 connections: no RLIMIT warning.
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2048)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "RLIMIT" not in proc.stdout + proc.stderr
+    assert "hello, keep-alive, c=10 (median of 1 repeat)" in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= compare.TABLE_WIDTH
 
     data = json.loads((tmp_path / "results.json").read_text())
     labels = [t["label"] for t in data["targets"]]
@@ -71,7 +80,12 @@ def test_compare_smoke_run_writes_every_output(tmp_path, generator):
     with open(tmp_path / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 4 and {r["target"] for r in rows} == set(labels)
-    assert all(float(r["ok_rps"]) >= 0 for r in rows)
+    # Every run served requests, and the CSV says what results.json says.
+    summary = {(r["target"], r["level"]): r["metrics"]["ok_rps"] for r in data["summary"]}
+    for row in rows:
+        ok_rps = float(row["ok_rps"])
+        assert ok_rps > 0, row
+        assert ok_rps == pytest.approx(summary[(row["target"], int(row["level"]))], rel=1e-3), row
 
     png = tmp_path / "throughput_vs_concurrency.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
@@ -192,6 +206,91 @@ def test_write_all_regenerates_from_results_json(tmp_path):
     (tmp_path / "report.md").unlink()
     assert report.main([str(tmp_path)]) == 0
     assert (tmp_path / "report.md").read_text().startswith("# Flash comparison")
+
+
+class Drawn:
+    """What `make_plots` drew: each figure's axes, read just before it is saved."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.axes: dict[str, list] = {}
+        self.titles: dict[str, str] = {}
+        original = report.PlotFiles.save
+
+        def save(plots, fig, name):
+            self.axes[name] = [dict(title=ax.get_title(), xlabel=ax.get_xlabel(), ylabel=ax.get_ylabel(),
+                                    xlim=ax.get_xlim(), ylim=ax.get_ylim(), xscale=ax.get_xscale(),
+                                    yscale=ax.get_yscale(), ticks=[t.get_text() for t in ax.get_xticklabels()])
+                               for ax in fig.axes]
+            self.titles[name] = " ".join([fig._suptitle.get_text() if fig._suptitle else ""]
+                                         + [a["title"] for a in self.axes[name]])
+            original(plots, fig, name)
+
+        monkeypatch.setattr(report.PlotFiles, "save", save)
+
+
+def without_peers(data: dict) -> dict:
+    runs = [r for r in data["runs"] if not r["target"].startswith("peer:")]
+    return {**data, "runs": runs, "summary": report.summarize(runs),
+            "targets": [t for t in data["targets"] if t["kind"] != "peer"]}
+
+
+def test_plots_start_at_zero_and_label_their_axes_in_words(tmp_path, monkeypatch):
+    drawn = Drawn(monkeypatch)
+    report.make_plots(synthetic_data(), str(tmp_path))
+    for name, axes in drawn.axes.items():
+        for ax in axes:
+            for axis in ("x", "y"):
+                label = ax[f"{axis}label"]
+                assert not re.search(r"\b[a-z]+_[a-z]+\b", label), f"{name}: {label!r} is a variable name"
+            value_axis = "y" if name == "throughput_vs_concurrency.png" else "x"
+            assert ax[f"{value_axis}scale"] == "linear", name
+            assert ax[f"{value_axis}lim"][0] == 0, f"{name}: the value axis starts at {ax[f'{value_axis}lim'][0]}"
+    throughput = drawn.axes["throughput_vs_concurrency.png"][0]
+    assert throughput["ylabel"] == "successful requests per second"
+    assert [t for t in throughput["ticks"] if t] == ["1", "10", "100", "1,000"]
+
+
+def test_latency_plots_draw_each_percentile_on_its_own_panel(tmp_path, monkeypatch):
+    drawn = Drawn(monkeypatch)
+    report.make_plots(synthetic_data(), str(tmp_path))
+    panels = drawn.axes["latency-blocking.png"]
+    assert [p["xlabel"] for p in panels] == ["median (p50), ms", "p90, ms", "p99, ms"]
+    # Each panel is scaled to its own values: a p50 of 0.1 ms fills its panel.
+    assert panels[0]["xlim"][1] < 1 < panels[2]["xlim"][1]
+
+
+def test_peer_notes_only_when_peers_were_measured(tmp_path, monkeypatch):
+    drawn = Drawn(monkeypatch)
+    report.make_plots(synthetic_data(), str(tmp_path))
+    assert "peers dashed" in drawn.titles["throughput_vs_concurrency.png"]
+    assert "peers grey" in drawn.titles["bar-hello.png"]
+    drawn = Drawn(monkeypatch)
+    report.make_plots(without_peers(synthetic_data()), str(tmp_path))
+    assert not [name for name, title in drawn.titles.items() if "peer" in title]
+
+
+def test_terminal_tables_show_medians_and_fit_100_columns():
+    console = Console(width=compare.TABLE_WIDTH, file=io.StringIO(), record=True)
+    data = synthetic_data()
+    data["runs"] = [{**r, "target": r["target"] + " a-long-label-for-an-app-variant --workers 16"}
+                    if r["target"] == "threaded" else r for r in data["runs"]]
+    data["summary"] = report.summarize(data["runs"])
+    for table in compare.median_tables(data):
+        console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= compare.TABLE_WIDTH
+    assert "hello, keep-alive, c=1 (median of 2 repeats)" in text
+    assert "8,200" in text, "threaded's median of 8,000 and 8,400 req/s"
+    assert "a-long-label-for-an-app-variant" in text.replace("\n", "").replace(" ", ""), "labels fold, not cut"
+
+
+def test_descriptors_needed_follow_the_scenarios_that_run():
+    settings = Settings.quick()
+    settings.concurrency = (1, 10)
+    plan = compare.Plan([], [BY_NAME["hello"]], settings, 1)
+    assert compare.descriptors_needed(plan) == 10 + compare.DESCRIPTOR_MARGIN
+    plan.scenarios.append(BY_NAME["idle"])
+    assert compare.descriptors_needed(plan) == settings.idle_connections + compare.DESCRIPTOR_MARGIN
 
 
 # ---------------------------------------------------------------------------

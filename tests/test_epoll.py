@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import resource
 import selectors
 import socket
 
 import psutil
 import pytest
+
+from comparisons.childproc import raise_fd_limit
 
 from .conftest import Target, start_server
 from .httpclient import Client, build_request
@@ -16,6 +19,9 @@ pytestmark = pytest.mark.timeout(90)
 
 EPOLL = Target("epoll")
 CONCURRENT_CONNECTIONS = 2000
+#: Descriptors the test process and the server each need: the connections,
+#: plus the interpreter's own files, the listener, epoll, logs.
+FDS_NEEDED = CONCURRENT_CONNECTIONS + 256
 #: Big enough that materialising it would show plainly in the server's RSS.
 DOWNLOAD_BYTES = 64 * 1024 * 1024
 #: The server's RSS may grow by this much while it streams DOWNLOAD_BYTES.
@@ -23,7 +29,18 @@ RSS_GROWTH_BOUND = 16 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def epoll_server(hold_dir):
+def enough_fds():
+    """Raise the soft RLIMIT_NOFILE (inherited by the server) to FDS_NEEDED
+    for this module; restored afterwards. Many systems default to 1024."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if raise_fd_limit(FDS_NEEDED) < FDS_NEEDED:
+        pytest.skip(f"the hard limit on open files ({before[1]}) is below the {FDS_NEEDED} this module needs")
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, before)
+
+
+@pytest.fixture(scope="module")
+def epoll_server(hold_dir, enough_fds):
     proc = start_server(EPOLL, hold_dir, "--timeout", "60", "--debug-blocking", "100")
     yield proc
     assert proc.stop() == 0, proc.log()

@@ -114,9 +114,9 @@ def test_field_values_are_trimmed_and_names_lower_cased() -> None:
     assert request.header("x-pad") == "v a l" and request.header("absent") is None
 
 
-def test_obs_text_is_decoded_as_latin1() -> None:
-    request = parse(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\nX: \xe9t\xe9\r\n\r\n")
-    assert request.header("x") == "\xe9t\xe9" and request.path == "/caf\xc3\xa9"
+def test_obs_text_in_values_is_decoded_as_latin1() -> None:
+    request = parse(b"GET /caf%C3%A9 HTTP/1.1\r\nHost: a\r\nX: \xe9t\xe9\r\n\r\n")
+    assert request.header("x") == "\xe9t\xe9" and request.path == "/caf%C3%A9"
 
 
 def test_repeated_fields_are_kept_in_order() -> None:
@@ -223,7 +223,7 @@ def test_no_continue_for_http10_or_without_a_body() -> None:
 
 @pytest.mark.parametrize("method, target, path, query", [
     (b"GET", b"http://example.com/a/b?x=1", "/a/b", "x=1"),
-    (b"GET", b"https://user:pw@example.com:8080/p", "/p", ""),
+    (b"GET", b"https://example.com:8080/p", "/p", ""),
     (b"GET", b"http://example.com", "/", ""),
     (b"GET", b"http://example.com?q", "/", "q"),
     (b"GET", b"http://[::1]:8080/v6", "/v6", ""),
@@ -242,9 +242,51 @@ def test_target_forms(method: bytes, target: bytes, path: str, query: str) -> No
     (b"GET", b"relative/path"),
     (b"GET", b"ftp://example.com/"),
     (b"GET", b"http:///nohost"),
+    (b"GET", b"http://:80/nohost"),
+    (b"GET", b"https://user:pw@example.com/"),     # userinfo (RFC 9110 s.4.2.4)
+    (b"GET", b"http://exa mple.com/"),
+    (b"GET", b"http://a/b\xc3\xa9"),
+    (b"GET", b"/caf\xc3\xa9"),                       # raw octets >= 0x80
+    (b"GET", b"/caf\xe9"),
+    (b"GET", b"/page#section"),                      # a fragment is no part of a target
+    (b"GET", b"http://a/page?q#f"),
+    (b"CONNECT", b"example.com"),                    # authority-form needs a port
+    (b"CONNECT", b"example.com:"),
+    (b"CONNECT", b":443"),
+    (b"CONNECT", b"http://example.com:443"),
 ])
 def test_bad_target_forms_are_400(method: bytes, target: bytes) -> None:
     assert rejects(method + b" " + target + b" HTTP/1.1\r\n" + HOST + b"\r\n").status == 400
+
+
+@pytest.mark.parametrize("request_head, host", [
+    (b"GET http://target.example:81/p HTTP/1.1\r\nHost: other\r\nX: 1\r\n\r\n", "target.example:81"),
+    (b"GET http://[::1]/p HTTP/1.1\r\nHost: other\r\n\r\n", "[::1]"),
+    (b"GET http://target.example/p HTTP/1.0\r\n\r\n", "target.example"),
+    (b"GET /p HTTP/1.1\r\nHost: other\r\n\r\n", "other"),
+])
+def test_an_absolute_form_authority_replaces_the_host_field(request_head: bytes, host: str) -> None:
+    request = parse(request_head)
+    assert [value for name, value in request.headers if name == "host"] == [host]
+    assert request.path == "/p"
+
+
+@pytest.mark.parametrize("host, ok", [
+    (b"example.com", True), (b"example.com:8080", True), (b"127.0.0.1:1", True),
+    (b"[::1]:80", True), (b"xn--caf-dma.example", True), (b"a_b.example", True),
+    (b"%41.example", True), (b"", True), (b"a:", True),
+    (b"exa mple.com", False), (b"a/b", False), (b"user@a", False), (b"a:b", False),
+    (b"a:80:80", False), (b"[::1", False), (b"caf\xc3\xa9.example", False), (b"%4", False),
+    (b"a\"b", False), (b"a,b", True),
+    (b"a" * 250, True), (b"a" * 250 + b"/", False),   # too long for the field-line cache
+])
+def test_host_field_values_follow_the_uri_host_grammar(host: bytes, ok: bool) -> None:
+    data = b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n"
+    for _ in range(2):   # the second time the value may come from the cache
+        if ok:
+            assert parse(data).header("host") == host.decode("latin-1")
+        else:
+            assert "invalid Host" in rejects(data).reason
 
 
 # -- chunked bodies ---------------------------------------------------------------
@@ -305,14 +347,25 @@ def test_malformed_chunks_are_400(body: bytes) -> None:
 
 
 @pytest.mark.parametrize("coding, status", [
-    (b"gzip, chunked", None),
-    (b"identity, chunked", None),
-    (b"chunked, gzip", 400),
-    (b"chunked, chunked", 400),
-    (b"gzip", 400),
+    (b"chunked", None),
+    (b"Chunked", None),
+    (b" chunked\t", None),
+    (b"gzip, chunked", 501),           # a coding we do not decode (RFC 9112 s.6.1)
+    (b"identity, chunked", 501),       # not even registered any more
+    (b"deflate,chunked", 501),
     (b"br, chunked", 501),
-    (b"chunked;q=1", 400),
-    (b", chunked", 400),
+    (b"chunked;q=1", 501),             # chunked takes no parameters: not the one we decode
+    (b'x;a="b c", chunked', 501),
+    (b"chunked, gzip", 400),           # chunked not last: no length (s.6.3)
+    (b"gzip", 400),
+    (b"identity", 400),
+    (b"chunked, chunked", 400),        # chunked twice (s.6.1)
+    (b"gzip, chunked, chunked", 400),
+    (b", chunked", 400),               # not a coding list
+    (b"chunked,", 400),
+    (b"", 400),
+    (b"chunked;", 400),
+    (b"g(zip), chunked", 400),
 ])
 def test_transfer_codings(coding: bytes, status: int | None) -> None:
     data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + coding + b"\r\n\r\n0\r\n\r\n"
@@ -322,9 +375,17 @@ def test_transfer_codings(coding: bytes, status: int | None) -> None:
         assert rejects(data).status == status
 
 
-def test_transfer_codings_across_fields() -> None:
-    data = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
-    assert parse(data).chunked
+@pytest.mark.parametrize("lines, status", [
+    ([b"gzip", b"chunked"], 501),
+    ([b"deflate", b"chunked"], 501),
+    ([b"identity", b"chunked"], 501),
+    ([b"chunked", b"chunked"], 400),
+    ([b"chunked", b"identity"], 400),
+])
+def test_transfer_codings_across_fields(lines: list[bytes], status: int) -> None:
+    fields = b"".join(b"Transfer-Encoding: " + line + b"\r\n" for line in lines)
+    data = b"POST / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n0\r\n\r\n"
+    assert rejects(data).status == status
 
 
 # -- framing the head -------------------------------------------------------------
@@ -355,6 +416,16 @@ def test_missing_host_is_400_unless_allowed() -> None:
 
 @pytest.mark.parametrize("line, status", [
     (b"GET / HTTP/2.0", 505),
+    (b"GET / HTTP/0.9", 505),
+    (b"GET / HTTP/3.7", 505),
+    (b"GET / HTTP/1.10", 400),   # one digit each side (RFC 9112 s.2.3): malformed, not 1.x
+    (b"GET / HTTP/01.1", 400),
+    (b"GET / HTTP/1", 400),
+    (b"GET / HTTP/11", 400),
+    (b"GET / HTTP/1.1.1", 400),
+    (b"GET / HTTP/1.x", 400),
+    (b"GET / HTTP/2", 400),
+    (b"GET / HTTPS/1.1", 400),
     (b"GET / HTTP/1.1 ", 400),
     (b"GET  / HTTP/1.1", 400),
     (b"GET /\x7f HTTP/1.1", 400),
@@ -418,6 +489,23 @@ def test_limits_are_inclusive() -> None:
     assert parse(get(extra=field + b"\r\n"), replace(SMALL, max_field_size=len(field), max_header_size=1000))
     body = b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 10\r\n\r\n" + b"x" * 10
     assert events(connection(body, SMALL))[1] == b"x" * 10
+
+
+@pytest.mark.parametrize("limit, data", [
+    ("max_request_line", b"GET /" + b"a" * 25 + b" HTTP/1.1\r\n" + HOST + b"\r\n"),
+    ("max_chunk_line", chunked(b"5;" + b"e" * 18 + b"\r\nhello\r\n0\r\n\r\n")),
+])
+def test_a_line_at_its_limit_passes_however_it_is_split(limit: str, data: bytes) -> None:
+    """A CR that arrives before its LF is not part of the line's length."""
+    limits = replace(SMALL, max_header_size=1000, max_body_size=1000, **{limit: 39 if limit ==
+                     "max_request_line" else 20})
+    for cut in range(1, len(data)):
+        conn = connection(data[:cut], limits)
+        events(conn)
+        conn.receive_data(data[cut:])
+        assert events(conn)[-1] is PAUSED, cut
+    too_small = replace(limits, **{limit: getattr(limits, limit) - 1})
+    assert rejects(data, too_small).status in (400, 414)
 
 
 def test_too_many_trailer_fields_is_431() -> None:
@@ -534,6 +622,7 @@ def test_hop_by_hop_fields_from_the_app_are_dropped() -> None:
     ("200 OK", [("X", "a\r\nInjected: yes")]),
     ("200 OK", [("X", "a\nb")]),
     ("200 OK", [("X", "a\x00b")]),
+    *[("200 OK", [("X", f"a{chr(c)}b")]) for c in [*range(0x01, 0x09), *range(0x0a, 0x20), 0x7f]],
     ("200 OK", [("X:Y", "z")]),
     ("200 OK", [("", "z")]),
     ("200 OK", [("X", "\u20ac")]),
@@ -545,6 +634,9 @@ def test_hop_by_hop_fields_from_the_app_are_dropped() -> None:
     ("abc", []),
     ("600 Too High", []),
     ("099 Too Low", []),
+    ("101 Switching Protocols", [("Upgrade", "websocket")]),   # no upgrade mechanism
+    ("100 Continue", []),                                       # interim: the server's own
+    ("103 Early Hints", []),
     ("\u0662\u0660\u0660 OK", []),
     ("200 OK\r\nInjected: yes", []),
     ("200 OK\n", []),
@@ -567,8 +659,12 @@ def test_body_length_becomes_the_content_length() -> None:
         writer.body(b"12345")
 
 
-@pytest.mark.parametrize("status, kept", [("204 No Content", False), ("304 Not Modified", True),
-                                          ("101 Switching Protocols", False)])
+def test_htab_and_obs_text_in_app_values_are_sent() -> None:
+    head, _ = answered(get(), headers=[("X", "a\tb \xe9"), ("Content-Length", "0")])
+    assert head_fields(head)["X"] == "a\tb \xe9"
+
+
+@pytest.mark.parametrize("status, kept", [("204 No Content", False), ("304 Not Modified", True)])
 def test_content_length_of_bodiless_statuses(status: str, kept: bool) -> None:
     head, writer = answered(get(), status, [("Content-Length", "10")])
     assert ("Content-Length" in head_fields(head)) is kept
@@ -611,7 +707,8 @@ def test_cached_names_and_lines_are_still_checked() -> None:
     assert rejects(b"GET /a\x00b HTTP/1.1\r\n" + HOST + b"X-Seen: 1\r\n\r\n").status == 400
     assert rejects(b"GET /a\tb HTTP/1.1\r\n" + HOST + b"\r\n").status == 400
     assert rejects(b"GET / HTTP/1.1\nX-Seen: 1\r\n" + HOST + b"\r\n").status == 400
-    assert parse(b"GET /caf\xe9\x85 HTTP/1.1\r\n" + HOST + b"\r\n").target == "/caf\xe9\x85"
+    assert rejects(b"GET /caf\xe9\x85 HTTP/1.1\r\n" + HOST + b"X-Seen: 1\r\n\r\n").status == 400
+    assert rejects(b"GET /a#b HTTP/1.1\r\n" + HOST + b"X-Seen: 1\r\n\r\n").status == 400
 
 
 def test_field_caches_stay_bounded() -> None:

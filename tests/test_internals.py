@@ -77,6 +77,16 @@ def test_outputs_tables_json_and_plots(tiny_run):
     assert data["fits_in_1gib"]["tasklets"] > 0
 
 
+def test_tables_fit_100_columns_and_report_md_is_written(tiny_run):
+    proc, data, out = tiny_run
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 100
+    text = (out / "report.md").read_text()
+    assert text.startswith("# Flash scheduler internals")
+    assert "## Environment" in text and data["environment"]["command"] in text
+    assert "| runtime | n | us/switch (median) | spread (min-max) | switches/s |" in text
+    assert "| tasklets (our kernel) |" in text and "![epoll.png](epoll.png)" in text
+
+
 def test_select_is_skipped_beyond_fd_setsize():
     result = micro.run_child("pollers", {"epoll": "10:2000"}, 1, 0.002, 60)
     assert result.failure is None, result.failure

@@ -21,6 +21,7 @@ import pytest
 from flash_green import engines, stats
 from flash_green.config import Config
 
+from .conftest import engine_params, require_engine
 from .serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
@@ -61,18 +62,6 @@ def full_log(server: ServerProcess) -> str:
         return handle.read().decode(errors="replace")
 
 
-def available_engines() -> list:
-    params = []
-    for name in engines.names():
-        try:
-            engines.get(name)
-        except engines.EngineUnavailable as exc:
-            params.append(pytest.param(name, marks=pytest.mark.skip(reason=str(exc))))
-            continue
-        params.append(name)
-    return params
-
-
 def start(engine: str, *args: str, app: str = DEMO) -> ServerProcess:
     return ServerProcess(engine, app=app, args=[*BASE_ARGS, *args]).start()
 
@@ -87,8 +76,9 @@ def servers():
 
 # -- every engine: the counters match what the test did ------------------------------
 
-@pytest.mark.parametrize("engine", available_engines())
+@pytest.mark.parametrize("engine", engine_params())
 def test_counters_match_what_the_client_did(engine, servers):
+    require_engine(engine)
     server = start(engine, "--stats", "0.2", "--stats-path", "/_stats")
     servers.append(server)
     responses = [fetch(server.address, path) for path in ("/", "/json", "/", "/nope", "/", "/json")]
@@ -140,10 +130,7 @@ def test_the_endpoint_does_not_exist_unless_asked(servers):
     ("threaded", "pool", "limit"),
 ])
 def test_scheduler_numbers_are_exposed(engine, section, key, servers):
-    try:
-        engines.get(engine)
-    except engines.EngineUnavailable as exc:
-        pytest.skip(str(exc))
+    require_engine(engine)
     server = start(engine, "--stats-path", "/_stats")
     servers.append(server)
     for _ in range(3):
@@ -228,10 +215,7 @@ BLOCKING_MARKERS = {
 
 @pytest.mark.parametrize("engine", sorted(BLOCKING_MARKERS))
 def test_blocking_detector_fires_on_a_sleeping_handler_only(engine, servers):
-    try:
-        engines.get(engine)
-    except engines.EngineUnavailable as exc:
-        pytest.skip(str(exc))
+    require_engine(engine)
     marker = BLOCKING_MARKERS[engine]
     server = start(engine, "--debug-blocking", "500")
     servers.append(server)

@@ -111,7 +111,6 @@ def test_no_content_keys_without_those_fields() -> None:
 
 @pytest.mark.parametrize("target, path_info", [
     (b"/caf%C3%A9", "/caf\xc3\xa9"),         # UTF-8 bytes, each decoded as latin-1
-    (b"/caf\xc3\xa9", "/caf\xc3\xa9"),       # raw bytes: the same native string
     (b"/%e9t%E9", "/\xe9t\xe9"),
     (b"/a%2Fb", "/a/b"),                     # like every WSGI server: %2F is decoded
     (b"/100%", "/100%"),                     # a lone % stays
@@ -147,7 +146,8 @@ def test_header_names_map_to_http_keys() -> None:
 def test_connection_environ_without_a_tuple_peer() -> None:
     ctx = WSGIContext(hello, "s", 1)
     assert ctx.connection_environ("/tmp/unix.sock")["REMOTE_ADDR"] == "/tmp/unix.sock"
-    assert ctx.connection_environ(None)["REMOTE_ADDR"] == "127.0.0.1"
+    assert ctx.connection_environ(None) == {"REMOTE_ADDR": "", "REMOTE_PORT": ""}
+    assert ctx.connection_environ("") == {"REMOTE_ADDR": "", "REMOTE_PORT": ""}
 
 
 def test_environ_is_fresh_per_request() -> None:
@@ -522,7 +522,7 @@ def test_exception_in_a_generator_before_any_body_is_500() -> None:
     assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive
 
 
-@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified", "101 Switching Protocols"])
+@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
 def test_no_body_statuses_get_no_length_of_their_own(status: str) -> None:
     def app(environ, start_response):
         start_response(status, [("X-A", "1")])

@@ -19,7 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, ClassVar
 
-from .. import stats
+from .. import proxy, stats
+from ..binds import server_address
 from ..config import Config
 from ..wsgi import WSGIContext
 from ._accept import AcceptBackoff
@@ -47,6 +48,9 @@ class Capabilities:
     fork_per_request: bool = False
     #: Runs under the supervisor by nature (prefork, worker).
     multiprocess: bool = False
+    #: Honours --max-connections: at the bound it stops accepting, and new
+    #: clients wait in the listen backlog (per process under --workers).
+    bounds_connections: bool = False
 
 
 @dataclass
@@ -97,13 +101,19 @@ class Engine:
         #: HEARTBEAT_INTERVAL. Until then the supervisor beats from a thread,
         #: which cannot notice a stuck single-threaded loop.
         self.loop_heartbeat = False
-        host, port = listener.getsockname()[:2]
-        self.wsgi = WSGIContext(
-            app, host, port,
+        self.wsgi = self.wsgi_context(listener)
+
+    def wsgi_context(self, listener: socket.socket) -> WSGIContext:
+        """The static environ of requests that arrive on `listener` (one per listener)."""
+        config = self.config
+        server_name, server_port = server_address(listener)
+        return WSGIContext(
+            self.app, server_name, server_port,
             server_header=config.server_header,
             multithread=self.capabilities.threads,
             multiprocess=config.workers > 0 or self.capabilities.multiprocess,
             access_log=logging.getLogger("flash.access") if config.access_log else None,
+            front=proxy.front_for(listener.family, config.forwarded_allow_ips),
         )
 
     #: The kinds of app this model can run besides plain WSGI ("tasklet":

@@ -322,7 +322,8 @@ class EpollEngine(Engine):
     name = "epoll"
     summary = ("v4: one thread, epoll and a state machine per connection; idle clients are "
                "cheap, one blocking handler stalls everyone")
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
+                                bounds_connections=True)
     channel_class: type[Channel] = Channel
 
     def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:

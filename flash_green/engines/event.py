@@ -150,7 +150,7 @@ class EventEngine(EpollEngine):
     summary = ("v5: epoll for waiting + a thread pool for handlers (Apache event, "
                "gunicorn gthread); idle and slow clients hold no thread")
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False,
-                                threads=True)
+                                threads=True, bounds_connections=True)
     channel_class = PooledChannel
 
     def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:

@@ -58,7 +58,8 @@ DEPRECATION_NOTICE = (
 class EventletEngine(BlockingServer):
     name = "eventlet"
     summary = "an eventlet green thread per connection (maintenance mode upstream); --patch to cooperate"
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
+                                bounds_connections=True)
 
     def __init__(self, config: Config, app: Callable, listener) -> None:
         super().__init__(config, app, listener)

@@ -85,7 +85,8 @@ class OneSendFirst:
 class GeventEngine(BlockingServer):
     name = "gevent"
     summary = "a gevent greenlet per connection, pool-bounded; --patch makes the app's blocking calls cooperate"
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
+                                bounds_connections=True)
 
     def __init__(self, config: Config, app: Callable, listener) -> None:
         super().__init__(config, app, listener)

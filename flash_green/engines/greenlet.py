@@ -52,7 +52,8 @@ log = logging.getLogger("flash.engine.greenlet")
 class GreenletEngine(BlockingServer):
     name = "greenlet"
     summary = "a greenlet per connection on our own epoll hub; blocking code, cooperative sockets"
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
+                                bounds_connections=True)
 
     def __init__(self, config: Config, app: Callable, listener) -> None:
         super().__init__(config, app, listener)

@@ -96,7 +96,8 @@ class ConnectionState:
 class TaskletsEngine(Engine):
     name = "tasklets"
     summary = "generator tasklets on our own epoll kernel; one thread, a tasklet per connection"
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
+                                bounds_connections=True)
     app_colours = frozenset({"tasklet"})
 
     def __init__(self, config, app, listener) -> None:

@@ -119,7 +119,8 @@ class ThreadedEngine(BlockingServer):
     name = "threaded"
     summary = ("v3: a thread per connection (keep-alive included); handlers overlap "
                "their waits, idle clients pin threads")
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False)
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False,
+                                bounds_connections=True)
 
     def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
         super().__init__(config, app, listener)

@@ -4,13 +4,16 @@ No sockets, no threads, no engines: every engine drives this same core.
 """
 
 from .connection import CLOSED, END, NEED_DATA, PAUSED, Request, ServerConnection
+from .dates import http_date
 from .errors import HTTPError, render_error, status_line_text
-from .response import ResponseError, ResponseWriter, build_head, http_date
+from .limits import Limits
+from .response import ResponseError, ResponseWriter, build_head
 
 __all__ = [
     "CLOSED",
     "END",
     "HTTPError",
+    "Limits",
     "NEED_DATA",
     "PAUSED",
     "Request",

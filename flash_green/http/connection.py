@@ -29,19 +29,41 @@ checked and lower-cased, its value trimmed. Regular expressions only explain
 errors or handle rare forms. `comparisons/bench_parser.py` measures it
 against h11 and httptools, with the cache warm and cold.
 
+Where the rest lives: the patterns and tables of RFC 9110/9112 are in
+`grammar.py`, the error explanations (run only once a head is refused) in
+`explain.py`, the limits in `limits.py`, the response side in `response.py`.
+This module is the state machine.
+
 Discussion: safety. Framing values are checked as plain ASCII digits
 (Python's `int` would accept `+5`, `0_5` and ` 5 `), and only SP and HTAB
 are ever stripped (`bytes.strip()` would also eat VT and FF). Any split of
-the same bytes gives the same events (tests/test_http_properties.py).
+the same bytes gives the same events (tests/test_http_properties.py). Where
+RFC 9112 lets a server choose (bare LF, obs-fold, Content-Length with
+Transfer-Encoding...), the core refuses what a front end could read another
+way: a refused request is never a smuggled one. docs/http-differences.md lists
+where h11 chooses otherwise, and why; tests/corpus/ holds the cases by section.
 """
 
 from __future__ import annotations
 
-import re
-from typing import NoReturn
-
-from ..config import Limits
 from .errors import HTTPError
+from .explain import reject_controls, reject_field_line, reject_request_line
+from .grammar import (
+    CHUNK_LINE,
+    COMMON_METHODS,
+    EMPTY_LINES,
+    FORBIDDEN_TRAILERS,
+    FRAMING_FIELDS,
+    METHOD,
+    NOT_CONTROL,
+    TOKEN_TEXT,
+    TRANSFER_CODING,
+    VERSIONS,
+    line_length,
+    split_lines,
+    valid_host,
+)
+from .limits import Limits
 from .response import ResponseWriter, build_head, continue_response
 
 
@@ -60,20 +82,6 @@ PAUSED = _Sentinel("PAUSED")
 END = _Sentinel("END")
 CLOSED = _Sentinel("CLOSED")
 
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_TOKEN_TEXT = re.compile(_TOKEN.decode("ascii"))
-_EMPTY_LINES = re.compile(rb"(?:\r\n)*")
-#: Every byte a head may hold except CR and LF: all but the controls (HTAB is
-#: allowed in values). `head.translate(None, _NOT_CONTROL)` keeps only the
-#: controls, which in a valid head are exactly the CR LF pairs ending its lines.
-_NOT_CONTROL = bytes(b for b in range(256) if b == 0x09 or 0x20 <= b < 0x7f or b > 0x7f)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-#: What a request target may not hold (controls and SP; obs-text is allowed).
-_NOT_TARGET = re.compile(r"[\x00-\x20\x7f]")
-#: Methods are tokens; like gunicorn we refuse lower case (a typo, or a probe).
-_METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Z]+")
-_COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"))
-_VERSIONS = {"HTTP/1.1": "HTTP/1.1", "HTTP/1.0": "HTTP/1.0"}
 #: Field lines already parsed, by their text -> (lower-case name, trimmed
 #: value). Clients repeat most lines on every request (Host, User-Agent,
 #: Accept...), so one dict lookup replaces a partition, a name check, a
@@ -88,24 +96,6 @@ _FIELD_LINE_CACHEABLE = 200
 #: a name seen once it is full is checked every time instead.
 _FIELD_NAMES: dict[str, str] = {}
 _FIELD_NAMES_MAX = 2048
-_QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
-_CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]+)((?:[ \t]*;[ \t]*" + _TOKEN
-    + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*)"
-)
-
-#: Transfer codings we can pass through undecoded before a final `chunked`.
-_KNOWN_CODINGS = frozenset(("chunked", "identity", "gzip", "x-gzip", "deflate", "compress"))
-_FRAMING_FIELDS = frozenset(
-    ("content-length", "transfer-encoding", "host", "connection", "expect", "content-type")
-)
-#: Fields that must not arrive late in a trailer (RFC 9110 s.6.5.1): framing,
-#: routing and authentication are decided by the head.
-_FORBIDDEN_TRAILERS = frozenset(
-    ("content-length", "transfer-encoding", "host", "content-type", "content-encoding",
-     "content-range", "trailer", "authorization", "expect", "connection", "te")
-)
-
 # Parser states (small ints: compared on every call).
 _IDLE, _BODY_LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _END_PENDING, _DONE, _CLOSED = range(9)
 
@@ -217,7 +207,7 @@ class ServerConnection:
             # RFC 9112 s.2.2: ignore empty lines before a request line. Whole
             # CRLF pairs only (not lstrip): a lone CR or LF is an error however
             # the bytes were split.
-            buf = self._buf = buf[_EMPTY_LINES.match(buf).end():]
+            buf = self._buf = buf[EMPTY_LINES.match(buf).end():]
             self._scan = 0
         if not buf:
             if self._eof:
@@ -230,7 +220,7 @@ class ServerConnection:
             # The common case: the buffer is one head, too short to break a
             # head limit. Splitting it shows whether its blank line is the
             # first one, which saves searching for it.
-            lines = _split_lines(buf)
+            lines = split_lines(buf)
             if all(lines):
                 self._buf = b""
                 self._scan = 0
@@ -247,12 +237,11 @@ class ServerConnection:
         head = buf[:size]
         self._buf = buf[size:]
         self._scan = 0
-        return self._start_request(head, _split_lines(head))
+        return self._start_request(head, split_lines(head))
 
     def _check_incomplete_head(self, buf: bytes) -> None:
         limits = self.limits
-        line_end = buf.find(b"\r\n")
-        if (line_end < 0 and len(buf) > limits.max_request_line) or line_end > limits.max_request_line:
+        if line_length(buf) > limits.max_request_line:
             raise HTTPError(414, "request line too long")
         if len(buf) > limits.max_header_size:
             raise HTTPError(431, "header section too large")
@@ -282,7 +271,7 @@ class ServerConnection:
         connection = ""
         expect = ""
         for name, value in headers:
-            if name not in _FRAMING_FIELDS:
+            if name not in FRAMING_FIELDS:
                 continue
             if name == "host":
                 hosts += 1
@@ -326,7 +315,9 @@ class ServerConnection:
         if target[0] == "/":
             path, _, query = target.partition("?")
         else:
-            path, query = _split_target(method, target)
+            path, query, authority = _split_target(method, target)
+            if authority is not None:
+                _use_authority_as_host(headers, authority)
         return Request(method, target, path, query, version, headers,
                        _keep_alive(version, connection), chunked, content_length,
                        expect == "100-continue" and version == "HTTP/1.1")
@@ -334,27 +325,42 @@ class ServerConnection:
     @staticmethod
     def _check_transfer_codings(codings: list[str], content_length: int | None,
                                 version: str) -> bool:
+        """Only a single `chunked` is decoded; why each refusal has its status:
+
+        * 400 when the body's length cannot be known: chunked is not last
+          (RFC 9112 s.6.3 item 4 says 400 and close), chunked is applied twice
+          (s.6.1: a sender MUST NOT), or a coding is not even syntax (s.7);
+        * 501 when the list is well formed and ends in one chunked, but holds
+          a coding we do not decode (s.6.1: SHOULD 501). gzip or deflate are
+          not passed through coded: the app would read the wrong bytes, and a
+          front end that ignores the first line (`identity`) would frame the
+          body differently (a TE.TE desync).
+        """
         if content_length is not None:
             raise HTTPError(400, "both Content-Length and Transfer-Encoding")
         if version != "HTTP/1.1":
             raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        if codings[-1] != "chunked":
-            raise HTTPError(400, "Transfer-Encoding does not end in chunked")
-        if codings.count("chunked") > 1:
-            raise HTTPError(400, "chunked applied more than once")
+        if len(codings) == 1 and codings[0] == "chunked":
+            return True
+        names = []
         for coding in codings:
-            if coding not in _KNOWN_CODINGS:
-                if not coding or not re.fullmatch(_TOKEN.decode(), coding):
-                    raise HTTPError(400, "malformed Transfer-Encoding")
-                raise HTTPError(501, f"unsupported transfer coding {coding!r}")
-        return True
+            if not TRANSFER_CODING.fullmatch(coding):
+                raise HTTPError(400, "malformed Transfer-Encoding")
+            names.append(coding.partition(";")[0].rstrip(" \t"))
+        if names[-1] != "chunked":
+            raise HTTPError(400, "Transfer-Encoding does not end in chunked")
+        if names.count("chunked") > 1:
+            raise HTTPError(400, "chunked applied more than once")
+        unsupported = next(coding for coding in codings if coding != "chunked")
+        raise HTTPError(501, f"unsupported transfer coding {unsupported!r}")
 
     def _parse_fields(self, section: bytes, lines: list[str], first: int) -> list[tuple[str, str]]:
         """`lines[first:]` of `section` as (lower-case name, trimmed value).
 
-        A line found in _FIELD_LINES was checked when it entered it; the first
-        line that was not makes the whole section's control characters
-        checked, before anything of it is parsed or remembered.
+        A line found in _FIELD_LINES was checked when it entered it (a Host
+        line's value too, RFC 9112 s.3.2); the first line that was not makes
+        the whole section's control characters checked, before anything of it
+        is parsed or remembered.
         """
         limits = self.limits
         if len(lines) - first > limits.max_header_fields:
@@ -381,6 +387,8 @@ class ServerConnection:
                 if lower is None or not colon:
                     lower = _field_name(line, name, colon)
                 field = (lower, value.strip(" \t"))
+                if lower == "host":
+                    _check_host(field[1])
                 if len(line) <= _FIELD_LINE_CACHEABLE:
                     cache[line] = field
             append(field)
@@ -411,14 +419,14 @@ class ServerConnection:
         buf = self._buf
         end = buf.find(b"\r\n")
         if end < 0:
-            if len(buf) > self.limits.max_chunk_line:
+            if line_length(buf) > self.limits.max_chunk_line:
                 raise HTTPError(400, "chunk size line too long")
             if self._eof:
                 raise HTTPError(400, "connection closed in a chunked body")
             return NEED_DATA
         if end > self.limits.max_chunk_line:
             raise HTTPError(400, "chunk size line too long")
-        match = _CHUNK_LINE.fullmatch(buf, 0, end)
+        match = CHUNK_LINE.fullmatch(buf, 0, end)
         if match is None or len(match.group(1)) > 16:
             raise HTTPError(400, "invalid chunk size line")
         size = int(match.group(1), 16)
@@ -463,9 +471,9 @@ class ServerConnection:
         if end + 4 > self.limits.max_trailer_size:
             raise HTTPError(431, "trailer section too large")
         section = buf[:end + 4]
-        trailers = self._parse_fields(section, _split_lines(section), 0)
+        trailers = self._parse_fields(section, split_lines(section), 0)
         for name, _ in trailers:
-            if name in _FORBIDDEN_TRAILERS:
+            if name in FORBIDDEN_TRAILERS:
                 raise HTTPError(400, f"{name} is not allowed in a trailer")
         self.trailers = trailers
         self._buf = buf[end + 4:]
@@ -543,113 +551,103 @@ def _keep_alive(version: str, connection: str) -> bool:
     return version == "HTTP/1.1" or "keep-alive" in tokens
 
 
-def _split_target(method: str, target: str) -> tuple[str, str]:
-    """(path, query) from origin-, absolute-, authority- or asterisk-form."""
-    if target[0] == "/":
-        path, _, query = target.partition("?")
-        return path, query
+def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
+    """(path, query, authority) from absolute-, authority- or asterisk-form.
+
+    The authority is that of an absolute-form target, the one the Host field
+    must then give way to (RFC 9112 s.3.2.2); None for the other forms.
+    """
     if method == "CONNECT":
-        return "", ""
+        host, _, port = target.rpartition(":")
+        if not (host and port.isdigit() and valid_host(target)):
+            raise HTTPError(400, "CONNECT needs a host:port target")
+        return "", "", None
     if target == "*":
         if method != "OPTIONS":
             raise HTTPError(400, "asterisk target outside OPTIONS")
-        return "*", ""
+        return "*", "", None
     scheme, sep, rest = target.partition("://")
     if not sep or scheme.lower() not in ("http", "https") or not rest or rest[0] in "/?":
         raise HTTPError(400, "invalid request target")
-    slash = len(rest)
+    end = len(rest)
     for mark in "/?":
         at = rest.find(mark)
-        if 0 <= at < slash:
-            slash = at
-    remainder = rest[slash:]
-    path, _, query = remainder.partition("?")
-    return path or "/", query
+        if 0 <= at < end:
+            end = at
+    authority = rest[:end]
+    if "@" in authority:
+        # RFC 9110 s.4.2.4: userinfo in an http(s) URI is to be treated as an
+        # error (it hides the real authority from a reader, a phishing trick).
+        raise HTTPError(400, "userinfo in the request target")
+    if not valid_host(authority) or authority[0] == ":":
+        raise HTTPError(400, "invalid authority in the request target")
+    path, _, query = rest[end:].partition("?")
+    return path or "/", query, authority
 
 
-def _split_lines(section: bytes) -> list[str]:
-    """A section ending in CRLF CRLF as text lines, without the blank line."""
-    lines = section.decode("latin-1").split("\r\n")
-    del lines[-2:]
-    return lines
+def _use_authority_as_host(headers: list[tuple[str, str]], authority: str) -> None:
+    """The Host field of an absolute-form request becomes the target's
+    authority (RFC 9112 s.3.2.2: the server MUST ignore the received Host),
+    so that every reader of the fields (HTTP_HOST, the app) sees one host."""
+    for index, (name, _) in enumerate(headers):
+        if name == "host":
+            headers[index] = ("host", authority)
+            return
+    headers.append(("host", authority))
+
+
+
+
+def _check_host(host: str) -> None:
+    """RFC 9112 s.3.2: a Host field with an invalid value MUST get a 400."""
+    if not valid_host(host):
+        raise HTTPError(400, "invalid Host header")
+
+
+
+
 
 
 def _check_controls(section: bytes, lines: list[str], fields_from: int) -> None:
     """Refuse any control character but the CR LF pairs that end the lines
     (lines before `fields_from` are request lines, for the error message)."""
-    if len(section.translate(None, _NOT_CONTROL)) != 2 * len(lines) + 2:
-        _reject_controls(lines, fields_from)
+    if len(section.translate(None, NOT_CONTROL)) != 2 * len(lines) + 2:
+        reject_controls(lines, fields_from)
 
 
 def _parse_request_line(line: str) -> tuple[str, str, str]:
     """(method, target, version), each checked here: no control character
     gets past the method's token check, the version's lookup or the target's
-    (printable ASCII is the quick answer, obs-text gets the exact one)."""
+    (printable ASCII without `#`: a fragment is not part of any request-target
+    form, RFC 9112 s.3.2, and clients never send one)."""
     method, _, rest = line.partition(" ")
     target, _, version = rest.partition(" ")
-    version = _VERSIONS.get(version) or _other_version(line, version)
-    if ((method not in _COMMON_METHODS and not _METHOD.fullmatch(method)) or not target
-            or (not target.isprintable() and _NOT_TARGET.search(target))):
-        _reject_request_line(line)
+    version = VERSIONS.get(version) or _other_version(line, version)
+    if ((method not in COMMON_METHODS and not METHOD.fullmatch(method)) or not target
+            or not (target.isascii() and target.isprintable()) or "#" in target):
+        reject_request_line(line)
     return method, target, version
 
 
 def _other_version(line: str, version: str) -> str:
-    """HTTP/1.2 .. 1.9 are served as 1.1 (RFC 9110 s.2.5); the rest is refused."""
+    """HTTP/1.2 .. 1.9 are served as 1.1 (RFC 9110 s.2.5); the rest is refused:
+    505 for another well-formed `HTTP/DIGIT.DIGIT`, 400 for a malformed one
+    (RFC 9112 s.2.3: one digit each side, so `HTTP/1.10` is not a version)."""
     if len(version) == 8 and version[:7] == "HTTP/1." and version[7] in "23456789":
         return "HTTP/1.1"
-    _reject_request_line(line)
+    reject_request_line(line)
 
 
 def _field_name(line: str, name: str, colon: str) -> str:
     """Check a field name not seen before (or a line without a colon)."""
-    if not colon or not _TOKEN_TEXT.fullmatch(name):
-        _reject_field_line(line)
+    if not colon or not TOKEN_TEXT.fullmatch(name):
+        reject_field_line(line)
     lower = name.lower()
     if len(_FIELD_NAMES) < _FIELD_NAMES_MAX:
         _FIELD_NAMES[name] = lower
     return lower
 
 
-def _reject_request_line(line: str) -> NoReturn:
-    """Explain why a request line was refused (error path only)."""
-    parts = line.split(" ")
-    if len(parts) != 3 or not all(parts):
-        raise HTTPError(400, "malformed request line")
-    method, target, version = parts
-    if not _TOKEN_TEXT.fullmatch(method):
-        raise HTTPError(400, "invalid method")
-    if method.upper() != method:
-        raise HTTPError(400, "method must be upper case")
-    if _NOT_TARGET.search(target):
-        raise HTTPError(400, "invalid request target")
-    if re.fullmatch(r"HTTP/[0-9]+(\.[0-9]+)?", version):
-        raise HTTPError(505, "HTTP version not supported")
-    raise HTTPError(400, "invalid HTTP version")
 
 
-def _reject_field_line(line: str) -> NoReturn:
-    """Explain why a field line was refused (error path only)."""
-    if line[:1] in (" ", "\t"):
-        raise HTTPError(400, "obsolete line folding is not accepted")
-    name, colon, _ = line.partition(":")
-    if not colon:
-        raise HTTPError(400, "header line without a colon")
-    if name[-1:] in (" ", "\t"):
-        raise HTTPError(400, "whitespace before colon")
-    raise HTTPError(400, "invalid character in header name")
 
-
-def _reject_controls(lines: list[str], fields_from: int) -> NoReturn:
-    """Explain where a control character sits in a head (error path only)."""
-    for index, line in enumerate(lines):
-        if not _CONTROL.search(line):
-            continue
-        if "\r" in line or "\n" in line:
-            raise HTTPError(400, "bare CR or LF in the header section")
-        if index < fields_from:
-            raise HTTPError(400, "control character in the request line")
-        name, colon, _ = line.partition(":")
-        where = "value" if colon and not _CONTROL.search(name) else "name"
-        raise HTTPError(400, f"invalid character in header {where}")
-    raise HTTPError(400, "invalid character in the request head")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from .dates import http_date
+
 
 class HTTPError(Exception):
     """The client broke the protocol (or a limit); answer `status` and close.
@@ -32,8 +34,6 @@ def render_error(status: int, reason: str, server: str = "flash") -> bytes:
     The body is the short reason in plain text so that a human with curl sees
     what was wrong, e.g. `400 Bad Request: whitespace before colon`.
     """
-    from .response import http_date
-
     body = f"{status_line_text(status)}: {reason}\n".encode("latin-1", "replace")
     head = (
         f"HTTP/1.1 {status_line_text(status)}\r\n"

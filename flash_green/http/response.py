@@ -4,7 +4,7 @@
 It decides the framing once, from the request and the app's headers:
 
 * the app gave Content-Length      -> length-delimited, checked byte-exact;
-* no body allowed (HEAD, 1xx/204/304) -> nothing is sent after the head;
+* no body allowed (HEAD, 204, 304)   -> nothing is sent after the head;
 * HTTP/1.1 and no length            -> chunked;
 * HTTP/1.0 and no length            -> close-delimited (the connection ends).
 """
@@ -12,20 +12,21 @@ It decides the framing once, from the request and the app's headers:
 from __future__ import annotations
 
 import re
-import time
-from email.utils import formatdate
 
+from .dates import http_date
 from .errors import status_line_text
 
-_date_cache: list = [0, ""]
-
 #: One field line an app may send: a token name, ": ", and a value with no
-#: CR, LF or NUL.
-_APP_FIELD_LINE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\r\n\x00]*\r\n")
+#: control character but HTAB (RFC 9110 s.5.5: CR, LF and NUL would split or
+#: cut the head; VT, FF, DEL and the rest are read differently by each client).
+_APP_FIELD_LINE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+: [^\x00-\x08\x0a-\x1f\x7f]*\r\n")
 
-#: A status as start_response takes it: three digits, then SP and a reason
-#: phrase (HTAB, SP, visible ASCII, obs-text), or nothing.
-_STATUS_LINE = re.compile(r"[1-5][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?")
+#: A status as start_response takes it: three digits from 200, then SP and a
+#: reason phrase (HTAB, SP, visible ASCII, obs-text), or nothing. No 1xx: an
+#: interim response is the server's (100 Continue); a 101 from an app would
+#: switch protocols with no upgrade mechanism to carry on, and any other 1xx
+#: would be taken as the final answer by the adapter.
+_STATUS_LINE = re.compile(r"[2-5][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?")
 
 #: Hop-by-hop fields are the server's business (PEP 3333): the framing and
 #: persistence fields an app sends are dropped (Connection: close is honoured).
@@ -44,15 +45,6 @@ _APP_LINES_MAX = 1024
 #: Validated status lines -> their code ("200 OK" -> 200).
 _STATUS_CODES: dict[str, int] = {}
 _STATUS_CODES_MAX = 256
-
-
-def http_date() -> str:
-    """The current IMF-fixdate, recomputed at most once per second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True)
-    return _date_cache[1]
 
 
 class ResponseError(Exception):
@@ -120,11 +112,11 @@ def build_head(
     becomes the Content-Length when the app gave none.
     """
     code = _STATUS_CODES.get(status) or _status_code(status)
-    # RFC 9110 s.6.4.1: no content after 1xx, 204, 304 or a HEAD's head;
-    # s.8.6: no Content-Length in 1xx and 204 (a 304 may repeat the app's).
-    content_status = code >= 200 and code != 204 and code != 304
+    # RFC 9110 s.6.4.1: no content after 204, 304 or a HEAD's head; s.8.6: no
+    # Content-Length in 204 (a 304 may repeat the app's). 1xx never get here.
+    content_status = code != 204 and code != 304
     has_body = content_status and not head_request
-    length_allowed = code >= 200 and code != 204
+    length_allowed = code != 204
     lines = []
     append = lines.append
     length: int | None = None
@@ -175,6 +167,9 @@ def build_head(
 def _status_code(status: str) -> int:
     """Validate a status line like `404 Not Found`; return its code."""
     if type(status) is not str or _STATUS_LINE.fullmatch(status) is None:
+        if type(status) is str and status[:1] == "1":
+            raise ResponseError(f"an app may not send the interim status {status!r} "
+                                "(no protocol upgrade is possible)")
         raise ResponseError(f"invalid status {status!r}")
     code = int(status[:3])
     if len(_STATUS_CODES) < _STATUS_CODES_MAX:
@@ -188,7 +183,8 @@ def _app_line(field, name: str, value: str) -> str:
         raise ResponseError(f"header {name!r} has a value that is not a str: {value!r}")
     line = f"{name}: {value}\r\n"
     if _APP_FIELD_LINE.fullmatch(line) is None:
-        raise ResponseError("app header has an invalid name or a CR/LF/NUL in its value")
+        raise ResponseError(f"app header {name!r} has an invalid name or a control "
+                            "character in its value")
     if type(field) is tuple:
         if len(_APP_LINES) >= _APP_LINES_MAX:
             _APP_LINES.clear()

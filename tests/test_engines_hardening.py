@@ -235,7 +235,7 @@ def test_out_of_file_descriptors_pauses_accepting_and_recovers(target, hold_dir)
             first.sock.recv(1)  # documented: it waits in the backlog meanwhile
         window = time.monotonic() - window_start
         busy = cpu_seconds(servers) - busy_before
-        assert busy < 0.25 * window, f"{busy:.2f} s of CPU in {window:.2f} s: a busy loop?"
+        assert busy < 0.1 * window, f"{busy:.2f} s of CPU in {window:.2f} s: a busy loop?"
         text = proc.log_since(offset)
         assert text.count("accept failed") <= len(servers), text
 

@@ -171,7 +171,10 @@ class BodySource:
         self.read = body_from_connection(conn, self._recv, sock.sendall)
         #: Set at the first read of the socket for this body.
         self.pace: UploadPace | None = None
-        self.failed: HTTPError | None = None
+        #: (status, reason) of the error that ended this body. Not the
+        #: exception itself: its traceback holds our frame, and that cycle
+        #: would keep the app's frames (their open files) alive until a GC.
+        self.failed: tuple[int, str] | None = None
 
     def start(self) -> BodySource:
         """Ready for the next request's body."""
@@ -181,11 +184,11 @@ class BodySource:
 
     def __call__(self) -> bytes:
         if self.failed is not None:
-            raise self.failed
+            raise HTTPError(*self.failed)
         try:
             return self.read()
         except HTTPError as exc:
-            self.failed = exc
+            self.failed = (exc.status, exc.reason)
             if isinstance(exc, ClientDisconnected):
                 log.info("request body from %s: %s", self.peer, exc.reason)
             else:

@@ -65,7 +65,8 @@ def _serve(sock, peer, engine, config: Config) -> None:
     than one read pay for it); its body by `BodySource`."""
     wsgi = engine.wsgi
     counters = engine.counters
-    conn = ServerConnection(config.limits, config.server_header)
+    tracer = engine.tracer
+    conn = engine.connection_class(config.limits, config.server_header)
     conn_environ = wsgi.connection_environ(peer)
     recv = sock.recv
     sendall = sock.sendall
@@ -136,10 +137,12 @@ def _serve(sock, peer, engine, config: Config) -> None:
             source = body_source.start()
         body = InputStream(source)
         environ = wsgi.environ(conn_environ, request, body)
-        exchange = Exchange(wsgi, conn, environ, keep_alive=not engine.stopping)
+        exchange = Exchange(wsgi, conn, environ, not engine.stopping, sendall)
         for data in exchange.run():
             sendall(data)
         counters.record_response(exchange.sent, exchange.status)
+        if tracer is not None:
+            tracer.record(exchange)
         if not exchange.keep_alive or not _finish_body(conn, body):
             return
         if source is not None:

@@ -14,13 +14,15 @@ format once:
   the meta-variables and runs the app through the same `Exchange` as every
   engine, with a "connection" that frames the response in CGI's format.
 
-Security: the environment is built only from the parsed request. A header
-becomes `HTTP_<NAME>` only if its name maps to [A-Z0-9_] (names with `_` are
-already dropped by the WSGI adapter, so `X_A` cannot pose as `X-A`); a value
-can never become a variable name, and values cannot hold NUL, CR or LF (the
-core refuses them). `Proxy:` is dropped (httpoxy: HTTP_PROXY would become
-the child's outgoing proxy), and Authorization too unless asked for
-(RFC 3875 s.4.1.18). No shell is involved anywhere.
+Security: the environment is built only from the parsed request. For a
+script, a header becomes `HTTP_<NAME>` only if its name maps to [A-Z0-9_]
+(names with `_` are already dropped by the WSGI adapter, so `X_A` cannot
+pose as `X-A`), and Authorization is kept back (RFC 3875 s.4.1.18); our own
+gateway gets every header the adapter passes, to give the app the environ it
+would have in-process. A value can never become a variable name, and values
+cannot hold NUL, CR or LF (the core refuses them). `Proxy:` is always
+dropped (httpoxy: HTTP_PROXY would become the child's outgoing proxy): the
+one header an app under `cgi` does not see. No shell is involved anywhere.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ MAX_RESPONSE_HEAD = 65536
 _READ_SIZE = 65536
 
 #: Meta-variables the server sets from the request (RFC 3875 s.4.1), plus
-#: the customary REMOTE_PORT, REQUEST_URI and SCRIPT_FILENAME extensions.
+#: the customary REMOTE_PORT, REQUEST_URI, SCRIPT_FILENAME and HTTPS ("on"
+#: for an https request, as a WSGI environ says with wsgi.url_scheme).
 META_VARIABLES = frozenset((
     "AUTH_TYPE", "CONTENT_LENGTH", "CONTENT_TYPE", "GATEWAY_INTERFACE", "PATH_INFO",
     "PATH_TRANSLATED", "QUERY_STRING", "REMOTE_ADDR", "REMOTE_HOST", "REMOTE_IDENT",
     "REMOTE_USER", "REQUEST_METHOD", "SCRIPT_NAME", "SERVER_NAME", "SERVER_PORT",
     "SERVER_PROTOCOL", "SERVER_SOFTWARE", "REMOTE_PORT", "REQUEST_URI", "SCRIPT_FILENAME",
+    "HTTPS",
 ))
 _HEADER_VARIABLE = re.compile(r"HTTP_[A-Z0-9_]+")
 _AUTH_VARIABLES = frozenset(("HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION"))
@@ -64,12 +68,20 @@ _SERVER_FIELDS = frozenset(("status", "date", "server"))
 # -- server side ----------------------------------------------------------------
 
 def meta_variables(environ: Mapping[str, object], script_name: str, path_info: str,
-                   content_length: int, *, pass_auth: bool = False,
+                   content_length: int, *, all_headers: bool = False,
                    script_filename: str | None = None) -> dict[str, str]:
     """The RFC 3875 meta-variables for one request, from its WSGI environ.
 
     `content_length` is the body's real size (a chunked body was de-chunked
-    and counted by the server: CGI has no chunked input).
+    and counted by the server: CGI has no chunked input). CONTENT_LENGTH is
+    set whenever the request has a body, an empty one (`Content-Length: 0`)
+    included, as RFC 3875 s.4.1.2 asks.
+
+    `all_headers` passes every header the WSGI adapter passes: Authorization
+    and names beyond [A-Z0-9_] (`X.Dotted` -> `HTTP_X.DOTTED`, a harmless
+    variable name for execve). It is for our own gateway, which rebuilds
+    the app's PEP 3333 environ from them; a script gets only names a shell
+    can use, and no credentials (RFC 3875 s.4.1.18).
     """
     meta = {
         "GATEWAY_INTERFACE": GATEWAY_INTERFACE,
@@ -83,21 +95,24 @@ def meta_variables(environ: Mapping[str, object], script_name: str, path_info: s
         "REMOTE_ADDR": environ["REMOTE_ADDR"],
         # RFC 3875 s.4.1.9: REMOTE_ADDR stands in when names are not looked up.
         "REMOTE_HOST": environ["REMOTE_ADDR"],
-        "REMOTE_PORT": environ.get("REMOTE_PORT", ""),
         "REQUEST_URI": environ.get("REQUEST_URI", ""),
     }
+    if "REMOTE_PORT" in environ:  # a proxy may name the client without a port
+        meta["REMOTE_PORT"] = environ["REMOTE_PORT"]
     if path_info:
         meta["PATH_INFO"] = path_info
     if script_filename:
         meta["SCRIPT_FILENAME"] = script_filename
-    if content_length:
+    if content_length or "CONTENT_LENGTH" in environ:
         meta["CONTENT_LENGTH"] = str(content_length)
     if environ.get("CONTENT_TYPE"):
         meta["CONTENT_TYPE"] = environ["CONTENT_TYPE"]
+    if environ.get("wsgi.url_scheme") == "https":  # behind a trusted proxy (flash_green.proxy)
+        meta["HTTPS"] = "on"
     for key, value in environ.items():
-        if not key.startswith("HTTP_") or not _HEADER_VARIABLE.fullmatch(key):
+        if not key.startswith("HTTP_") or key == "HTTP_PROXY":
             continue
-        if key == "HTTP_PROXY" or (key in _AUTH_VARIABLES and not pass_auth):
+        if not all_headers and (key in _AUTH_VARIABLES or not _HEADER_VARIABLE.fullmatch(key)):
             continue
         meta[key] = value
     return meta
@@ -233,7 +248,11 @@ class GatewayConnection:
 class GatewayExchange(Exchange):
     """`Exchange` whose error responses are CGI responses, and which
     remembers an abort so the program can exit non-zero (the server then
-    breaks the connection instead of ending the body cleanly)."""
+    breaks the connection instead of ending the body cleanly).
+
+    An error response says `Connection: close`, so the server in front
+    closes the connection after it, as every in-process engine does after
+    an app error."""
 
     __slots__ = ("aborted",)
 
@@ -246,13 +265,14 @@ class GatewayExchange(Exchange):
         self.status = status
         body = f"{status_line_text(status)}: {reason}\n".encode("latin-1", "replace")
         out = render_response_head(status_line_text(status), [
-            ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))])
+            ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+            ("Connection", "close")])
         self.sent = len(out) + len(body)
         return [out + body]
 
-    def _abort(self, why: str, exc: BaseException | None = None) -> None:
+    def _abort(self, why: str, exc: BaseException | None = None, level: int = logging.ERROR) -> None:
         self.aborted = True
-        super()._abort(why, exc)
+        super()._abort(why, exc, level)
 
 
 def stdin_source(fd: int, length: int) -> Callable[[], bytes] | None:
@@ -274,19 +294,29 @@ def stdin_source(fd: int, length: int) -> Callable[[], bytes] | None:
 def gateway_environ(ctx: WSGIContext, variables: Mapping[str, str], stdin_fd: int = 0) -> dict:
     """A PEP 3333 environ from CGI meta-variables (latin-1 decoded).
 
-    The wsgi.* keys come from the `WSGIContext` every engine uses; the
-    request's keys are the meta-variables themselves, which RFC 3875 and
-    PEP 3333 name alike.
+    The same request gives the app the same environ as in-process
+    (`WSGIContext.environ`). The wsgi.* keys come from the `WSGIContext`
+    every engine uses; the request's keys are the meta-variables, which
+    RFC 3875 and PEP 3333 name alike, and only they: the rest of the
+    process environment (PATH, HOME, the app's own settings) stays in
+    `os.environ`, where an in-process app finds it too. Two RFC 3875
+    variables come on top, GATEWAY_INTERFACE and REMOTE_HOST. A chunked
+    body reaches CGI with its de-chunked length (CGI has no chunked input),
+    but a WSGI app sees it as in-process: no CONTENT_LENGTH, read to the end.
     """
     environ = ctx.base_environ.copy()
-    environ.update(variables)
+    environ.update((name, value) for name, value in variables.items()
+                   if name in META_VARIABLES or name.startswith("HTTP_"))
     length = variables.get("CONTENT_LENGTH", "")
+    if "HTTP_TRANSFER_ENCODING" in variables:
+        environ.pop("CONTENT_LENGTH", None)
     environ["wsgi.input"] = InputStream(stdin_source(stdin_fd, int(length) if length.isdigit() else 0))
     environ["wsgi.run_once"] = True
-    if variables.get("HTTPS", "off").lower() in ("on", "1"):
+    if environ.pop("HTTPS", "off").lower() in ("on", "1"):
         environ["wsgi.url_scheme"] = "https"
     environ.setdefault("PATH_INFO", "")
     environ.setdefault("QUERY_STRING", "")
+    environ["RAW_URI"] = environ.setdefault("REQUEST_URI", "")
     return environ
 
 
@@ -308,7 +338,8 @@ def run_gateway(app: Callable, variables: Mapping[bytes, bytes], stdin_fd: int =
                       server_header=strings.get("SERVER_SOFTWARE", "flash"), multiprocess=True)
     environ = gateway_environ(ctx, strings, stdin_fd)
     conn = GatewayConnection(environ.get("REQUEST_METHOD", "GET"), environ.get("REQUEST_URI", ""))
-    exchange = GatewayExchange(ctx, conn, environ, keep_alive=False)
+    exchange = GatewayExchange(ctx, conn, environ, keep_alive=False,
+                               send_now=lambda data: _write_all(stdout_fd, data))
     for data in exchange.run():
         _write_all(stdout_fd, data)
     return 1 if exchange.aborted else 0
@@ -327,8 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     except AppLoadError as exc:
         log.error("%s", exc)
         # A complete (error) response: exit 0, non-zero would mean a broken one.
-        _write_all(1, b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n\r\n"
-                      b"the application could not be loaded\n")
+        _write_all(1, b"Status: 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                      b"Connection: close\r\n\r\nthe application could not be loaded\n")
         return 0
     return run_gateway(app, os.environb)
 

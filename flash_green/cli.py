@@ -42,6 +42,7 @@ LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 EXTERNAL_COMMANDS = {
     "compare": ("comparisons.compare:main", "run the scenario matrix and write a report"),
     "internals": ("comparisons.internals:main", "scheduler micro-benchmarks across runtimes"),
+    "tour": ("comparisons.tour.cli:main", "the course, live: each chapter's experiment, traced, drawn as a page"),
 }
 
 
@@ -104,6 +105,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="warn with a stack when the loop is held longer than MS")
     p.add_argument("--trace", choices=["traps", "sched", "all"], default=None,
                    help="tasklets engine: log every trap and/or every resumption (very verbose)")
+    p.add_argument("--trace-requests", default=None, metavar="FILE",
+                   help="append a JSON line per request: when it arrived, ran, ended, and who ran it")
     p.add_argument("--patch", action="store_true", help="monkey-patch the stdlib (gevent, eventlet)")
     p.add_argument("--uvloop", action="store_true", help="asyncio engine: run on uvloop")
     p.add_argument("--cgi-dir", default=None, help="directory of CGI programs (cgi engine)")
@@ -158,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         reuse_port=args.reuse_port, access_log=args.access_log, log_level=args.log_level,
         stats_interval=args.stats, stats_path=args.stats_path,
         debug_blocking_ms=args.debug_blocking, trace=args.trace, patch=args.patch,
+        trace_requests=args.trace_requests,
         uvloop=args.uvloop, cgi_dir=args.cgi_dir,
         app=args.app, factory=args.factory,
         limits=limits,

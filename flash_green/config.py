@@ -76,6 +76,9 @@ class Config:
     #: tasklets engine: log every trap ("traps"), every resumption ("sched")
     #: or both ("all") at DEBUG on the `tasklets` logger (None = off).
     trace: str | None = None
+    #: Append a JSON line per answered request to this file: who served it,
+    #: when (`flash_green.tracing`; None = off).
+    trace_requests: str | None = None
     #: Monkey-patch the standard library (gevent, eventlet engines).
     patch: bool = False
     #: Run the asyncio engine on uvloop (also FLASH_UVLOOP=1).

@@ -3,16 +3,23 @@
 Every engine uses the same three steps per request:
 
 1. `ctx.environ(conn_environ, request, body)` builds the environ;
-2. `Exchange(ctx, conn, environ).run()` calls the app and returns an iterable
-   of framed bytes (head first) for the engine to send however its model
-   sends: `sendall`, `yield from sock.sendall`, EPOLLOUT callbacks, or
-   `transport.write`;
+2. `Exchange(ctx, conn, environ, keep_alive, send_now).run()` calls the app
+   and returns an iterable of framed bytes (head first) for the engine to
+   send however its model sends: `sendall`, `yield from sock.sendall`,
+   EPOLLOUT callbacks, or `transport.write`; `send_now` is the engine's way
+   to send at once what the app passes to `write()`;
 3. afterwards `exchange.keep_alive` says whether the connection may serve
    another request.
 
 The common case - an app returning a list - is answered with one bytes object
 holding head and body together, so it leaves in a single send (no Nagle +
 delayed-ACK stall, one syscall).
+
+What an app gets wrong ends its request, never the server or the protocol:
+an exception (SystemExit and KeyboardInterrupt included) is a 500 before the
+head and a closed connection after it; a body never goes past its
+Content-Length, and one that does not match it closes the connection; a
+piece that is not bytes never reaches an engine. Each is one log line.
 """
 
 from __future__ import annotations
@@ -172,6 +179,19 @@ def body_from_pieces(pieces: list[bytes]) -> Callable[[], bytes] | None:
     return lambda: next(it, b"")
 
 
+def _checked_piece(data: object, what: str) -> bytes:
+    """A piece of body that is not exactly `bytes`, made bytes or refused.
+
+    PEP 3333 wants bytes. bytearray and memoryview are accepted (copied),
+    as a list body accepts them through `b"".join`; anything else, a str
+    above all, is the app's error, caught here so it never reaches an
+    engine's send.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    raise ResponseError(f"{what} a {type(data).__name__}, not bytes")
+
+
 class FileWrapper:
     """`wsgi.file_wrapper`: iterate a file-like object in blocks, then close it."""
 
@@ -258,18 +278,39 @@ class WSGIContext:
         return environ
 
 
+#: What an app may raise that ends its request, never the server (PEP 3333
+#: says nothing of SystemExit; an app calling sys.exit() in a request is a
+#: bug in that request). Cancellation (GeneratorExit, tasklets.Cancelled,
+#: greenlet.GreenletExit, asyncio.CancelledError) is not in it: it belongs
+#: to the engine and must keep propagating to it.
+APP_ERRORS = (Exception, SystemExit, KeyboardInterrupt)
+
+
 class Exchange:
     """Runs the app for one request and frames what it returns.
 
     After iterating `run()`, `keep_alive` tells whether the connection may
     carry another request; `status` and `sent` feed the access log.
+
+    `send_now(data)` is how the engine sends bytes *now*, for `write()`
+    (PEP 3333: written bytes are sent or queued before write() returns). It
+    returns how many bytes it took, None meaning all: a blocking `sendall`
+    or `transport.write` takes everything, a non-blocking `socket.send`
+    takes what fits (BlockingIOError = nothing) and the rest leaves ahead
+    of the next piece `run()` yields. Without it, written bytes wait for
+    that next piece.
+
+    Engines pass `keep_alive` and `send_now` by position: a class called
+    with keywords builds a dict per call, ~1,000 instructions per request.
     """
 
-    __slots__ = ("ctx", "conn", "environ", "keep_alive", "status", "sent",
-                 "_headers", "_status_line", "_pending", "_writer", "_started")
+    __slots__ = ("ctx", "conn", "environ", "keep_alive", "status", "sent", "_headers",
+                 "_status_line", "_writer", "_started", "_send_now", "_unsent", "_overrun",
+                 "_send_error")
 
     def __init__(self, ctx: WSGIContext, conn: ServerConnection, environ: dict,
-                 keep_alive: bool = True) -> None:
+                 keep_alive: bool = True,
+                 send_now: Callable[[bytes], int | None] | None = None) -> None:
         self.ctx = ctx
         self.conn = conn
         self.environ = environ
@@ -278,8 +319,16 @@ class Exchange:
         self.sent = 0
         self._status_line: str | None = None
         self._headers: list[tuple[str, str]] = []
-        self._pending: list[bytes] = []
+        #: Set once the head is built; from then on it counts as sent.
         self._writer = None
+        self._send_now = send_now
+        #: Framed pieces from `write()` that `send_now` did not take yet, in
+        #: order (a list once there are any).
+        self._unsent: list[bytes] | tuple = ()
+        #: The app went past its Content-Length (the rest is dropped).
+        self._overrun = False
+        #: What `send_now` raised: the client is gone, not the app broken.
+        self._send_error: OSError | None = None
         # The clock is read only when an access log will print the duration.
         self._started = time.perf_counter() if ctx.access_log is not None else 0.0
 
@@ -306,11 +355,52 @@ class Exchange:
         return self._write
 
     def _write(self, data: bytes) -> None:
+        """PEP 3333 write(): frame `data` (the head first) and send it now."""
         if self._status_line is None:
             raise AssertionError("write() called before start_response")
         if type(data) is not bytes:
-            raise TypeError(f"write() takes bytes, got {type(data).__name__}")
-        self._pending.append(data)
+            data = _checked_piece(data, "write() was given")
+        out = b"" if self._writer is not None else self._head(None)
+        if data and not self._overrun:
+            out += self._frame(data)
+        if out:
+            self.sent += len(out)
+            self._emit(out)
+
+    def _emit(self, out: bytes) -> None:
+        """Send `out` now, behind what a full socket left queued.
+
+        Pieces wait in a list, each sent (or cut) once: a slow client and an
+        app that writes a lot cost memory, never a copy of the queue per write.
+        """
+        if self._unsent:
+            self._unsent.append(out)
+        else:
+            self._unsent = [out]
+        if self._send_now is not None:
+            self._send_queued(self._unsent)
+
+    def _send_queued(self, queued: list[bytes]) -> None:
+        while queued:
+            piece = queued[0]
+            try:
+                taken = self._send_now(piece)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                queued.clear()  # the client is gone: nothing more leaves
+                self.keep_alive = False
+                self._send_error = exc
+                raise
+            if taken is not None and taken < len(piece):
+                queued[0] = piece[taken:]
+                return
+            del queued[0]
+
+    def _take_unsent(self) -> bytes:
+        """What write() left queued, to leave ahead of the next piece."""
+        unsent, self._unsent = self._unsent, ()
+        return b"".join(unsent)
 
     # -- running the app -------------------------------------------------------
 
@@ -321,7 +411,7 @@ class Exchange:
             return refused
         try:
             result = self.ctx.app(self.environ, self.start_response)
-        except Exception as exc:
+        except APP_ERRORS as exc:
             return self.failed(exc)
         return self.respond(result)
 
@@ -331,18 +421,22 @@ class Exchange:
             return self._error(501, "CONNECT is not supported by a WSGI server")
         return None
 
-    def failed(self, exc: Exception) -> list[bytes]:
-        """The response for an app that raised instead of returning a body."""
+    def failed(self, exc: BaseException) -> list[bytes]:
+        """The response for an app that raised instead of returning a body
+        (one of APP_ERRORS): a 500, or the end of what write() began."""
+        if self._writer is not None:
+            self._abort("application error after write() sent the head", exc)
+            unsent = self._take_unsent()
+            return [unsent] if unsent else []
         if isinstance(exc, HTTPError):
             return self._error(exc.status, exc.reason)
-        request = self.conn.request
-        log.error("application error on %s %s", request.method, request.target, exc_info=exc)
+        log.error("application error on %s", self._request_line(), exc_info=exc)
         return self._error(500, "application error")
 
     def respond(self, result: Iterable[bytes]) -> Iterable[bytes]:
         """Frame what the app returned (engines that call the app themselves,
         e.g. a tasklet handler run with `yield from`, start here)."""
-        if type(result) is list and not self._pending and self._status_line is not None:
+        if type(result) is list and self._writer is None and self._status_line is not None:
             return self._run_list(result)
         return self._run_iterable(result)
 
@@ -351,65 +445,128 @@ class Exchange:
         try:
             body = b"".join(result)
             head = self._head(len(body))
-            writer = self._writer
-            out = head + writer.body(body) + writer.end() if body else head + writer.end()
         except (ResponseError, TypeError, ValueError) as exc:
-            log.error("invalid response from the application: %s", exc)
+            log.error("invalid response from the application on %s: %s", self._request_line(), exc)
             return self._error(500, "invalid response from the application")
+        writer = self._writer
+        remaining = writer.remaining
+        if remaining is None or remaining == len(body):
+            out = head + writer.body(body) if body else head
+        else:
+            # Nothing is out yet: the head can still say Connection: close.
+            self._length_mismatch(len(body) - remaining)
+            head = self._head(len(body))
+            out = head + self._writer.body(body[:remaining])
         self.sent = len(out)
         if self.ctx.access_log is not None:
             self._log_access()
         return [out]
 
     def _run_iterable(self, result: Iterable[bytes]) -> Iterator[bytes]:
-        head = b""
         try:
             for data in result:
-                if self._pending:
-                    data = b"".join(self._pending) + data
-                    self._pending.clear()
-                if not data:
-                    continue
-                if self._writer is None:
-                    head = self._head(None)
-                out = self._writer.body(data)
-                if head:
-                    out, head = head + out, b""
+                writer = self._writer
+                if type(data) is bytes and writer is not None and writer.chunked:
+                    out = writer.body(data)  # the common stream: nothing to check
+                    last = False
+                else:
+                    out = self._frame_checked(data)
+                    last = self._overrun
+                self.sent += len(out)  # _handed_out, inline: this runs per piece
+                if self._unsent:
+                    out = self._take_unsent() + out
                 if out:
-                    self.sent += len(out)
                     yield out
-            if self._pending:
-                yield from self._flush_pending()
-            if self._writer is None:
-                head = self._head(0 if self._status_line else None)
-            out = head + self._writer.end()
+                if last:
+                    break
+            out = self._handed_out(self._end())
             if out:
-                self.sent += len(out)
                 yield out
         except HTTPError as exc:
             self._abort(f"bad request body: {exc}")
-            if self._writer is None or head:
+            if self._writer is None:
                 yield from self._error(exc.status, exc.reason)
-        except Exception as exc:
-            # `head` still set: it was built but never sent, so a 500 may replace it.
-            if self._writer is None or head:
-                log.error("application error before the response head", exc_info=exc)
+        except ResponseError as exc:
+            if self._writer is None:
+                log.error("invalid response from the application on %s: %s", self._request_line(), exc)
+                yield from self._error(500, "invalid response from the application")
+            else:
+                self._abort(f"invalid response from the application: {exc}")
+        except APP_ERRORS as exc:
+            if self._writer is None:
+                log.error("application error before the response head on %s", self._request_line(),
+                          exc_info=exc)
                 yield from self._error(500, "application error")
             else:
                 self._abort("response aborted after its head was sent", exc)
         finally:
             self._close_result(result)
             self._log_access()
+        if self._unsent:
+            # What write() could not send yet still leaves, before the close.
+            yield self._handed_out(b"")
 
-    def _flush_pending(self) -> Iterator[bytes]:
-        data = b"".join(self._pending)
-        self._pending.clear()
-        out = b""
-        if self._writer is None:
-            out = self._head(None)
-        out += self._writer.body(data)
+    def _handed_out(self, out: bytes) -> bytes:
+        """`out` as it leaves for the engine, behind what write() left unsent."""
         self.sent += len(out)
-        yield out
+        if self._unsent:
+            out = self._take_unsent() + out
+        return out
+
+    def _frame_checked(self, data: bytes) -> bytes:
+        """A piece framed, after the head if it has not left yet."""
+        if type(data) is not bytes:
+            data = _checked_piece(data, "the app yielded")
+        if not data:
+            return b""
+        head = b"" if self._writer is not None else self._head(None)
+        out = self._frame(data)
+        if head and self._overrun:
+            # Nothing is out yet: the head can still say Connection: close.
+            # (Past a Content-Length the framing is the bytes themselves, so
+            # the new writer counts `out` again.)
+            head = self._head(None)
+            out = self._writer.body(out)
+        return head + out
+
+    def _frame(self, data: bytes) -> bytes:
+        """One piece of body, framed; never past the app's Content-Length."""
+        writer = self._writer
+        remaining = writer.remaining
+        if remaining is not None and len(data) > remaining:
+            if self._overrun:
+                return b""
+            self._length_mismatch(len(data) - remaining)
+            data = data[:remaining]
+        return writer.body(data)
+
+    def _end(self) -> bytes:
+        """The end of the body (with the head, if nothing went out yet)."""
+        if self._overrun:
+            return b""
+        head = b""
+        if self._writer is None:
+            head = self._head(0 if self._status_line else None)
+        short = self._writer.remaining
+        if short:
+            self._length_mismatch(-short)
+            return self._head(0) if head else b""  # the head again, now with Connection: close
+        return head + self._writer.end()
+
+    def _length_mismatch(self, excess: int) -> None:
+        """The body is longer (`excess` > 0) or shorter than the app's
+        Content-Length. PEP 3333: never send more than it says; so the
+        client gets exactly that many bytes (or the short body), then the
+        connection closes, which is the only way left to say it broke
+        (waitress and gunicorn do the same)."""
+        declared = self._writer.sent_body + self._writer.remaining
+        if excess > 0:
+            self._overrun = True
+            why = f"the app sent more than its Content-Length ({declared}); the rest dropped, the connection closed"
+        else:
+            why = (f"the app sent {declared + excess} bytes, {-excess} short of its Content-Length "
+                   f"({declared}); the connection closed")
+        self._abort(why, level=logging.WARNING)
 
     def _head(self, length: int | None) -> bytes:
         """The response head; `length` is the whole body's size when known."""
@@ -437,18 +594,27 @@ class Exchange:
         self.sent = len(out)
         return [out]
 
-    def _abort(self, why: str, exc: BaseException | None = None) -> None:
+    def _abort(self, why: str, exc: BaseException | None = None, level: int = logging.ERROR) -> None:
+        """The response cannot end cleanly: the connection will close after it."""
         self.keep_alive = False
-        log.error("%s on %s", why, self.environ.get("PATH_INFO"), exc_info=exc)
+        if exc is not None and exc is self._send_error:
+            log.info("client gone while the app wrote to it (%s) on %s", exc, self._request_line())
+            return
+        log.log(level, "%s on %s", why, self._request_line(), exc_info=exc)
 
-    @staticmethod
-    def _close_result(result) -> None:
+    def _request_line(self) -> str:
+        """The request, as log lines name it (from the environ, which outlives
+        the connection's current request)."""
+        environ = self.environ
+        return f"{environ.get('REQUEST_METHOD')} {environ.get('REQUEST_URI')}"
+
+    def _close_result(self, result) -> None:
         close = getattr(result, "close", None)
         if close is not None:
             try:
                 close()
-            except Exception:
-                log.exception("error in the app iterable's close()")
+            except APP_ERRORS:
+                log.exception("error in the app iterable's close() on %s", self._request_line())
 
     def _log_access(self) -> None:
         if self.ctx.access_log is not None:

@@ -6,6 +6,7 @@
                   SCRIPT_NAME=/django, PATH_INFO=the rest
     /falcon/...   a small Falcon app (tests/falcon_app.py), mounted likewise
     /environ      the CGI/WSGI keys of the environ the server built, as JSON
+    /mis/...      apps that break PEP 3333 rules on purpose (tests/misbehaving_app.py)
     /hold?name=N  writes <dir>/N.started, then waits for <dir>/N.release
                   (polling, bounded to 20 s): a handler the test can keep
                   busy for exactly as long as it needs, with no sleeps in
@@ -25,6 +26,8 @@ from urllib.parse import parse_qs
 from wsgiref.validate import validator
 
 from flash_green.apps.demo import app as demo_app
+
+from . import misbehaving_app
 
 HOLD_DIR = os.environ.get("FLASH_TEST_HOLD_DIR", "/tmp")
 #: Polls of the release file before /hold gives up (20 s).
@@ -118,6 +121,8 @@ def app(environ, start_response):
     for prefix in _MOUNTS:
         if path.startswith(prefix):
             return mounted(prefix, environ, start_response)
+    if path.startswith("/mis/"):
+        return misbehaving_app.app(environ, start_response)
     if path == "/hold":
         return hold(environ, start_response)
     if path == "/environ":

@@ -18,7 +18,8 @@ import pytest
 
 from flash_green.cgi import (CGIResponseError, child_environment, gateway_environ,
                              meta_variables, parse_response_head)
-from flash_green.wsgi import WSGIContext
+from flash_green.http import END, ServerConnection
+from flash_green.wsgi import InputStream, WSGIContext
 
 from .conftest import Target, start_server
 from .httpclient import Client, build_request, chunked
@@ -81,6 +82,8 @@ def test_rfc3875_meta_variables(server, cgi_dir):
 def test_body_length_and_type_including_chunked(server):
     env = script_env(server, method="POST", body=b"hello", headers={"Content-Type": "text/plain"})
     assert env["CONTENT_LENGTH"] == "5" and env["CONTENT_TYPE"] == "text/plain"
+    # RFC 3875 s.4.1.2: set whenever the request has a body, an empty one too.
+    assert script_env(server, method="POST", headers={"Content-Length": "0"})["CONTENT_LENGTH"] == "0"
     with Client(server.address) as c:
         c.send(build_request("POST", "/echo.sh", headers={"Transfer-Encoding": "chunked"})
                + chunked(b"hello", b" ", b"chunked"))
@@ -144,6 +147,7 @@ def test_non_ascii_header_bytes_reach_the_script_unchanged(server):
     ("/missing.sh", 404),
     ("/sub", 404),                  # a directory
     ("/not-executable.sh", 403),
+    ("/hello.sh%00", 400),          # no environment variable can hold a NUL
 ])
 def test_paths_outside_or_unusable_are_refused(server, path, status):
     assert get(server, path).status == status
@@ -279,3 +283,30 @@ def test_meta_variables_round_trip_to_a_pep3333_environ():
         assert rebuilt[key] == environ[key], key
     assert (rebuilt["SCRIPT_NAME"], rebuilt["PATH_INFO"], rebuilt["CONTENT_LENGTH"]) == ("/app", "/a b", "3")
     assert rebuilt["wsgi.run_once"] is True and rebuilt["wsgi.version"] == (1, 0)
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /a%20b/caf%C3%A9?q=%20 HTTP/1.1\r\nHost: h\r\nX.Dotted: 1\r\nAuthorization: Basic eA==\r\n"
+    b"Cookie: a=1\r\nCookie: b=2\r\nX-Latin: caf\xe9\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: h\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n",
+], ids=["headers", "empty-post", "chunked", "https"])
+def test_the_gateway_gives_the_app_the_in_process_environ(raw):
+    conn = ServerConnection()
+    conn.receive_data(raw)
+    request = conn.next_event()
+    ctx = WSGIContext(None, "127.0.0.1", 8080)
+    body = b"".join(e for e in iter(conn.next_event, END) if type(e) is bytes)
+    in_process = ctx.environ(ctx.connection_environ(("10.0.0.1", 5555)), request, InputStream(None))
+    if "HTTP_X_FORWARDED_PROTO" in in_process:  # what flash_green.proxy makes of it, when trusted
+        in_process["wsgi.url_scheme"] = "https"
+    meta = meta_variables(in_process, "", in_process["PATH_INFO"], len(body), all_headers=True)
+    variables = child_environment(meta, {b"HOME": b"/root", b"APP_SETTING": b"x"})
+    gateway = gateway_environ(WSGIContext(None, "127.0.0.1", 8080),
+                              {k.decode("latin-1"): v.decode("latin-1") for k, v in variables.items()},
+                              stdin_fd=-1)
+    for key in ("wsgi.input", "wsgi.run_once", "wsgi.multiprocess"):
+        del in_process[key], gateway[key]
+    assert gateway == dict(in_process, GATEWAY_INTERFACE="CGI/1.1", REMOTE_HOST="10.0.0.1")

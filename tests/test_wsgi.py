@@ -314,7 +314,7 @@ def test_generator_body_is_chunked_and_write_comes_first() -> None:
     out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
     _, fields, body = split_response(out)
     assert fields["Transfer-Encoding"] == "chunked"
-    assert body == b"f\r\nwritten yielded\r\n5\r\n more\r\n0\r\n\r\n"
+    assert body == b"8\r\nwritten \r\n7\r\nyielded\r\n5\r\n more\r\n0\r\n\r\n"
     assert exchange.keep_alive and exchange.sent == len(out)
 
 
@@ -474,30 +474,6 @@ def test_a_plain_list_with_a_str_is_500() -> None:
     assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive
 
 
-@pytest.mark.parametrize("declared, body", [("3", [b"ab"]), ("1", [b"ab"])])
-def test_wrong_length_in_a_list_is_500(declared: str, body: list[bytes]) -> None:
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", declared)])
-        return body
-
-    out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
-    assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive
-
-
-@pytest.mark.parametrize("declared, items", [("3", [b"a", b"b"]), ("1", [b"a", b"b"])])
-def test_wrong_length_in_a_stream_aborts(declared: str, items: list[bytes], caplog) -> None:
-    def app(environ, start_response):
-        start_response("200 OK", [("Content-Length", declared)])
-        return iter(items)
-
-    with caplog.at_level(logging.ERROR, logger="flash.wsgi"):
-        out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
-    assert out.startswith(b"HTTP/1.1 200 OK")
-    assert len(split_response(out)[2]) <= int(declared), "never more than announced"
-    assert not exchange.keep_alive
-    assert "Content-Length" in caplog.text
-
-
 def test_exception_before_the_head_is_500_and_logged(caplog) -> None:
     def app(environ, start_response):
         raise KeyError("missing")
@@ -603,19 +579,316 @@ def test_file_wrapper_without_close() -> None:
     assert list(wrapper) == [b"ab", b"c"] and not hasattr(wrapper, "close")
 
 
-@pytest.mark.parametrize("headers, items", [
-    ([("Content-Length", "1")], [b"ab"]),
-    ([("Content-Length", "5")], []),
-    ([], ["text"]),
-])
-def test_a_stream_failing_before_its_head_went_out_is_500(headers, items) -> None:
-    # The head is built with the first piece (or at the end) but sent with it:
-    # when that piece is refused, nothing has gone out and a 500 can still be
-    # sent, rather than closing on an empty reply.
+@pytest.mark.parametrize("items", [["text"], [1], [None], [b"", "text"]])
+def test_a_first_piece_that_is_not_bytes_is_500(items, caplog) -> None:
     def app(environ, start_response):
-        start_response("200 OK", list(headers))
+        start_response("200 OK", [])
         return iter(items)
 
-    out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    with caplog.at_level(logging.ERROR, logger="flash.wsgi"):
+        out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
     assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive
     assert exchange.status == 500
+    assert "not bytes" in caplog.text and "Traceback" not in caplog.text, "one line, the reason"
+
+
+# -- write(): sent before it returns (PEP 3333) ------------------------------------------
+
+class Sender:
+    """An engine's `send_now`: records what it took; `takes` limits each call
+    (a non-blocking socket with little room), 0 = BlockingIOError."""
+
+    def __init__(self, takes: list[int] | None = None, error: OSError | None = None) -> None:
+        self.takes = list(takes or [])
+        self.error = error
+        self.sent: list[bytes] = []
+
+    def __call__(self, data: bytes) -> int | None:
+        if self.error is not None:
+            raise self.error
+        if not self.takes:
+            self.sent.append(data)
+            return None
+        n = self.takes.pop(0)
+        if n == 0:
+            raise BlockingIOError
+        self.sent.append(data[:n])
+        return n
+
+
+def exchange_with(app, send_now: Sender) -> Exchange:
+    conn = ServerConnection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    ctx = WSGIContext(app, "s", 1)
+    environ = ctx.environ(ctx.connection_environ(PEER), conn.next_event(), InputStream(None))
+    return Exchange(ctx, conn, environ, send_now=send_now)
+
+
+def test_write_sends_the_head_and_its_bytes_before_it_returns() -> None:
+    sender = Sender()
+    seen_by_the_app = []
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [])
+        write(b"first")
+        seen_by_the_app.append(b"".join(sender.sent))
+        return [b" rest"]
+
+    exchange = exchange_with(app, sender)
+    rest = b"".join(exchange.run())
+    status, fields, body = split_response(seen_by_the_app[0])
+    assert status == "HTTP/1.1 200 OK" and fields["Transfer-Encoding"] == "chunked"
+    assert body == b"5\r\nfirst\r\n", "written bytes left while the app still ran"
+    assert rest == b"5\r\n rest\r\n0\r\n\r\n" and exchange.keep_alive
+    assert exchange.sent == len(seen_by_the_app[0]) + len(rest)
+
+
+def test_what_a_full_socket_did_not_take_leaves_ahead_of_the_next_piece() -> None:
+    sender = Sender(takes=[20, 0, 0])
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", "9")])
+        write(b"abc")
+        write(b"def")
+        write(b"g")
+        return iter([b"hi"])
+
+    exchange = exchange_with(app, sender)
+    rest = b"".join(exchange.run())
+    assert sender.sent[0].startswith(b"HTTP/1.1 200 OK") and len(sender.sent) == 1
+    out = sender.sent[0] + rest
+    assert split_response(out)[2] == b"abcdefghi" and exchange.keep_alive
+    assert exchange.sent == len(out)
+
+
+def test_a_full_socket_queues_written_pieces_without_copying_the_queue() -> None:
+    tries = []
+
+    def full_socket(data: bytes) -> int:
+        tries.append(len(data))
+        raise BlockingIOError
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", "100000")])
+        for i in range(100):
+            write(b"%03d" % i + b"x" * 997)
+        return []
+
+    exchange = exchange_with(app, full_socket)
+    body = split_response(b"".join(exchange.run()))[2]
+    assert body == b"".join(b"%03d" % i + b"x" * 997 for i in range(100)) and exchange.keep_alive
+    assert max(tries) < 2000, "each try sends the first piece, never the whole queue again"
+
+
+@pytest.mark.parametrize("where", ["call", "iter"])
+def test_written_bytes_still_leave_when_the_app_then_fails(where, caplog) -> None:
+    def app(environ, start_response):
+        start_response("200 OK", [])(b"partial")
+        if where == "call":
+            raise SystemExit("the app quits")
+        return Raising(SystemExit("the app quits"), "iter")
+
+    exchange = exchange_with(app, Sender(takes=[0]))
+    with caplog.at_level(logging.ERROR, logger="flash.wsgi"):
+        out = b"".join(exchange.run())
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"7\r\npartial\r\n")
+    assert not exchange.keep_alive and "SystemExit" in caplog.text
+
+
+def test_a_failed_send_reaches_the_app_and_is_a_client_gone_line(caplog) -> None:
+    def app(environ, start_response):
+        start_response("200 OK", [])(b"to nobody")
+        return [b"never"]
+
+    exchange = exchange_with(app, Sender(error=BrokenPipeError(32, "Broken pipe")))
+    with caplog.at_level(logging.INFO, logger="flash.wsgi"):
+        assert list(exchange.run()) == []
+    assert not exchange.keep_alive
+    assert "client gone" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_write_without_send_now_waits_for_the_next_piece() -> None:
+    def app(environ, start_response):
+        start_response("200 OK", [])(b"written")
+        return iter([b"!"])
+
+    exchange, _, _ = start(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    chunks = list(exchange.run())
+    assert chunks[0].startswith(b"HTTP/1.1 200 OK") and chunks[0].endswith(b"7\r\nwritten\r\n1\r\n!\r\n")
+
+
+# -- Content-Length: exactly that many bytes (PEP 3333), then close ------------------------
+
+def length_app(declared: str, body: bytes, via: str):
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", declared)])
+        if via == "write":
+            write(body)
+            return []
+        if via == "iter":
+            return iter([body[:2], body[2:]])
+        if via == "first-piece":
+            return iter([body])
+        return [body]
+    return app
+
+
+@pytest.mark.parametrize("via", ["write", "iter", "first-piece", "list"])
+def test_a_body_past_its_content_length_is_cut_at_it_and_closed(via: str, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="flash.wsgi"):
+        out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", length_app("9", b"0123456789", via))
+    status, fields, body = split_response(out)
+    assert status == "HTTP/1.1 200 OK" and fields["Content-Length"] == "9"
+    assert body == b"012345678", "exactly Content-Length bytes, not one more"
+    assert not exchange.keep_alive and exchange.status == 200
+    assert exchange.body_sent == 9, "the access log counts what went out"
+    assert "more than its Content-Length (9)" in caplog.text
+    if via in ("list", "first-piece"):
+        assert fields["Connection"] == "close", "the head had not left: it says so"
+
+
+@pytest.mark.parametrize("via", ["write", "iter", "first-piece", "list"])
+def test_a_body_short_of_its_content_length_is_sent_and_closed(via: str, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="flash.wsgi"):
+        out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", length_app("9", b"01234", via))
+    status, fields, body = split_response(out)
+    assert status == "HTTP/1.1 200 OK" and fields["Content-Length"] == "9" and body == b"01234"
+    assert not exchange.keep_alive and exchange.body_sent == 5
+    assert "5 bytes, 4 short of its Content-Length (9)" in caplog.text
+
+
+def test_an_empty_body_short_of_its_content_length_says_close() -> None:
+    out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", length_app("5", b"", "iter"))
+    status, fields, body = split_response(out)
+    assert status == "HTTP/1.1 200 OK" and fields["Connection"] == "close" and body == b""
+    assert not exchange.keep_alive
+
+
+def test_past_its_content_length_the_app_is_not_iterated_further() -> None:
+    result = Tracked([b"abc", b"def", b"never pulled"])
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "4")])
+        return result
+
+    result.items = iter(result.items)
+    out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    assert split_response(out)[2] == b"abcd" and result.closed == 1
+    assert next(result.items) == b"never pulled"
+
+
+def test_writes_past_content_length_are_dropped_with_one_warning(caplog) -> None:
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Length", "3")])
+        for piece in (b"ab", b"cd", b"ef"):
+            write(piece)
+        return [b"gh"]
+
+    with caplog.at_level(logging.WARNING, logger="flash.wsgi"):
+        out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    assert split_response(out)[2] == b"abc" and not exchange.keep_alive
+    assert caplog.text.count("Content-Length") == 1
+
+
+# -- pieces that are not bytes --------------------------------------------------------------
+
+@pytest.mark.parametrize("declared", [None, "10"], ids=["chunked", "length-delimited"])
+def test_a_str_after_bytes_aborts_and_never_reaches_the_engine(declared, caplog) -> None:
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", declared)] if declared else [])
+        return iter([b"bytes", "a str", b"never"])
+
+    exchange, _, _ = start(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    with caplog.at_level(logging.ERROR, logger="flash.wsgi"):
+        chunks = list(exchange.run())
+    assert all(type(c) is bytes for c in chunks), "the engine only ever gets bytes"
+    assert b"never" not in b"".join(chunks) and not b"".join(chunks).endswith(b"0\r\n\r\n")
+    assert not exchange.keep_alive
+    assert "the app yielded a str, not bytes" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_bytearray_and_memoryview_pieces_are_accepted() -> None:
+    def app(environ, start_response):
+        start_response("200 OK", [])(bytearray(b"ab"))
+        return iter([memoryview(b"cd"), bytearray(b"ef")])
+
+    exchange, _, _ = start(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    chunks = list(exchange.run())
+    assert all(type(c) is bytes for c in chunks)
+    assert split_response(b"".join(chunks))[2] == b"2\r\nab\r\n2\r\ncd\r\n2\r\nef\r\n0\r\n\r\n"
+
+
+# -- an app error ends its request, never the server ----------------------------------------
+
+class Raising:
+    def __init__(self, exc: BaseException, where: str) -> None:
+        self.exc = exc
+        self.where = where
+
+    def __iter__(self):
+        if self.where == "iter":
+            raise self.exc
+        yield b"first"
+        if self.where == "late":
+            raise self.exc
+        yield b" last"
+
+    def close(self) -> None:
+        if self.where == "close":
+            raise self.exc
+
+
+def raising_app(exc: BaseException, where: str):
+    def app(environ, start_response):
+        if where == "call":
+            raise exc
+        start_response("200 OK", [])
+        return Raising(exc, where)
+    return app
+
+
+@pytest.mark.parametrize("exc", [SystemExit(3), KeyboardInterrupt(), RuntimeError("x")],
+                         ids=["SystemExit", "KeyboardInterrupt", "RuntimeError"])
+@pytest.mark.parametrize("where", ["call", "iter", "late", "close"])
+def test_an_app_error_ends_only_its_request(exc, where, caplog) -> None:
+    with caplog.at_level(logging.ERROR, logger="flash.wsgi"):
+        try:
+            out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", raising_app(exc, where))
+        except BaseException as escaped:  # noqa: BLE001 - it would end pytest itself
+            pytest.fail(f"{escaped!r} escaped the Exchange")
+    assert type(exc).__name__ in caplog.text, "logged with its traceback"
+    if where in ("call", "iter"):
+        assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive
+    elif where == "late":
+        assert out.endswith(b"5\r\nfirst\r\n") and not exchange.keep_alive
+    else:
+        assert out.endswith(b"0\r\n\r\n"), "the response was whole before close() raised"
+
+
+def cancellations() -> list:
+    import asyncio
+
+    import greenlet
+    import tasklets
+    return [GeneratorExit(), tasklets.Cancelled(), greenlet.GreenletExit(), asyncio.CancelledError()]
+
+
+@pytest.mark.parametrize("exc", cancellations(), ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("where", ["call", "iter", "late", "close"])
+def test_a_cancellation_is_the_engines_and_goes_through(exc, where) -> None:
+    # The contract with the engines: the Exchange catches APP_ERRORS only;
+    # a cancellation must reach the engine that delivered it.
+    exchange, _, _ = start(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", raising_app(exc, where))
+    with pytest.raises(type(exc)):
+        list(exchange.run())
+
+
+def test_failed_is_a_500_before_the_head_and_an_abort_after() -> None:
+    exchange, _, _ = start(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert exchange.failed(KeyboardInterrupt())[0].startswith(b"HTTP/1.1 500 ")
+    exchange, _, _ = start(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    exchange.start_response("200 OK", [])(b"out")
+    assert b"".join(exchange.failed(SystemExit())).endswith(b"3\r\nout\r\n")
+    assert not exchange.keep_alive

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 
-from ..http import END, NEED_DATA, HTTPError, Request, ServerConnection
+from ..http import END, NEED_DATA, HTTPError, Request
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 
 log = logging.getLogger("flash.connection")
@@ -58,7 +58,7 @@ class RequestPump:
         """The pump's own state for a new connection (call from `__init__`)."""
         self.engine = engine
         self.peer = peer
-        self.conn = ServerConnection(engine.config.limits, engine.config.server_header)
+        self.conn = engine.connection_class(engine.config.limits, engine.config.server_header)
         self.state = READING
         #: A response went out: from now on, waiting for a request is idling.
         self.served = False
@@ -148,6 +148,8 @@ class RequestPump:
         self.exchange = self.pending = None
         self.served = True
         engine.counters.record_response(exchange.sent, exchange.status)
+        if engine.tracer is not None:
+            engine.tracer.record(exchange)
         if not exchange.keep_alive or engine.stopping or not self.conn.start_next_cycle():
             self.close()
             return False

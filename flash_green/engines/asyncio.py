@@ -11,7 +11,8 @@ The model
     synchronously, it could not wait for the network), then the response
     is written through `transport.write`, pausing when the transport says
     its buffer is full (`pause_writing`) and going on at `resume_writing`:
-    back-pressure for large downloads.
+    back-pressure for large downloads. Bytes an app passes to `write()` go
+    to `transport.write` at once (PEP 3333: sent before write() returns).
 
     Two kinds of apps:
     * a plain WSGI app runs inline, on the loop: while it runs nothing else
@@ -70,7 +71,7 @@ from collections.abc import Callable
 from .. import stats
 from ..config import Config
 from ..http import HTTPError, render_error
-from ..wsgi import Exchange, InputStream, body_from_pieces
+from ..wsgi import APP_ERRORS, Exchange, InputStream, body_from_pieces
 from ._accept import AcceptBackoff
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
@@ -208,7 +209,8 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         body = InputStream(body_from_pieces(self.body))
         self.body = None
         environ = wsgi.environ(wsgi.connection_environ(self.peer), self.conn.request, body)
-        exchange = self.exchange = Exchange(wsgi, self.conn, environ, keep_alive=not engine.stopping)
+        exchange = self.exchange = Exchange(wsgi, self.conn, environ, not engine.stopping,
+                                            self.transport.write)
         if engine.async_app:
             # The handler may await: bounded by --timeout like a stalled write.
             self.state = AWAITING
@@ -227,7 +229,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
                 result = self.engine.app(environ, exchange.start_response)
                 if inspect.isawaitable(result):  # a middleware may answer without awaiting
                     result = await result
-            except Exception as exc:  # noqa: BLE001 - any app error is a 500, as in Exchange.run
+            except APP_ERRORS as exc:  # a 500 or an abort, as in Exchange.run
                 out = exchange.failed(exc)
             else:
                 out = exchange.respond(result)

@@ -19,9 +19,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, ClassVar
 
-from .. import proxy, stats
+from .. import proxy, stats, tracing
 from ..binds import server_address
 from ..config import Config
+from ..http import ServerConnection
 from ..wsgi import WSGIContext
 from ._accept import AcceptBackoff
 
@@ -90,6 +91,10 @@ class Engine:
     #: One line for `flash_green engines`.
     summary: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities]
+    #: `--trace-requests`: told of every answered request (`flash_green.tracing`); None when off.
+    tracer: tracing.Tracer | None = None
+    #: The protocol state of each connection (a `TracedConnection` when tracing).
+    connection_class: type[ServerConnection] = ServerConnection
 
     def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
         self.config = config
@@ -137,13 +142,16 @@ class Engine:
             raise ValueError(f"engine {cls.name!r} does not use a thread pool: drop --threads")
 
     def run(self) -> None:
-        """Install stop signals and the --stats machinery, then serve until stopped."""
+        """Install stop signals, --trace-requests and --stats, then serve until stopped."""
         self.install_signal_handlers()
+        tracer = tracing.install(self)
         monitor = stats.install(self)
         try:
             self.serve()
         finally:
             monitor.close()
+            if tracer is not None:
+                tracer.close()
 
     def serve(self) -> None:
         raise NotImplementedError

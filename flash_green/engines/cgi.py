@@ -64,7 +64,8 @@ from urllib.parse import unquote
 from ..cgi import (MAX_RESPONSE_HEAD, CGIResponseError, ResponseHead, child_environment,
                    find_end_of_head, meta_variables, parse_response_head)
 from ..config import Config
-from ..http import status_line_text
+from ..http import ResponseError, status_line_text
+from ..tracing import CHILD_PID_KEY
 from ..wsgi import InputStream
 from .base import Capabilities
 from .threaded import ThreadedEngine
@@ -93,8 +94,9 @@ class ChildTimeout(Exception):
     """The CGI child ran past --timeout."""
 
 
-class ChildFailed(Exception):
-    """The gateway child exited non-zero after its head: the body is broken."""
+class ChildFailed(ResponseError):
+    """The gateway child exited non-zero after its head: the body is broken
+    (the WSGI adapter then closes the connection, with one log line)."""
 
 
 @dataclass
@@ -108,8 +110,9 @@ class Program:
     filename: str | None
     #: Variables the child inherits besides the meta-variables.
     inherited: Mapping[bytes, bytes]
-    #: Pass Authorization on (the gateway runs the server's own app).
-    pass_auth: bool
+    #: Pass every header on, Authorization included: the gateway runs the
+    #: server's own app, which must see what it would see in-process.
+    all_headers: bool
     #: A non-zero exit means a broken response (our gateway), rather than
     #: a script's incidental status.
     exit_status_matters: bool
@@ -306,6 +309,7 @@ class CGIApplication:
             return _error(start_response, 502, "the CGI program could not be executed")
         finally:
             _close_stdin(stdin)
+        environ[CHILD_PID_KEY] = child.proc.pid
         try:
             head, first = child.read_head()
         except ChildTimeout:
@@ -331,7 +335,7 @@ class CGIApplication:
 
     def spawn(self, program: Program, environ: dict, stdin, length: int) -> Child:
         meta = meta_variables(environ, program.script_name, program.path_info, length,
-                              pass_auth=program.pass_auth, script_filename=program.filename)
+                              all_headers=program.all_headers, script_filename=program.filename)
         proc = subprocess.Popen(
             program.argv, stdin=stdin, stdout=subprocess.PIPE, stderr=None,
             env=child_environment(meta, program.inherited), cwd=program.cwd,
@@ -347,9 +351,12 @@ class CGIApplication:
 
     def program_for(self, path: str) -> Program:
         """The program for a URL path: the gateway, or a script under --cgi-dir."""
+        if "\x00" in path:
+            # %00 decodes to a NUL, which no environment variable can hold.
+            raise ProgramError(400, "a NUL in the path cannot be passed to a CGI program")
         if self.root is None:
             return Program(self.gateway_argv, None, "", path, None, os.environb,
-                           pass_auth=True, exit_status_matters=True)
+                           all_headers=True, exit_status_matters=True)
         return self.script_for(path)
 
     def script_for(self, path: str) -> Program:
@@ -376,7 +383,7 @@ class CGIApplication:
             rest = segments[depth + 1:]
             return Program([real], os.path.dirname(real), "/".join(segments[:depth + 1]),
                            "/" + "/".join(rest) if rest else "", real, self.script_environment,
-                           pass_auth=False, exit_status_matters=False)
+                           all_headers=False, exit_status_matters=False)
         raise ProgramError(404, "no such CGI program")
 
 

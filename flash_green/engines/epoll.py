@@ -41,7 +41,9 @@ Back-pressure
     read whole before the app runs (bounded by --max-body-size), because
     `wsgi.input.read()` is a blocking call: it could only wait for the
     socket by blocking the loop. 100-continue is answered when the body is
-    due.
+    due. Bytes an app passes to `write()` are sent at once (PEP 3333), and
+    what the socket does not take waits in memory, ahead of the next piece:
+    the app holds the loop while it writes, so it cannot wait for the client.
 
 Timers
     Keep-alive (between requests), header (from the first byte of a head:
@@ -203,10 +205,12 @@ class Channel(RequestPump):
         self.disarm()
         self.engine.counters.requests += 1
         self.state = WRITING
-        self.pending = iter(self.start_exchange().run())
+        # write() output goes straight to the socket; what it does not take
+        # leaves with the response's next piece (Exchange.send_now).
+        self.pending = iter(self.start_exchange(self.sock.send).run())
         self.flush()
 
-    def start_exchange(self) -> Exchange:
+    def start_exchange(self, send_now: Callable[[bytes], int | None]) -> Exchange:
         wsgi = self.engine.wsgi
         body = InputStream(body_from_pieces(self.body))
         self.body = None
@@ -214,7 +218,7 @@ class Channel(RequestPump):
         # well under a microsecond) rather than kept for the connection's
         # life: kept, it would add a quarter kilobyte to every idle one.
         environ = wsgi.environ(wsgi.connection_environ(self.peer), self.conn.request, body)
-        self.exchange = Exchange(wsgi, self.conn, environ, keep_alive=not self.engine.stopping)
+        self.exchange = Exchange(wsgi, self.conn, environ, not self.engine.stopping, send_now)
         return self.exchange
 
     # -- writing ----------------------------------------------------------------

@@ -97,11 +97,16 @@ class PooledChannel(Channel):
 
     def serve_in_pool(self) -> None:
         """On a pool thread: run the app and send the response, blocking."""
+        sock = self.sock
         timeout = self.engine.config.timeout
-        chunks = self.start_exchange().run()
+
+        def send(data: bytes) -> None:
+            send_all(sock, data, timeout)
+
+        chunks = self.start_exchange(send).run()
         try:
             for data in chunks:
-                send_all(self.sock, data, timeout)
+                send(data)
         except OSError as exc:
             log.debug("response to %s aborted: %s", self.peer, exc)
             self.failed = True

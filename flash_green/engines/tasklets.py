@@ -50,7 +50,7 @@ from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sl
 from tasklets.io import Socket
 
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from ..wsgi import ClientDisconnected, Exchange, InputStream, body_from_pieces
+from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, InputStream, body_from_pieces
 from ._accept import AcceptBackoff
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine
@@ -200,11 +200,12 @@ class TaskletsEngine(Engine):
         """
         self.connections.add(state)
         counters = self.counters
+        tracer = self.tracer
         counters.connections_total += 1
         counters.connections_open += 1
         config = self.config
         wsgi = self.wsgi
-        conn = ServerConnection(config.limits, config.server_header)
+        conn = self.connection_class(config.limits, config.server_header)
         conn_environ = wsgi.connection_environ(peer)
         recv = sock.socket.recv
         send = sock.socket.send
@@ -272,7 +273,9 @@ class TaskletsEngine(Engine):
                 # response are bounded by --timeout (a plain app cannot be).
                 state.deadline = monotonic() + config.timeout
                 environ = wsgi.environ(conn_environ, event, InputStream(body_from_pieces(pieces)))
-                exchange = Exchange(wsgi, conn, environ, keep_alive=not self.stopping)
+                # write() output goes straight to the socket; what it does not
+                # take leaves with the response's next piece.
+                exchange = Exchange(wsgi, conn, environ, not self.stopping, send)
                 if self.is_tasklet_app:
                     out = yield from self._run_tasklet_app(exchange, environ)
                 else:
@@ -293,6 +296,8 @@ class TaskletsEngine(Engine):
                             sent += yield from sock.send(view[sent:])
                 state.deadline = 0.0
                 counters.record_response(exchange.sent, exchange.status)
+                if tracer is not None:
+                    tracer.record(exchange)
                 if not exchange.keep_alive or not conn.start_next_cycle() or self.stopping:
                     return
                 event = pieces = environ = exchange = out = data = None
@@ -349,7 +354,7 @@ class TaskletsEngine(Engine):
             return refused
         try:
             result = yield from self.app(environ, exchange.start_response)
-        except Exception as exc:
+        except APP_ERRORS as exc:
             return exchange.failed(exc)
         return exchange.respond(result)
 

@@ -143,14 +143,13 @@ def _serve(sock, peer, engine, config: Config) -> None:
         counters.record_response(exchange.sent, exchange.status)
         if tracer is not None:
             tracer.record(exchange)
+        if source is not None and source.failed:
+            _linger_quietly(sock)  # unread input at close would reset our answer
+            return
         if not exchange.keep_alive or not _finish_body(conn, body):
             return
-        if source is not None:
-            if source.failed:
-                _linger_quietly(sock)
-                return
-            if source.pace is not None:  # it read the socket, under its own timeout
-                timeout = config.body_timeout
+        if source is not None and source.pace is not None:
+            timeout = config.body_timeout  # it read the socket, under its own timeout
         if not conn.start_next_cycle() or engine.stopping:
             return
 

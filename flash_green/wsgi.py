@@ -575,7 +575,15 @@ class Exchange:
             raise ResponseError("the app returned without calling start_response")
         conn = self.conn
         if isinstance(conn, ServerConnection):
-            head, writer = conn.respond(status, self._headers, self.keep_alive, length)
+            keep_alive = self.keep_alive
+            if (keep_alive and conn.request.expect_continue and conn.continue_pending
+                    and conn.body_unread):
+                # The client still holds its body back, waiting for a 100 that
+                # will not come: whether it sends it now is its guess, so the
+                # connection cannot carry another request. Say so (RFC 9110
+                # s.10.1.1) rather than close without a word.
+                keep_alive = False
+            head, writer = conn.respond(status, self._headers, keep_alive, length)
         else:
             # Another framer (the CGI gateway) learns the length from the headers.
             headers = self._headers

@@ -63,10 +63,12 @@ _ERRORS = re.compile(r"(Socket errors:.*|Non-2xx or 3xx responses:.*)")
 
 @dataclass(frozen=True)
 class Server:
-    """One server under test: a label and the command that starts it on port 0."""
+    """One server under test: a label and the command that starts it on port 0
+    (`connections`: the wrk concurrency it is run at, when not the run's)."""
 
     label: str
     argv: tuple[str, ...]
+    connections: int | None = None
 
 
 def flash_server(engine: str, *options: str) -> Server:
@@ -122,6 +124,13 @@ def serve_peer(name: str) -> None:
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), HelloHandler)
         announce(httpd.server_address[1])
         httpd.serve_forever()
+    elif name == "raw epoll canned":
+        from comparisons import canned
+
+        sock = listener()
+        sock.setblocking(False)
+        announce(sock.getsockname()[1])
+        canned.serve(sock)
     elif name.startswith("waitress"):
         import waitress
 
@@ -205,23 +214,38 @@ def cpu_busy_seconds(cpu: int) -> float:
     return 0.0
 
 
-def wrk(port: int, connections: int, seconds: int, server_pid: int | None = None) -> Run:
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of the server and every process
+    it forked: live workers, and the children it reaped (a CGI request)."""
+    total = 0.0
+    root = psutil.Process(pid)
+    for proc in (root, *root.children(recursive=True)):
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def wrk(port: int, connections: int, seconds: int, server_pid: int | None = None,
+        timeout: int = 2) -> Run:
     """Run wrk against 127.0.0.1:port. With `server_pid`, also charge the
     server's CPU time (user + system, all threads) to the requests served,
     and measure what share of the server's CPU the rest of the machine
     (other processes, interrupt work) took during the run: on a shared
-    machine that, not the server, can set the req/s."""
-    process = psutil.Process(server_pid) if server_pid else None
-    cpu_before = sum(process.cpu_times()[:2]) if process else 0.0
+    machine that, not the server, can set the req/s. A request unanswered
+    after `timeout` seconds counts as an error (wrk's default is 2)."""
+    cpu_before = server_cpu_seconds(server_pid) if server_pid else 0.0
     busy_before = cpu_busy_seconds(SERVER_CPU)
     started = time.monotonic()
     out = subprocess.run(
-        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/"],
-               CLIENT_CPU),
-        capture_output=True, text=True, timeout=seconds + 60, check=False,
+        pinned(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout}s",
+                f"http://127.0.0.1:{port}/"], CLIENT_CPU),
+        capture_output=True, text=True, timeout=seconds + timeout + 60, check=False,
     ).stdout
     elapsed = time.monotonic() - started
-    cpu = sum(process.cpu_times()[:2]) - cpu_before if process else 0.0
+    cpu = server_cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
     others = max(0.0, cpu_busy_seconds(SERVER_CPU) - busy_before - cpu)
     rate, count = _REQUESTS_PER_SEC.search(out), _REQUEST_COUNT.search(out)
     if not rate or not count:
@@ -234,14 +258,15 @@ def wrk(port: int, connections: int, seconds: int, server_pid: int | None = None
 # -- throughput --------------------------------------------------------------------
 
 def measure_throughput(servers: list[Server], rounds: int, connections: int,
-                       seconds: int) -> dict[str, list[Run]]:
+                       seconds: int, timeout: int = 2) -> dict[str, list[Run]]:
     runs: dict[str, list[Run]] = {s.label: [] for s in servers}
     for number in range(1, rounds + 1):
         for server in servers:
             running = start(server)
+            clients = server.connections or connections
             try:
-                wrk(running.port, connections, 1)  # warm-up: caches, first connections
-                run = wrk(running.port, connections, seconds, running.proc.pid)
+                wrk(running.port, clients, 1, timeout=timeout)  # warm-up: caches, first connections
+                run = wrk(running.port, clients, seconds, running.proc.pid, timeout)
             finally:
                 running.stop()
             runs[server.label].append(run)

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
+from .config import Config
+from .engines._read_timeouts import UploadPace, body_timeout, head_timeout
 from .http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from .wsgi import Exchange, InputStream, body_from_connection
+from .wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection
 
 log = logging.getLogger("flash.connection")
 
@@ -27,6 +30,9 @@ RECV_SIZE = 65536
 #: Body bytes we are willing to read and drop when the app did not read its
 #: request body, to keep the connection alive; beyond this we just close.
 DRAIN_LIMIT = 1 << 20
+#: What a recv that ran out of time raises: socket.timeout (an alias of
+#: TimeoutError) for Python and green sockets, EAGAIN for SO_RCVTIMEO.
+TIMED_OUT = (TimeoutError, BlockingIOError)
 
 
 def serve_connection(sock, peer, engine) -> None:
@@ -51,7 +57,12 @@ def serve_connection(sock, peer, engine) -> None:
         _close(sock)
 
 
-def _serve(sock, peer, engine, config) -> None:
+def _serve(sock, peer, engine, config: Config) -> None:
+    """The connection loop. Timeouts (see `engines._read_timeouts`): the wait
+    for a request's first byte is bounded by --keep-alive; the rest of its head
+    by what is left of --header-timeout since that first byte (the socket
+    timeout shrinks at each read of a trickled head: only heads that take more
+    than one read pay for it); its body by `BodySource`."""
     wsgi = engine.wsgi
     counters = engine.counters
     tracer = engine.tracer
@@ -60,15 +71,13 @@ def _serve(sock, peer, engine, config) -> None:
     recv = sock.recv
     sendall = sock.sendall
     keep_alive_timeout = config.keep_alive
-    header_timeout = config.header_timeout
     timeout = None
+    head_deadline = 0.0
+    body_source: BodySource | None = None
     # A new connection's first request is owed an answer even if a stop
     # arrives before its bytes do (a graceful restart must not drop it);
     # only the wait between two requests counts as idle.
     served = False
-
-    def recv_body() -> bytes:
-        return recv(RECV_SIZE)
 
     while True:
         try:
@@ -76,18 +85,31 @@ def _serve(sock, peer, engine, config) -> None:
             if event is NEED_DATA:
                 # Waiting for a new request's first byte is "idle" (the
                 # keep-alive timeout, and a stop may end it); once bytes of a
-                # head arrived, the header timeout bounds the rest.
+                # head arrived, what is left of the header timeout.
                 idle = conn.buffered == 0
                 between_requests = idle and served
-                wanted = keep_alive_timeout if idle else header_timeout
-                if between_requests and engine.stopping:
-                    wanted = engine.drain_seconds  # see Engine.request_stop
+                if idle:
+                    wanted = keep_alive_timeout
+                    if between_requests and engine.stopping:
+                        wanted = engine.drain_seconds  # see Engine.request_stop
+                else:
+                    now = time.monotonic()
+                    if not head_deadline:
+                        head_deadline = now + config.header_timeout
+                    wanted = head_deadline - now
+                    if wanted <= 0:
+                        raise head_timeout(config)
                 if wanted != timeout:
                     sock.settimeout(wanted)
                     timeout = wanted
                 if between_requests:
                     engine.mark_idle(sock, True)
-                data = recv(RECV_SIZE)
+                try:
+                    data = recv(RECV_SIZE)
+                except TIMED_OUT:
+                    if idle:
+                        return
+                    raise head_timeout(config) from None
                 if between_requests:
                     engine.mark_idle(sock, False)
                 conn.receive_data(data)
@@ -102,10 +124,20 @@ def _serve(sock, peer, engine, config) -> None:
 
         request = event
         served = True
+        if head_deadline:
+            # A trickled head left a sliver of timeout on the socket: the
+            # response's sends get --timeout, as on the other engines.
+            head_deadline = 0.0
+            timeout = config.timeout
+            sock.settimeout(timeout)
         counters.requests += 1
         engine.heartbeat()
-        body = InputStream(body_from_connection(conn, recv_body, sendall)
-                           if request.has_body else None)
+        source = None
+        if request.has_body:
+            if body_source is None:
+                body_source = BodySource(sock, conn, peer, config)
+            source = body_source.start()
+        body = InputStream(source)
         environ = wsgi.environ(conn_environ, request, body)
         exchange = Exchange(wsgi, conn, environ, not engine.stopping, sendall)
         for data in exchange.run():
@@ -113,10 +145,71 @@ def _serve(sock, peer, engine, config) -> None:
         counters.record_response(exchange.sent, exchange.status)
         if tracer is not None:
             tracer.record(exchange)
+        if source is not None and source.failed:
+            _linger_quietly(sock)  # unread input at close would reset our answer
+            return
         if not exchange.keep_alive or not _finish_body(conn, body):
             return
+        if source is not None and source.pace is not None:
+            timeout = config.body_timeout  # it read the socket, under its own timeout
         if not conn.start_next_cycle():
             return
+
+
+class BodySource:
+    """`wsgi.input`'s source on a blocking socket: reads the body on demand.
+
+    Bounds each read by --body-timeout and the upload by --min-body-rate
+    (`UploadPace`); a body that fails - too slow, a reset (ClientDisconnected),
+    bad chunking - raises an HTTPError that the adapter answers (408, 400...)
+    and that is logged here once, as INFO: the client's doing, not the app's.
+    One per connection, made for its first request with a body.
+    """
+
+    __slots__ = ("sock", "peer", "config", "read", "pace", "failed")
+
+    def __init__(self, sock, conn: ServerConnection, peer, config: Config) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.config = config
+        self.read = body_from_connection(conn, self._recv, sock.sendall)
+        #: Set at the first read of the socket for this body.
+        self.pace: UploadPace | None = None
+        #: (status, reason) of the error that ended this body. Not the
+        #: exception itself: its traceback holds our frame, and that cycle
+        #: would keep the app's frames (their open files) alive until a GC.
+        self.failed: tuple[int, str] | None = None
+
+    def start(self) -> BodySource:
+        """Ready for the next request's body."""
+        self.pace = None
+        self.failed = None
+        return self
+
+    def __call__(self) -> bytes:
+        if self.failed is not None:
+            raise HTTPError(*self.failed)
+        try:
+            return self.read()
+        except HTTPError as exc:
+            self.failed = (exc.status, exc.reason)
+            if isinstance(exc, ClientDisconnected):
+                log.info("request body from %s: %s", self.peer, exc.reason)
+            else:
+                log.info("bad request body from %s: %s %s", self.peer, exc.status, exc.reason)
+            raise
+
+    def _recv(self) -> bytes:
+        config = self.config
+        if self.pace is None:
+            self.pace = UploadPace(config, time.monotonic())
+            self.sock.settimeout(config.body_timeout)
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except TIMED_OUT:
+            raise body_timeout(config) from None
+        self.pace.arrived(len(data), time.monotonic())
+        return data
 
 
 def _finish_body(conn: ServerConnection, body: InputStream) -> bool:
@@ -142,6 +235,14 @@ def _send_error(sock, engine, exc: HTTPError) -> None:
     log.info("bad request: %s %s", exc.status, exc.reason)
     try:
         sock.sendall(render_error(exc.status, exc.reason, engine.config.server_header))
+    except OSError:
+        return
+    _linger_quietly(sock)
+
+
+def _linger_quietly(sock) -> None:
+    """`linger` after an error response; the client may be gone already."""
+    try:
         linger(sock)
     except OSError:
         pass
@@ -152,11 +253,16 @@ def linger(sock, seconds: float = 1.0, limit: int = DRAIN_LIMIT) -> None:
 
     Closing with unread input makes the kernel answer RST, and an RST can
     overtake our error response in the client's receive path: the client
-    would see "connection reset" instead of a 4xx. Bounded in time and bytes.
+    would see "connection reset" instead of a 4xx. Bounded in bytes and in
+    total time (a client trickling a byte now and then must not keep us).
     """
     sock.shutdown(socket.SHUT_WR)
-    sock.settimeout(seconds)
+    deadline = time.monotonic() + seconds
     while limit > 0:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        sock.settimeout(left)
         data = sock.recv(65536)
         if not data:
             return

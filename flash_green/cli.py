@@ -78,7 +78,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=d.threads, help="threads per process (pool engines)")
     p.add_argument("--keep-alive", type=float, default=d.keep_alive, help="idle keep-alive seconds")
     p.add_argument("--header-timeout", type=float, default=d.header_timeout,
-                   help="seconds to deliver a request head")
+                   help="seconds to deliver a whole request head, first byte to last (then 408)")
+    p.add_argument("--body-timeout", type=float, default=d.body_timeout,
+                   help="seconds a request body may go without a byte (then 408)")
+    p.add_argument("--min-body-rate", type=float, default=d.min_body_rate, metavar="BYTES_PER_S",
+                   help="slowest upload: --body-timeout s plus 1 s per BYTES_PER_S received "
+                        "(then 408; 0 = off)")
     p.add_argument("--timeout", type=float, default=d.timeout,
                    help="worker heartbeat / CGI child timeout in seconds")
     p.add_argument("--graceful-timeout", type=float, default=d.graceful_timeout)
@@ -150,6 +155,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         forwarded_allow_ips=args.forwarded_allow_ips,
         backlog=args.backlog, workers=args.workers, threads=args.threads,
         keep_alive=args.keep_alive, header_timeout=args.header_timeout, timeout=args.timeout,
+        body_timeout=args.body_timeout, min_body_rate=args.min_body_rate,
         graceful_timeout=args.graceful_timeout, max_connections=args.max_connections,
         max_requests=args.max_requests, max_requests_jitter=args.max_requests_jitter,
         reuse_port=args.reuse_port, access_log=args.access_log, log_level=args.log_level,

@@ -34,8 +34,20 @@ class Config:
     threads: int = 0
     #: Seconds an idle keep-alive connection is kept open.
     keep_alive: float = 5.0
-    #: Seconds a client has to deliver a complete request head once it began.
+    #: Seconds a client has to deliver a whole request head, from its first
+    #: byte to its blank line (not reset by progress: a client trickling a
+    #: byte at a time is cut off too); then 408 and close.
     header_timeout: float = 10.0
+    #: Seconds a request body may go without a byte: the wait between two
+    #: successive reads, reset by every piece that arrives (nginx's
+    #: client_body_timeout); then 408 (if no response began) and close.
+    body_timeout: float = 20.0
+    #: Slowest upload accepted, in bytes per second (0 = no floor). An upload
+    #: may take --body-timeout seconds plus one second per this many bytes
+    #: received (Apache mod_reqtimeout's MinRate), checked as bytes arrive,
+    #: so a body trickled just fast enough to beat --body-timeout still ends
+    #: in a 408. The clock starts at the first wait for body bytes.
+    min_body_rate: float = 500.0
     #: Seconds a request may run in the app under --workers (the worker's
     #: heartbeat: the stuck request gets a 500, the worker is replaced); also
     #: the time a CGI child may run, and a write may wait for the client.

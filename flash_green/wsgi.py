@@ -132,6 +132,17 @@ class InputStream:
             self._buf = b""
 
 
+class ClientDisconnected(HTTPError):
+    """The client reset the connection while the app read its body.
+
+    An HTTPError, so the adapter treats it as the client's doing (no 500,
+    no traceback) and the engine logs it once, like any bad body.
+    """
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(400, f"client disconnected mid-body ({cause})")
+
+
 def body_from_connection(conn: ServerConnection, recv: Callable[[], bytes],
                          send: Callable[[bytes], object]) -> Callable[[], bytes]:
     """A `source` for InputStream that reads the body through `conn` on demand.
@@ -148,9 +159,13 @@ def body_from_connection(conn: ServerConnection, recv: Callable[[], bytes],
                 return b""
             if event is NEED_DATA:
                 interim = conn.send_continue()
-                if interim:
-                    send(interim)
-                conn.receive_data(recv())
+                try:
+                    if interim:
+                        send(interim)
+                    data = recv()
+                except ConnectionError as exc:
+                    raise ClientDisconnected(exc) from None
+                conn.receive_data(data)
             else:
                 return b""
     return source

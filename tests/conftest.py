@@ -179,9 +179,10 @@ def target(request) -> Target:
 
 
 @pytest.fixture(scope="module")
-def server(target, hold_dir):
-    """One server per engine per test module; stopped (and checked) at the end."""
-    proc = start_server(target, hold_dir)
+def server(request, target, hold_dir):
+    """One server per engine per test module (plus the module's SERVER_ARGS,
+    if it has any); stopped (and checked) at the end."""
+    proc = start_server(target, hold_dir, *getattr(request.module, "SERVER_ARGS", ()))
     yield proc
     code = proc.stop()
     assert code == 0, f"server exited with {code}\n{proc.log()}"

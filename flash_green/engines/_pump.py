@@ -21,7 +21,13 @@ hooks a subclass provides (listed on `RequestPump`).
 
 from __future__ import annotations
 
+import logging
+import time
+
 from ..http import END, NEED_DATA, HTTPError, Request
+from ._read_timeouts import UploadPace, body_timeout, head_timeout
+
+log = logging.getLogger("flash.connection")
 
 #: The state in which a connection reads requests; each engine numbers its
 #: other states after it (small ints: compared on every event).
@@ -31,20 +37,22 @@ READING = 0
 class RequestPump:
     """Mixin: the event pump over `self.conn`, shared by the callback engines.
 
-    A subclass has the attributes `engine` (with `counters` and `stopping`),
-    `conn`, `state`, `served`, `body`, `exchange`, `pending`, `linger_left`, and
-    the hooks:
+    A subclass has the attributes `engine` (with `config`, `counters` and
+    `stopping`), `conn`, `state`, `served`, `body`, `pace`, `exchange`,
+    `pending`, `linger_left`, and the hooks:
 
     * `dispatch()`: the request in `self.body` is whole; run or hand off the app
     * `reject(exc)`: answer an `HTTPError` and close
     * `close()`: close the connection (idempotent)
     * `send_interim(data) -> bool`: send `100 Continue`; False if that closed us
     * `arm_body()`, `arm_head()`, `arm_idle()`: bound the wait for the rest of
-      a body, for the rest of a head (from its first byte: arming it again
-      must not extend it), and for the next request (the keep-alive timeout;
-      during a stop, the engine's `drain_seconds`: a response that promised
-      keep-alive before the stop is followed by one more request at most,
-      answered with `Connection: close`).
+      a body (--body-timeout, re-armed by every piece), for the rest of a head
+      (--header-timeout from its first byte: arming it again must not extend
+      it), and for the next request (--keep-alive; during a stop, the
+      engine's `drain_seconds`: a response that promised keep-alive before
+      the stop is followed by one more request at most, answered with
+      `Connection: close`). When one runs out, the subclass calls
+      `timed_out()`.
     """
 
     __slots__ = ()
@@ -59,6 +67,8 @@ class RequestPump:
         self.served = False
         #: Pieces of the current request body (None between requests).
         self.body: list[bytes] | None = None
+        #: The --min-body-rate check of a body that did not come whole.
+        self.pace: UploadPace | None = None
         self.exchange = None
         #: The rest of the current response, pulled one piece at a time.
         self.pending = None
@@ -78,8 +88,11 @@ class RequestPump:
                 return
             if type(event) is bytes:
                 self.body.append(event)
+                if self.pace is not None:
+                    self.pace.extend(len(event))
             elif type(event) is Request:
                 self.body = []
+                self.pace = None
             elif event is END:
                 self.dispatch()
             elif event is NEED_DATA:
@@ -97,11 +110,36 @@ class RequestPump:
             interim = conn.send_continue()
             if interim and not self.send_interim(interim):
                 return
+            now = time.monotonic()
+            if self.pace is None:
+                self.pace = UploadPace(self.engine.config, now)
+            else:
+                try:
+                    self.pace.check(now)
+                except HTTPError as exc:
+                    self.reject(exc)
+                    return
             self.arm_body()
         elif conn.buffered:
             self.arm_head()
         else:
             self.arm_idle()
+
+    def timed_out(self) -> None:
+        """A timer of this connection ran out: 408 if a request was coming in
+        (a head begun, a body unfinished: nothing answered yet), else close."""
+        conn = self.conn
+        if self.state == READING and (conn.request is not None or conn.buffered):
+            config = self.engine.config
+            self.reject(body_timeout(config) if conn.request is not None else head_timeout(config))
+        else:
+            self.close()
+
+    def lost(self, exc: BaseException | None) -> None:
+        """The connection broke (a reset): say so if it was mid-body, and close."""
+        if exc is not None and self.state == READING and self.conn.request is not None:
+            log.info("request body from %s: client disconnected mid-body (%s)", self.peer, exc)
+        self.close()
 
     def finish_response(self) -> bool:
         """The response is out: count it; True if the connection reads the

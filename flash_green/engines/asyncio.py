@@ -35,8 +35,23 @@ What breaks it
     blocking socket or database call, CPU work; the suite asserts it. Async
     code that forgets an `await` (calls a blocking function) blocks it just
     the same. One core: use `--workers N` for more. `--max-connections` is
-    not enforced: asyncio's server has no public way to pause accepting
-    (uvicorn answers 503 past its limit instead).
+    not enforced (uvicorn answers 503 past its limit instead).
+
+The accept loop is ours
+    Not `loop.create_server`'s, because neither loop survives running out
+    of file descriptors well. The standard loop retries its accept up to
+    `backlog` times per wake-up, and at EMFILE logs a traceback and
+    schedules a retry for *each* failed attempt (thousands of tracebacks
+    and timers a second; recovery took seconds). uvloop (libuv) closes a
+    spare fd to accept and drop the waiting connections, and if that spare
+    is gone, closes the whole server without a word. So the engine watches
+    the listener with `add_reader`, accepts a batch per wake-up, hands each
+    socket to `loop.connect_accepted_socket` (one task per connection,
+    exactly what the standard loop's server creates too; no measurable cost
+    on either loop), and on failure follows the shared policy
+    (`_accept.AcceptBackoff`): remove the reader, retry after a back-off,
+    one warning per episode. New clients wait in the backlog meanwhile, as
+    on every other engine.
 
 When to use it
     New I/O-bound services written with async/await (and the ASGI world:
@@ -56,6 +71,7 @@ from .. import stats
 from ..config import Config
 from ..http import HTTPError, render_error
 from ..wsgi import APP_ERRORS, Exchange, InputStream, body_from_pieces
+from ._accept import AcceptBackoff
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, accept_backlog
@@ -66,6 +82,8 @@ log = logging.getLogger("flash.engine.asyncio")
 #: error response, so that our 4xx is not destroyed by a reset.
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
+#: Connections accepted per readiness of the listener (as the epoll engine).
+ACCEPT_BATCH = 64
 #: Stop reading from a client that pipelines more than this while one of its
 #: responses is still being produced (resumed when it is done).
 MAX_PIPELINED = 256 * 1024
@@ -94,6 +112,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         "exchange",
         "in_head",
         "linger_left",
+        "pace",
         "peer",
         "pending",
         "reading_paused",
@@ -150,7 +169,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.close()
+        self.lost(exc)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -167,7 +186,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         return True
 
     def arm_body(self) -> None:
-        self._arm(self.engine.config.header_timeout)
+        self._arm(self.engine.config.body_timeout)
 
     def arm_head(self) -> None:
         if not self.in_head:
@@ -293,7 +312,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
             log.warning("async handler for %s ran past --timeout; connection closed",
                         self.exchange.environ.get("PATH_INFO") if self.exchange else "?")
         log.debug("connection from %s timed out in state %d", self.peer, self.state)
-        self.close()
+        self.timed_out()
 
     def close(self) -> None:
         if self.state == CLOSED:
@@ -325,6 +344,9 @@ class AsyncioEngine(Engine):
         self.connections: set[HTTPProtocol] = set()
         self._stop_requested: asyncio.Future | None = None
         self._drained: asyncio.Future | None = None
+        self.accept_backoff = AcceptBackoff(log)
+        self._accepting = False
+        self._accept_retry: asyncio.TimerHandle | None = None
         #: How long a connection waits for its next request: --keep-alive,
         #: `drain_seconds` once a stop began.
         self.idle_timeout = config.keep_alive
@@ -375,39 +397,66 @@ class AsyncioEngine(Engine):
         if self.stopping:  # a stop signal came before the loop did
             self._stop_requested.set_result(None)
         self.listener.setblocking(False)
-        server = await loop.create_server(lambda: HTTPProtocol(self), sock=self.listener,
-                                          backlog=self.config.backlog)
+        self._accept_connections()
         self.loop_heartbeat = True
         self._beat()
         await self._stop_requested
-        await self._stop_serving(server)
+        await self._stop_serving()
         if self.connections:
             await self._drained
         log.info("all connections finished")
 
-    async def _stop_serving(self, server: asyncio.Server) -> None:
+    async def _stop_serving(self) -> None:
         """The stop (see `Engine.request_stop`): take the listener's backlog,
         close it, and give idle connections `drain_seconds` for a last request.
 
-        Discussion: two loop details. The standard loop's server attaches a
-        connection it accepted to itself in the first step of a task, and
-        closing the server before that step has run resets it; so its reader
-        goes first and one pass of the loop (`sleep(0)`) lets those steps
-        run. uvloop closes the listening socket a pass after `close()`; so a
-        duplicate keeps the socket listening until the backlog is taken from
-        it, and that last close is ours.
+        Discussion: the accept loop's reader goes first, and the socket is
+        closed one loop pass later (`sleep(0)`: uvloop lets go of a reader's
+        handle a pass after its removal), once the backlog is taken from it.
         """
-        self.loop.remove_reader(self.listener.fileno())  # uvloop accepts in C: no reader
-        last_look = self.listener.dup()
+        self._stop_accepting()
         await asyncio.sleep(0)
-        server.close()
-        await asyncio.sleep(0)
-        backlog = accept_backlog(last_look)
+        backlog = accept_backlog(self.listener)
         self.idle_timeout = self.drain_seconds
         for protocol in [p for p in self.connections if p.idle]:
             protocol.arm_idle()
         for sock, _ in backlog:
-            await self.loop.connect_accepted_socket(lambda: HTTPProtocol(self), sock)
+            await self.loop.connect_accepted_socket(self._new_protocol, sock)
+
+    # -- accepting (ours, not loop.create_server's: see the module docstring) -----
+
+    def _accept_connections(self) -> None:
+        """The listener is readable: accept what waits (a batch), each into a Protocol."""
+        listener = self.listener
+        loop = self.loop
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                pause = self.accept_backoff.failed(exc)
+                if pause:
+                    self._stop_accepting()
+                    self._accept_retry = loop.call_later(pause, self._accept_connections)
+                    return
+                continue
+            self.accept_backoff.accepted()
+            loop.create_task(loop.connect_accepted_socket(self._new_protocol, sock))
+        if not self._accepting:
+            loop.add_reader(listener.fileno(), self._accept_connections)
+            self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        if self._accepting:
+            self.loop.remove_reader(self.listener.fileno())
+            self._accepting = False
+        if self._accept_retry is not None:
+            self._accept_retry.cancel()
+            self._accept_retry = None
+
+    def _new_protocol(self) -> HTTPProtocol:
+        return HTTPProtocol(self)
 
     def _beat(self) -> None:
         """Heartbeat from a loop callback: it stops when something blocks the loop."""

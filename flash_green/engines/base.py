@@ -27,6 +27,7 @@ from ..config import Config
 from ..http import ServerConnection
 from ..loader import AppLoadError, load_app
 from ..wsgi import WSGIContext
+from ._accept import AcceptBackoff
 
 log = logging.getLogger("flash.engine")
 
@@ -466,6 +467,7 @@ class BlockingServer(Engine):
         poller.register(self.waker.rfd, select.POLLIN)
         self.loop_heartbeat = True
         wait_ms = HEARTBEAT_INTERVAL * 1000
+        backoff = AcceptBackoff(log)
         while not self.stopping:
             self.heartbeat()
             for fd, _ in poller.poll(wait_ms):
@@ -478,13 +480,21 @@ class BlockingServer(Engine):
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
-                    log.warning("accept failed: %s", exc)
+                    self.sleep_unless_stopped(backoff.failed(exc))
                     continue
+                backoff.accepted()
                 sock.setblocking(True)
                 handle(sock, peer)
         for sock, peer in accept_backlog(listener):
             sock.setblocking(True)
             (adopt or handle)(sock, peer)
+
+    def sleep_unless_stopped(self, seconds: float) -> None:
+        """Sleep `seconds` (an accept pause), or less if a stop is requested."""
+        if seconds > 0:
+            waker = select.poll()
+            waker.register(self.waker.rfd, select.POLLIN)
+            waker.poll(seconds * 1000)
 
     def request_stop(self, graceful: bool = True) -> None:
         self.stopping = True

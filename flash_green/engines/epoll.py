@@ -48,9 +48,11 @@ Back-pressure
 Timers
     Keep-alive (between requests), header (from the first byte of a head:
     absolute, so trickling does not extend it), body and write (inactivity,
-    re-armed on progress; the write timeout is --timeout) and linger. Each
-    kind has a fixed length, so each is a `DeadlineQueue` (O(1) per
-    operation); the loop sleeps in epoll until the earliest deadline.
+    re-armed on progress: --body-timeout, --timeout) and linger. Each kind
+    has a fixed length, so each is a `DeadlineQueue` (O(1) per operation);
+    the loop sleeps in epoll until the earliest deadline. A head or body
+    that runs out gets 408 (`_read_timeouts`); the --min-body-rate floor
+    needs no timer: it is checked as body bytes arrive.
     During a graceful stop the keep-alive wait becomes the short drain
     (`begin_stop`), so that a request already on its way is still answered.
 
@@ -99,6 +101,7 @@ from .. import stats
 from ..config import Config
 from ..http import HTTPError, render_error
 from ..wsgi import Exchange, InputStream, body_from_pieces
+from ._accept import AcceptBackoff
 from ._loop import DeadlineQueue, LoopWatchdog
 from ._pump import READING, RequestPump
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker, accept_backlog
@@ -124,8 +127,8 @@ WRITING, REJECTING, LINGERING, CLOSED = range(READING + 1, READING + 5)
 class Channel(RequestPump):
     """One connection's state machine, driven by the loop's callbacks."""
 
-    __slots__ = ("engine", "sock", "fd", "peer", "conn", "state", "served", "body", "exchange",
-                 "pending", "out", "want_out", "timer", "linger_left")
+    __slots__ = ("engine", "sock", "fd", "peer", "conn", "state", "served", "body", "pace",
+                 "exchange", "pending", "out", "want_out", "timer", "linger_left")
 
     def __init__(self, engine: EpollEngine, sock: socket.socket, peer) -> None:
         self.start_pump(engine, peer)
@@ -153,8 +156,8 @@ class Channel(RequestPump):
             data = self.sock.recv(RECV_SIZE)
         except (BlockingIOError, InterruptedError):
             return
-        except OSError:
-            self.close()
+        except OSError as exc:
+            self.lost(exc)
             return
         if self.state == LINGERING:
             self.drop_input(data)
@@ -168,16 +171,16 @@ class Channel(RequestPump):
 
     def on_timeout(self) -> None:
         log.debug("connection from %s timed out in state %d", self.peer, self.state)
-        self.close()
+        self.timed_out()
 
     # -- waiting for input (the hooks of RequestPump.wait_for_input) ---------------
 
     def arm_body(self) -> None:
-        self.arm(self.engine.read_timers)
+        self.arm(self.engine.body_timers)
 
     def arm_head(self) -> None:
-        if self.timer is not self.engine.read_timers:
-            self.arm(self.engine.read_timers)
+        if self.timer is not self.engine.head_timers:
+            self.arm(self.engine.head_timers)
 
     def arm_idle(self) -> None:
         self.arm(self.engine.idle_timers)
@@ -336,17 +339,19 @@ class EpollEngine(Engine):
         self.waker = Waker()
         self.channels: dict[int, Channel] = {}
         self.accepting = False
+        self.accept_backoff = AcceptBackoff(log)
         #: When to try accepting again after accept() failed (out of fds).
         self.accept_retry_at = 0.0
         self.stop_begun = False
         self.idle_timers = DeadlineQueue(config.keep_alive)
-        self.read_timers = DeadlineQueue(config.header_timeout)
+        self.head_timers = DeadlineQueue(config.header_timeout)
+        self.body_timers = DeadlineQueue(config.body_timeout)
         self.write_timers = DeadlineQueue(config.timeout)
         self.linger_timers = DeadlineQueue(LINGER_SECONDS)
         #: Becomes `idle_timers` when a stop begins (see `begin_stop`).
         self.drain_timers = DeadlineQueue(self.drain_seconds)
-        self.timer_queues = (self.idle_timers, self.read_timers, self.write_timers,
-                             self.linger_timers, self.drain_timers)
+        self.timer_queues = (self.idle_timers, self.head_timers, self.body_timers,
+                             self.write_timers, self.linger_timers, self.drain_timers)
         #: Look at the timers (and beat) at least this often. Every timeout
         #: is at least this long, so nothing armed after a look can fall due
         #: before the next one: most loop passes skip the timers entirely.
@@ -402,6 +407,8 @@ class EpollEngine(Engine):
                 deadline = queue.first_deadline()
                 if deadline is not None and deadline < due:
                     due = deadline
+            if self.accept_retry_at and self.accept_retry_at < due:
+                due = self.accept_retry_at
             self.timers_due = due
         return max(0.0, self.timers_due - now)
 
@@ -426,11 +433,15 @@ class EpollEngine(Engine):
             except OSError as exc:
                 # Out of fds (EMFILE) and the like: rather than spin on a
                 # listener that stays ready, pause until a connection closes
-                # or a second has passed.
-                log.warning("accept failed: %s; pausing accepts", exc)
-                self.pause_accepting()
-                self.accept_retry_at = time.monotonic() + 1.0
-                return
+                # or the back-off has passed.
+                pause = self.accept_backoff.failed(exc)
+                if pause:
+                    self.pause_accepting()
+                    self.accept_retry_at = time.monotonic() + pause
+                    self.timers_due = min(self.timers_due, self.accept_retry_at)
+                    return
+                continue
+            self.accept_backoff.accepted()
             sock.setblocking(False)
             self.add_channel(sock, peer)
             if len(self.channels) >= self.config.max_connections:

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from .. import patching
 from ..blocking import serve_connection
 from ..config import Config
+from ._accept import AcceptBackoff
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, accept_backlog
 
 eventlet = patching.import_eventlet()
@@ -126,12 +127,14 @@ class EventletEngine(BlockingServer):
             eventlet.sleep(HEARTBEAT_INTERVAL)
 
     def _accept_until_stopped(self, listener, pool) -> None:
+        backoff = AcceptBackoff(log)
         while not self.stopping:
             try:
                 sock, peer = listener.accept()
             except OSError as exc:
-                log.warning("accept failed: %s", exc)
+                eventlet.sleep(backoff.failed(exc))
                 continue
+            backoff.accepted()
             # Blocks while the pool is full: the connection limit.
             pool.spawn_n(serve_connection, sock, peer, self)
 

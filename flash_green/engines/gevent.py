@@ -48,6 +48,7 @@ import gevent.socket
 from .. import patching
 from ..blocking import serve_connection
 from ..config import Config
+from ._accept import AcceptBackoff
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, accept_backlog
 
 log = logging.getLogger("flash.engine.gevent")
@@ -159,13 +160,15 @@ class GeventEngine(BlockingServer):
         log.info("all connections finished")
 
     def _accept_until_stopped(self, pool: gevent.pool.Pool) -> None:
+        backoff = AcceptBackoff(log)
         while not self.stopping:
             try:
                 sock, peer = self._listener.accept()
             except OSError as exc:
                 if self.stopping:
                     break
-                log.warning("accept failed: %s", exc)
+                gevent.sleep(backoff.failed(exc))
                 continue
+            backoff.accepted()
             # Blocks while the pool is full: the connection limit.
             pool.spawn(serve_connection, OneSendFirst(sock), peer, self)

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from .. import greenhub, stats
 from ..blocking import serve_connection
 from ..config import Config
+from ._accept import AcceptBackoff
 from ._loop import LoopWatchdog
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, accept_backlog
 
@@ -94,6 +95,7 @@ class GreenletEngine(BlockingServer):
 
     def _accept_until_stopped(self, listener: greenhub.CooperativeSocket) -> None:
         limit = self.config.max_connections
+        backoff = AcceptBackoff(log)
         while not self.stopping:
             while self._open >= limit and not self.stopping:
                 self._slot_free.clear()
@@ -103,8 +105,9 @@ class GreenletEngine(BlockingServer):
             except OSError as exc:
                 if self.stopping:
                     return
-                log.warning("accept failed: %s", exc)
+                self.hub.sleep(backoff.failed(exc))
                 continue
+            backoff.accepted()
             self._open += 1
             self.hub.spawn(self._serve_one, sock, peer)
 

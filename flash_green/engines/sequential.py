@@ -13,9 +13,10 @@ What it costs per connection
 
 What breaks it
     Everything that waits. One slow client (a trickled header, a slow
-    upload, a keep-alive connection left open) or one slow handler
-    (`/sleep`, a slow upstream call) blocks every other client, who queue
-    in the listen backlog. A keep-alive client holds the whole server until
+    upload, a keep-alive connection left open: each bounded by its timeout,
+    see `engines/_read_timeouts`) or one slow handler (`/sleep`, a slow
+    upstream call) blocks every other client, who queue in the listen
+    backlog. A keep-alive client holds the whole server until
     it goes idle for `--keep-alive` seconds. The cross-engine suite asserts
     this documented blocking rather than concurrency.
 

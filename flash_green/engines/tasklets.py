@@ -50,7 +50,9 @@ from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sl
 from tasklets.io import Socket
 
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from ..wsgi import APP_ERRORS, Exchange, InputStream, body_from_pieces
+from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, InputStream, body_from_pieces
+from ._accept import AcceptBackoff
+from ._read_timeouts import UploadPace, body_timeout, head_timeout
 from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, accept_backlog
 
 log = logging.getLogger("flash.engine.tasklets")
@@ -70,6 +72,14 @@ def tasklet_app(app: Callable) -> Callable:
     """
     app.__tasklet_app__ = True
     return app
+
+
+class DeadlineExpired(Cancelled):
+    """Thrown by the deadline sweeper into a connection whose wait ran out.
+
+    A Cancelled, so code that does not expect it unwinds as for any cancel;
+    the head and body waits catch it to answer 408.
+    """
 
 
 class ConnectionState:
@@ -153,16 +163,18 @@ class TaskletsEngine(Engine):
     def _accept_loop(self) -> Generator:
         listener = self.listener_socket
         spawn = self.kernel.spawn
+        backoff = AcceptBackoff(log)
         while not self.stopping:
             yield from self.slots.acquire()
             try:
                 sock, peer = yield from listener.accept()
             except (ClosedError, OSError) as exc:
                 self.slots.release()
-                if not self.stopping:
-                    log.warning("accept failed: %s", exc)
-                    continue
-                return
+                if self.stopping:
+                    return
+                yield from sleep(backoff.failed(exc))
+                continue
+            backoff.accepted()
             state = ConnectionState()
             state.task = spawn(self._connection, sock, peer, state, name=f"conn-{sock.fileno()}")
 
@@ -182,7 +194,7 @@ class TaskletsEngine(Engine):
             for state in list(self.connections):
                 if state.deadline and now > state.deadline:
                     state.deadline = 0.0
-                    cancel(state.task)
+                    cancel(state.task, DeadlineExpired())
 
     def _begin_stop(self, graceful: bool) -> None:
         """The stop (see `Engine.request_stop`): take the listener's backlog and
@@ -239,6 +251,9 @@ class TaskletsEngine(Engine):
         # arrives before its bytes do (as in serve_connection and _pump):
         # only the wait between two requests counts as idle.
         served = False
+        # The whole head is bounded from its first byte: the deadline is set
+        # once per head, not moved by the bytes a trickling client sends.
+        head_deadline = 0.0
         try:
             while True:
                 try:
@@ -247,9 +262,16 @@ class TaskletsEngine(Engine):
                         if wait_first:
                             empty = conn.buffered == 0
                             state.idle = empty and served
-                            state.deadline = monotonic() + (
-                                self.idle_timeout if empty else config.header_timeout)
-                            yield read_trap
+                            if empty:
+                                state.deadline = monotonic() + self.idle_timeout
+                            elif not head_deadline:
+                                head_deadline = state.deadline = monotonic() + config.header_timeout
+                            try:
+                                yield read_trap
+                            except DeadlineExpired:
+                                if empty:
+                                    return  # idle: nothing was asked, nothing to answer
+                                raise head_timeout(config) from None
                             state.idle = False
                         try:
                             data = recv(RECV_SIZE)
@@ -262,10 +284,13 @@ class TaskletsEngine(Engine):
                         continue
                     if event is CLOSED or type(event) is not Request:
                         return
+                    head_deadline = 0.0
                     pieces = None
                     if event.has_body:
-                        state.deadline = monotonic() + config.header_timeout
                         pieces = yield from self._read_body(sock, conn, state)
+                except ClientDisconnected as exc:
+                    log.info("request body from %s: %s", peer, exc.reason)
+                    return
                 except HTTPError as exc:
                     yield from self._send_error(sock, exc)
                     return
@@ -320,20 +345,34 @@ class TaskletsEngine(Engine):
 
         A plain WSGI app reads `wsgi.input` synchronously; reading the socket
         there would block the loop, so the body is read here, cooperatively.
-        The header timeout bounds each wait for more of it (inactivity, as in
-        the other engines), not the whole upload.
+        --body-timeout bounds each wait for more of it (inactivity, re-armed
+        by every piece), `UploadPace` the pace of the whole upload.
         """
+        config = self.config
+        monotonic = time.monotonic
+        state.deadline = monotonic() + config.body_timeout
         interim = conn.send_continue()
         if interim:
             yield from sock.sendall(interim)
+        pace = None
         pieces = []
         while True:
             event = conn.next_event()
             if type(event) is bytes:
                 pieces.append(event)
             elif event is NEED_DATA:
-                conn.receive_data((yield from sock.recv(RECV_SIZE)))
-                state.deadline = time.monotonic() + self.config.header_timeout
+                if pace is None:
+                    pace = UploadPace(config, monotonic())
+                try:
+                    data = yield from sock.recv(RECV_SIZE)
+                except DeadlineExpired:
+                    raise body_timeout(config) from None
+                except ConnectionError as exc:
+                    raise ClientDisconnected(exc) from None
+                now = monotonic()
+                pace.arrived(len(data), now)
+                state.deadline = now + config.body_timeout
+                conn.receive_data(data)
             else:
                 return pieces
 

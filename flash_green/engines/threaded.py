@@ -12,11 +12,12 @@ What changed from v1 (sequential)
 The model
     accept -> thread(serve_connection) -> keep-alive requests -> close. The
     thread is held while the connection is open, including the idle time
-    between keep-alive requests; `--keep-alive` and `--header-timeout` are
-    socket timeouts that release threads held by idle or trickling clients
-    (enforced by the kernel, see `KernelTimeoutSocket`: Python's own socket
-    timeouts would add a poll() and a GIL round trip to every recv and
-    send). `--max-connections N` bounds the threads: at N, the accept loop
+    between keep-alive requests; `--keep-alive`, `--header-timeout` (the
+    whole head from its first byte: the timeout shrinks at each read of a
+    trickled head) and `--body-timeout` are socket timeouts that release
+    threads held by idle or trickling clients (enforced by the kernel, see
+    `KernelTimeoutSocket`: Python's own socket timeouts would add a poll()
+    and a GIL round trip to every recv and send). `--max-connections N` bounds the threads: at N, the accept loop
     stops accepting until a thread ends (it holds the one connection it just
     accepted), so new connections wait in the kernel's listen backlog
     (`--backlog`) instead of being refused. We chose waiting over an
@@ -81,27 +82,37 @@ class KernelTimeoutSocket:
     a socket timeout by calling poll() before each recv and send: two more
     system calls per request, and two more trips through the GIL, on every
     thread - measured under strace, twice the futex (GIL) traffic. Here
-    `settimeout` sets SO_RCVTIMEO / SO_SNDTIMEO instead, the socket stays
-    blocking, and `recv`/`sendall` are the socket's own methods (no wrapper
-    on the hot path). A recv that times out fails with EAGAIN, an OSError,
-    which ends the connection just as a timeout does.
+    `settimeout` sets SO_RCVTIMEO instead, the socket stays blocking, and
+    `recv`/`sendall` are the socket's own methods (no wrapper on the hot
+    path). A recv that times out fails with EAGAIN, which `serve_connection`
+    takes for a timeout. Sends are bounded once, at `send_timeout` (SO_SNDTIMEO,
+    --timeout: a client that reads nothing for that long is cut off), so the
+    read timeouts - a trickled head shrinks it at each read - never cut
+    short a download.
     """
 
     __slots__ = ("close", "recv", "sendall", "shutdown", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, send_timeout: float) -> None:
         self.sock = sock
         self.recv = sock.recv
         self.sendall = sock.sendall
         self.shutdown = sock.shutdown
         self.close = sock.close
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(send_timeout))
 
     def settimeout(self, seconds: float | None) -> None:
-        seconds = seconds or 0.0
-        whole = int(seconds)
-        value = _TIMEVAL.pack(whole, int((seconds - whole) * 1_000_000))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(seconds))
+
+
+def _timeval(seconds: float | None) -> bytes:
+    """A struct timeval; None or 0 = wait for ever (as the kernel reads 0)."""
+    seconds = seconds or 0.0
+    whole = int(seconds)
+    micro = int((seconds - whole) * 1_000_000)
+    if seconds and not whole and not micro:
+        micro = 1  # under a microsecond left is not "no timeout"
+    return _TIMEVAL.pack(whole, micro)
 
 
 class ThreadedEngine(BlockingServer):
@@ -155,7 +166,7 @@ class ThreadedEngine(BlockingServer):
 
     def run_connection(self, sock: socket.socket, peer) -> None:
         try:
-            serve_connection(KernelTimeoutSocket(sock), peer, self)
+            serve_connection(KernelTimeoutSocket(sock, self.config.timeout), peer, self)
         except Exception:
             log.exception("connection thread for %s failed", peer)
         finally:

@@ -2,6 +2,7 @@
 
     python -m comparisons.bench_parser                # ~1 minute
     python -m comparisons.bench_parser --rounds 3 --quick
+    python -m comparisons.bench_parser --instructions # part 2 in instructions, ~1 minute
 
 Part 1 parses a typical browser GET (about 430 bytes, ten fields) and the
 valid requests of gunicorn's corpus (`../shared/corpus/gunicorn`, when
@@ -23,10 +24,18 @@ median of the rounds, in microseconds of this process's CPU time per request
 counted), and ratios are taken between medians of the same run. Numbers
 depend on the machine: quote ratios.
 
-Our core caches parsed field lines (clients repeat them), so the browser
-GET is measured three ways: the same request repeated (every line cached),
-a new Cookie value each time (one line new), and every field line new (no
-line cached: the cold case). The new-line cases cycle through VARIANTS
+On a shared machine time per request moves by tens of percent between
+runs; `--instructions` counts instead: it runs each stage of part 2 under
+valgrind's callgrind N and 5N times (`--repeat N --stage S`, in a child
+process) and divides the difference of the two counts by 4N, which leaves
+out start-up and imports. The figure repeats to a few instructions, so a
+change of 1 % shows.
+
+Our core caches parsed field lines and whole bodyless heads (clients
+repeat them), so the browser GET is measured three ways: the same request
+repeated (the whole head cached), a new Cookie value each time (a new
+head, one line new), and every field line new (nothing cached: the cold
+case). The new-line cases cycle through VARIANTS
 distinct requests, the same inputs for every parser.
 """
 
@@ -35,7 +44,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -325,11 +336,48 @@ def report_hello_path(rounds: int, budget: float) -> None:
           "before any socket I/O")
 
 
+HELLO_STAGES = ("parse", "environ", "full")
+_COLLECTED = re.compile(rb"Collected : (\d+)")
+
+
+def instructions(stage: str, repeat: int) -> int:
+    """Instructions of this process running `stage` `repeat` times (callgrind)."""
+    command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+               sys.executable, "-m", "comparisons.bench_parser", "--repeat", str(repeat), "--stage", stage]
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=ROOT)
+    result = subprocess.run(command, capture_output=True, env=env, cwd=ROOT, check=True)
+    return int(_COLLECTED.search(result.stderr).group(1))
+
+
+def report_instructions(repeat: int) -> None:
+    print(f"The hello-world request path, instructions per request (callgrind, ({repeat * 5} - {repeat}) runs)")
+    previous = 0
+    for stage in HELLO_STAGES:
+        per_request = (instructions(stage, repeat * 5) - instructions(stage, repeat)) // (repeat * 4)
+        print(f"{stage:<10}{per_request:>10,}   (+{per_request - previous:,})")
+        previous = per_request
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=9, help="interleaved rounds per case")
     parser.add_argument("--quick", action="store_true", help="0.05 s per case per round, not 0.3 s")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count part 2's instructions per request with callgrind (no timing)")
+    parser.add_argument("--repeat", type=int, default=0,
+                        help="run one stage of part 2 this many times and exit (what --instructions counts)")
+    parser.add_argument("--stage", choices=HELLO_STAGES, default="full")
     args = parser.parse_args(argv)
+    if args.repeat:
+        run = getattr(HelloPath(), args.stage)
+        for _ in range(args.repeat):
+            run()
+        return 0
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            parser.error("--instructions needs valgrind")
+        report_instructions(1000)
+        return 0
     budget = 0.05 if args.quick else 0.3
     print(f"Python {sys.version.split()[0]}; h11 {getattr(h11, '__version__', 'absent')}; "
           f"httptools {getattr(httptools, '__version__', 'absent')}\n")

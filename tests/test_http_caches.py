@@ -1,0 +1,202 @@
+"""The caches of the per-request path: each gives exactly what the work it
+saves would give, for exactly the input (and limits) it was filled with.
+
+* the whole-head cache of the parser (`connection._HEADS`): a hit leaves the
+  connection as a fresh parse does, under every limit, after any request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from flash_green.config import Limits
+from flash_green.http import END, NEED_DATA, PAUSED, HTTPError, Request, ServerConnection
+from flash_green.http import connection as core
+
+GET = b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Pad: 1\r\n\r\n"
+#: The slots a request leaves on its connection, all of them but the limits.
+STATE = ("server", "trailers", "_buf", "_scan", "_eof", "_state", "_remaining", "_body_size",
+         "_continue_sent")
+
+
+@pytest.fixture(autouse=True)
+def cold_caches():
+    """Each test starts with the parser's caches empty."""
+    core._HEADS.clear()
+    core._FIELD_LINES.clear()
+    core._FIELD_NAMES.clear()
+    yield
+    core._HEADS.clear()
+
+
+def head_of(request: Request) -> tuple:
+    return (request.method, request.target, request.path, request.query, request.version,
+            list(request.headers), request.keep_alive, request.chunked, request.content_length,
+            request.expect_continue)
+
+
+def outcome(data: bytes, limits: Limits | None = None, before: bytes = b"") -> tuple:
+    """What a connection makes of `before` (served to its end) then `data`:
+    the head, the events to PAUSED, and the connection's state after the head;
+    or the error."""
+    conn = ServerConnection(limits)
+    try:
+        if before:
+            # The head first, so that a 100 Continue it asks for is sent.
+            end = before.find(b"\r\n\r\n") + 4
+            conn.receive_data(before[:end])
+            conn.next_event()
+            conn.send_continue()
+            conn.receive_data(before[end:])
+            while conn.next_event() is not PAUSED:
+                pass
+            assert conn.start_next_cycle()
+        conn.receive_data(data)
+        request = conn.next_event()
+        if type(request) is not Request:
+            return ("event", request)
+        state = tuple(getattr(conn, name) for name in STATE)
+        rest = []
+        while (event := conn.next_event()) is not PAUSED and event is not NEED_DATA:
+            rest.append(event)
+        return head_of(request), state, rest
+    except HTTPError as exc:
+        return ("error", exc.status)
+
+
+def cold(data: bytes, limits: Limits | None = None, before: bytes = b"") -> tuple:
+    core._HEADS.clear()
+    return outcome(data, limits, before)
+
+
+# -- the parser's whole-head cache ---------------------------------------------------
+
+def test_a_repeated_head_is_one_shared_read_only_request() -> None:
+    first = ServerConnection()
+    first.receive_data(GET)
+    request = first.next_event()
+    second = ServerConnection()
+    second.receive_data(GET)
+    assert second.next_event() is request and request.shared, "the second parse is a hit"
+    assert request.headers == [("host", "example.com"), ("accept", "*/*"), ("x-pad", "1")]
+    for edit in (lambda h: h.append(("x", "y")), lambda h: h.__setitem__(0, ("host", "evil")),
+                 lambda h: h.clear(), lambda h: h.__iadd__([("x", "y")]), lambda h: h.pop()):
+        with pytest.raises(TypeError):
+            edit(request.headers)
+    assert request.header("host") == "example.com"
+
+
+@pytest.mark.parametrize("data", [
+    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",       # a body follows
+    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"GET http://b/x HTTP/1.1\r\nHost: a\r\n\r\n",                     # Host rewritten from the target
+    b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 1024 + b"\r\n\r\n",   # too long to keep
+])
+def test_heads_that_are_not_kept(data: bytes) -> None:
+    for _ in range(2):
+        conn = ServerConnection()
+        conn.receive_data(data)
+        assert not conn.next_event().shared
+    assert not core._HEADS
+
+
+def test_a_hostless_head_is_kept_only_where_no_limit_decides() -> None:
+    hostless_11 = b"GET / HTTP/1.1\r\n\r\n"
+    hostless_10 = b"GET / HTTP/1.0\r\n\r\n"
+    lenient = Limits(require_host=False)
+    assert outcome(hostless_11, lenient)[0][0] == "GET"
+    assert outcome(hostless_11) == ("error", 400), "require_host is not bypassed by the cache"
+    assert outcome(hostless_10, lenient) == outcome(hostless_10) == cold(hostless_10)
+    assert list(core._HEADS) == [hostless_10]
+
+
+@pytest.mark.parametrize("limits, status", [
+    (Limits(max_header_fields=2), 431),
+    (Limits(max_field_size=len("Host: example.com") - 1), 431),
+    (Limits(max_request_line=len("GET /a?b=c HTTP/1.1") - 1), 414),
+    (Limits(max_header_size=len(GET) - 1), 431),
+])
+def test_a_cached_head_is_checked_against_each_connections_limits(limits: Limits, status: int) -> None:
+    assert outcome(GET)[0][0] == "GET" and GET in core._HEADS
+    assert outcome(GET, limits) == ("error", status)
+    assert outcome(GET, limits) == cold(GET, limits)
+    assert outcome(GET)[0][0] == "GET", "accepted again under the roomier limits"
+
+
+def test_the_same_bytes_at_each_limit_give_what_a_fresh_parse_gives() -> None:
+    """Filled under one limit, read under another: every combination near
+    the head's own sizes agrees with the cold parse."""
+    longest_field = len("Host: example.com")
+    base = Limits()
+    variants = [replace(base, max_header_fields=n) for n in (2, 3, 4)]
+    variants += [replace(base, max_field_size=n) for n in (longest_field - 1, longest_field)]
+    variants += [replace(base, max_request_line=n) for n in (18, 19, len(GET))]
+    variants += [replace(base, max_header_size=n) for n in (len(GET) - 1, len(GET))]
+    expected = {id(limits): cold(GET, limits) for limits in variants}
+    for filled_under in variants:
+        core._HEADS.clear()
+        outcome(GET, filled_under)
+        for limits in variants:
+            assert outcome(GET, limits) == expected[id(limits)], (filled_under, limits)
+
+
+def test_a_head_one_byte_away_from_a_cached_one_is_parsed_afresh() -> None:
+    """Every position of a cached head, changed to each of a few bytes, gives
+    what the cold parse of that head gives (a 400, another request...)."""
+    for at in range(len(GET)):
+        for byte in b"\x00\n a/:":
+            changed = GET[:at] + bytes([byte]) + GET[at + 1:]
+            if changed == GET:
+                continue
+            expected = cold(changed)
+            outcome(GET)                     # the original is cached...
+            assert outcome(changed) == expected, changed
+            assert outcome(changed) == expected, changed   # ...and so may the changed one be
+
+
+@pytest.mark.parametrize("before", [
+    b"",
+    GET,
+    b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+    b"POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+])
+def test_a_hit_leaves_the_connection_as_a_fresh_parse_does(before: bytes) -> None:
+    """After any earlier request on the connection: the same head, the same
+    state (trailers, body counters, 100-continue), the same events."""
+    expected = cold(GET, before=before)
+    assert GET in core._HEADS
+    assert outcome(GET, before=before) == expected
+
+
+def test_pipelined_heads_hit_and_miss_in_order() -> None:
+    post = b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+    other = GET.replace(b"/a?b=c", b"/z")
+    outcome(GET)    # cached
+    conn = ServerConnection()
+    conn.receive_data(GET + post + GET + other + GET)
+    seen = []
+    for _ in range(5):
+        request = conn.next_event()
+        body = b""
+        while (event := conn.next_event()) is not PAUSED:
+            if type(event) is bytes:
+                body += event
+            else:
+                assert event is END
+        seen.append((request.method, request.target, request.shared, body))
+        assert conn.start_next_cycle()
+    assert seen == [("GET", "/a?b=c", True, b""), ("POST", "/u", False, b"abc"),
+                    ("GET", "/a?b=c", True, b""), ("GET", "/z", True, b""),
+                    ("GET", "/a?b=c", True, b"")]
+    assert conn.next_event() is NEED_DATA and conn.buffered == 0
+
+
+def test_the_head_cache_stays_bounded() -> None:
+    for i in range(core._HEADS_MAX + 10):
+        outcome(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+        assert len(core._HEADS) <= core._HEADS_MAX

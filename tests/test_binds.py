@@ -73,12 +73,6 @@ def test_the_same_address_twice_is_refused() -> None:
         binds.resolve_binds(["127.0.0.1:8000", "127.0.0.1:8000"], environ={})
 
 
-def test_several_listeners_are_refused_in_one_place_naming_the_engine() -> None:
-    specs = binds.resolve_binds(["127.0.0.1:0", "unix:/tmp/x.sock"], environ={})
-    with pytest.raises(BindError, match="engine 'epoll' serves one listener; got 2"):
-        binds.require_one_listener(specs, "epoll")
-
-
 def test_reuse_port_is_refused_for_unix_and_fd_binds() -> None:
     for spec in (UnixBind("/tmp/x.sock"), FdBind(3)):
         with pytest.raises(BindError, match="--reuse-port works only with HOST:PORT"):
@@ -222,12 +216,6 @@ def test_a_bind_error_is_one_line_and_a_non_zero_exit(workers: list[str], short_
     assert done.stderr.strip().splitlines()[-1] == \
         f"flash: cannot listen on unix:{path}: the path exists and is not a socket"
     assert "Traceback" not in done.stderr
-
-
-def test_two_binds_are_refused_by_an_engine_serving_one_listener(short_dir: str) -> None:
-    done = serve("--engine", "epoll", "-b", "127.0.0.1:0", "-b", f"unix:{short_dir}/s.sock")
-    assert done.returncode == 1 and "engine 'epoll' serves one listener; got 2" in done.stderr
-    assert not os.listdir(short_dir), "a refused start-up left a socket file behind"
 
 
 def inherited_listener() -> socket.socket:

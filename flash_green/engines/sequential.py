@@ -39,4 +39,5 @@ class SequentialEngine(BlockingServer):
     capabilities = Capabilities(concurrent=False, parallel=False, blocking_handler_stalls=True)
 
     def serve(self) -> None:
-        self.accept_loop(lambda sock, peer: serve_connection(sock, peer, self))
+        self.accept_loop(lambda sock, peer, endpoint:
+                         serve_connection(self.secured(sock, endpoint), peer, self, endpoint))

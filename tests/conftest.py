@@ -179,10 +179,17 @@ def target(request) -> Target:
 
 
 @pytest.fixture(scope="module")
-def server(request, target, hold_dir):
-    """One server per engine per test module (plus the module's SERVER_ARGS,
-    if it has any); stopped (and checked) at the end."""
-    proc = start_server(target, hold_dir, *getattr(request.module, "SERVER_ARGS", ()))
+def server_args(request) -> tuple[str, ...]:
+    """A test module's options for its servers: its SERVER_ARGS, or what its
+    own `server_args` fixture computes (options naming files made by fixtures)."""
+    return tuple(getattr(request.module, "SERVER_ARGS", ()))
+
+
+@pytest.fixture(scope="module")
+def server(target, hold_dir, server_args):
+    """One server per engine per test module (plus the module's `server_args`);
+    stopped (and checked) at the end."""
+    proc = start_server(target, hold_dir, *server_args)
     yield proc
     code = proc.stop()
     assert code == 0, f"server exited with {code}\n{proc.log()}"

@@ -21,11 +21,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
+from comparisons.nginx import self_signed_certificate
 from flash_green import engines
 
 from .serverproc import ServerProcess
@@ -152,6 +155,16 @@ def suite_targets() -> list:
     targets = [Target(name) for name in engines.names()]
     targets += [t for t in EXTRA_TARGETS if t.engine in engines.REGISTRY]
     return [pytest.param(t, id=t.id) for t in targets]
+
+
+@pytest.fixture(scope="session")
+def certificate() -> Iterator[tuple[str, str]]:
+    """(certfile, keyfile) of a throw-away self-signed certificate for
+    127.0.0.1, made once per session with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command (a system tool) is needed to make the test certificate")
+    with tempfile.TemporaryDirectory(prefix="flash-tls-") as directory:
+        yield self_signed_certificate(directory)
 
 
 @pytest.fixture(scope="session")

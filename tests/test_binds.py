@@ -266,3 +266,15 @@ def test_systemd_socket_activation_serves_fd_3(workers: list[str]) -> None:
     with running([sys.executable, "-c", as_systemd, str(sock.fileno()), *serve], sock) as announced:
         assert int(announced.group(2)) == port, "the systemd socket, not --bind, is served"
         assert_serves(port)
+
+
+def test_port_zero_twice_is_two_listeners_and_tls_names_tcp_ones_https(short_dir: str) -> None:
+    specs = binds.resolve_binds(["127.0.0.1:0", "127.0.0.1:0", f"unix:{short_dir}/s.sock"], environ={})
+    listeners = binds.open_listeners(specs, 16, tls=True)
+    try:
+        first, second, unix = (listener.name for listener in listeners)
+        assert first.startswith("https://127.0.0.1:") and second.startswith("https://127.0.0.1:")
+        assert first != second
+        assert unix == f"unix:{short_dir}/s.sock" and not listeners[2].tls
+    finally:
+        binds.close_all(listeners)

@@ -3,7 +3,7 @@
 Each engine's server here listens on three addresses at once: TLS on a TCP
 port, plain HTTP on a unix socket, TLS on a second TCP port (`--certfile`
 applies to every TCP listener, never to a unix socket). The certificate is
-made once per session with the openssl command. The suite's autouse log
+made once per session (conftest's `certificate`). The suite's autouse log
 check fails any test whose server logged a traceback or an ERROR: a TLS
 failure must be one INFO line.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import ssl
 import tempfile
@@ -20,7 +19,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from comparisons.nginx import self_signed_certificate
 from flash_green import engines
 
 from .conftest import CLOSE_BOUND, Target, start_server
@@ -50,15 +48,6 @@ class TLSClient(Client):
         self.sock = context.wrap_socket(raw, suppress_ragged_eofs=ragged_eofs)
         self.timeout = timeout
         self.buf = b""
-
-
-@pytest.fixture(scope="session")
-def certificate() -> Iterator[tuple[str, str]]:
-    """(certfile, keyfile) of a throw-away certificate for 127.0.0.1."""
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is needed to make the test certificate")
-    with tempfile.TemporaryDirectory(prefix="flash-tls-") as directory:
-        yield self_signed_certificate(directory)
 
 
 @pytest.fixture(scope="module")

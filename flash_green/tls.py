@@ -56,7 +56,12 @@ class TLSError(ValueError):
 def server_context(config: Config, context_class: type[ssl.SSLContext] = ssl.SSLContext) -> ssl.SSLContext:
     """The SSLContext of `config`'s TLS options (`context_class` for a green one).
 
-    TLS 1.2 at least, ALPN `http/1.1`, no renegotiation.
+    TLS 1.2 at least, ALPN `http/1.1`, no renegotiation. A client that
+    closes without close_notify ends its stream like one that sends it: HTTP
+    frames its own messages, so a cut is seen anyway, and OpenSSL 3 would
+    otherwise answer the end of the stream with a decode_error alert - on
+    a connection we shut for reading ourselves (`BlockingServer.close_idle`)
+    the client would read that alert instead of our close_notify.
     """
     if config.cert_reqs not in CERT_REQS:
         raise TLSError(f"--cert-reqs must be 0 (none), 1 (optional) or 2 (required), got {config.cert_reqs}")
@@ -64,7 +69,7 @@ def server_context(config: Config, context_class: type[ssl.SSLContext] = ssl.SSL
         raise TLSError(f"--cert-reqs {config.cert_reqs} needs --ca-certs: the CAs client certificates are checked against")
     context = context_class(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.options |= ssl.OP_NO_RENEGOTIATION
+    context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_IGNORE_UNEXPECTED_EOF
     context.set_alpn_protocols(["http/1.1"])
     _load(context.load_cert_chain, "--certfile/--keyfile", config.certfile, config.keyfile)
     if config.ca_certs:
@@ -125,6 +130,18 @@ def handshake_failure(exc: BaseException) -> str:
     if isinstance(exc, (TimeoutError, socket.timeout)):
         return "it did not complete within --header-timeout"
     return reason or str(exc) or type(exc).__name__
+
+
+def shut_reading(sock) -> None:
+    """Shut the reading side of an SSL socket's descriptor, leaving its TLS
+    session alone: its reader (another thread, another greenlet) then sees
+    the end of the stream and may still say close_notify. The socket's own
+    `shutdown` would drop the session under the reader's feet."""
+    raw = socket.socket(fileno=sock.fileno())
+    try:
+        raw.shutdown(socket.SHUT_RD)
+    finally:
+        raw.detach()
 
 
 def send_close_notify(sock) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import ssl
 import tempfile
@@ -171,7 +172,12 @@ def reuse_port_targets() -> list:
 
 
 @pytest.mark.parametrize("target", reuse_port_targets())
-def test_workers_with_reuse_port_serve_two_tls_listeners(target: Target, hold_dir, certificate):
+def test_workers_with_reuse_port_serve_two_tls_listeners_and_stop_with_close_notify(
+        target: Target, hold_dir, certificate):
+    """Both listeners of each worker serve; at a graceful stop a keep-alive
+    TLS connection left idle is ended with a close_notify (each model's stop
+    closes its idle connections its own way: a shutdown under a blocked
+    reader, a timer, a drain queue)."""
     target.require()
     certfile, keyfile = certificate
     server = start_server(target, hold_dir, "-b", "127.0.0.1:0", "-b", "127.0.0.1:0",
@@ -180,8 +186,12 @@ def test_workers_with_reuse_port_serve_two_tls_listeners(target: Target, hold_di
         for port in tcp_ports(server):
             with tls_client(server, certificate, port=port) as client:
                 environ = json.loads(client.request("GET", "/environ").body)
-                assert client.request("GET", "/").body == b"Hello, World!"
             assert (environ["SERVER_PORT"], environ["wsgi.url_scheme"]) == (str(port), "https")
+        with tls_client(server, certificate, ragged_eofs=False) as idle:
+            assert idle.request("GET", "/").body == b"Hello, World!"
+            server.signal(signal.SIGTERM)
+            assert server.wait(CLOSE_BOUND + 10) == 0
+            assert idle.sock.recv(1) == b""  # not SSLEOFError: a close_notify came
     finally:
         code = server.stop()
     assert code == 0, server.log()

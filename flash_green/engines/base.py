@@ -574,12 +574,20 @@ class BlockingServer(Engine):
         timer.start()
 
     def close_idle(self) -> None:
-        """End the blocked recv of every connection idle between requests."""
+        """End the blocked recv of every connection idle between requests.
+
+        An SSL socket is shut below OpenSSL (`tls.shut_reading`): the reader
+        sees the end of the stream, and the connection still ends with a
+        close_notify.
+        """
         with self.idle_lock:
             idle = list(self.idle)
         for sock in idle:
             try:
-                sock.shutdown(socket.SHUT_RD)
+                if hasattr(sock, "unwrap"):
+                    tls.shut_reading(sock)
+                else:
+                    sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
 

@@ -1,10 +1,11 @@
 """The process layer: N worker processes of any engine under one supervisor.
 
 The model
-    The master binds the listening socket, forks N workers that inherit it,
-    and from then on only supervises: it never accepts a connection and never
-    runs the app. Each worker loads the app and runs one in-process engine
-    (sequential, threaded, greenlet, ...) on the shared socket; the kernel
+    The master binds the listening sockets (one per `-b`), forks N workers
+    that inherit them, and from then on only supervises: it never accepts a
+    connection and never runs the app. Each worker loads the app and runs
+    one in-process engine (sequential, threaded, greenlet, ...) on the
+    shared sockets (with TLS, on an SSL context of its own); the kernel
     hands each new connection to one worker that is waiting in accept/poll.
     `prefork` is N x sequential (Apache prefork, gunicorn sync), `worker` is
     N x a bounded thread pool (Apache worker MPM), and N x an event loop is

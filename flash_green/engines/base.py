@@ -483,11 +483,11 @@ class BlockingServer(Engine):
 
     The accept loop waits on every listener and a Waker together, in one
     poll(), so a stop request wakes it at once; it then takes each
-    listener's backlog and closes it (`accept_backlog`). Connections between two requests are
-    "idle": `drain_seconds` after the stop, those still idle are shut down
-    for reading, which ends their blocked recv (one that became idle after
-    the stop waits at most `drain_seconds` itself, see `serve_connection`);
-    busy ones finish their request first.
+    listener's backlog and closes it (`accept_backlog`). Connections
+    between two requests are "idle": `drain_seconds` after the stop, those
+    still idle are shut down for reading, which ends their blocked recv
+    (one that became idle after the stop waits at most `drain_seconds`
+    itself, see `serve_connection`); busy ones finish their request first.
     """
 
     def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:

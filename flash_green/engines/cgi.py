@@ -37,6 +37,9 @@ When to use it
     to see why FastCGI, mod_python/mod_wsgi and then WSGI servers kept the
     program running between requests.
 
+TLS is the server's, as on `threaded`: the request reaches the child
+decrypted, and the child learns the scheme from `HTTPS=on`.
+
 Safety (see `flash_green.cgi`): no shell, an argv list; the environment
 comes only from the parsed request; a path that leaves DIR (`..`, a
 symlink out) is 404, a file that is not executable 403; a child past

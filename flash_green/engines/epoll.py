@@ -56,6 +56,20 @@ Timers
     During a graceful stop the keep-alive wait becomes the short drain
     (`begin_stop`), so that a request already on its way is still answered.
 
+TLS: one more state, and the wait that goes both ways
+    A connection of a TLS listener begins in HANDSHAKING (`TLSHandshake`):
+    OpenSSL says SSLWantReadError (EPOLLIN: more of the client's flight)
+    or SSLWantWriteError (EPOLLOUT: our flight did not fit the socket
+    buffer), the interest is switched to match, --header-timeout bounds it
+    as it bounds a head. Then the Channel is an ordinary one over a
+    `NonBlockingTLS` socket, which turns OpenSSL's "want" into EAGAIN and
+    hands over the bytes OpenSSL already decrypted (`pending()`: a level-
+    triggered loop does not see them, and would wait for bytes that
+    arrived). The price is CPU on the one loop thread: 0.84 ms per
+    handshake, during which every other connection waits (a burst of new
+    TLS clients is a blocking handler of its own), and 24 us per
+    keep-alive request for the records (`python -m comparisons.bench_tls`).
+
 Level- vs edge-triggered: level
     A callback reads at most 64 KB and returns, so one busy client cannot
     starve the others; level-triggered epoll simply reports the rest on the
@@ -64,7 +78,8 @@ Level- vs edge-triggered: level
     starvation we just avoided), or else lose wake-ups - and this machine
     deliberately leaves input unread while it writes. Interest changes
     (EPOLLIN <-> EPOLLOUT) are needed only when a write blocks, so the
-    keep-alive hot path makes no epoll_ctl call at all.
+    keep-alive hot path makes no epoll_ctl call at all. Several listeners
+    are several fds in the same epoll set, each mapped to its endpoint.
 
 What it costs per connection
     About 0.7 KB of RSS per idle keep-alive connection (Channel,

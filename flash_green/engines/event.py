@@ -64,6 +64,14 @@ What it still gets wrong
     than threads queue behind each other. And the in-memory request bodies
     above.
 
+TLS
+    The handshake is v4's HANDSHAKING state, on the loop: its CPU (about
+    a millisecond per RSA handshake) holds the loop, not a pool thread.
+    The records of a response are encrypted where it is sent - on a pool
+    thread, whose OpenSSL calls run without the GIL - and finished, if the
+    socket was full, by the loop. A connection is still owned by one side
+    at a time, so its SSL object is never used by two threads at once.
+
 When to use it
     The default for blocking WSGI apps facing real clients: many
     keep-alive connections, some slow ones, handlers that wait on

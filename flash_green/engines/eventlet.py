@@ -6,7 +6,8 @@ The model
     `GreenSocket`, whose blocking calls `trampoline` to the hub until the fd
     is ready. The hub is Python code around `select.epoll` - close to our
     own `greenhub`, which makes eventlet the easiest real hub to read. A
-    `GreenPool` bounds the connections (`--max-connections`). `--patch` runs
+    `GreenPool` bounds the connections (`--max-connections`); each
+    listener has its acceptor green thread. `--patch` runs
     `eventlet.monkey_patch()` first thing in the process, so the app's
     `time.sleep` and plain sockets cooperate.
 
@@ -25,6 +26,11 @@ What breaks it
     connection (the suite runs it so and asserts it); with it, C extensions
     doing their own I/O and CPU work still do. Patching late (after the app
     imported `socket` or `threading`) leaves blocking originals behind.
+
+TLS
+    The context is eventlet's `GreenSSLContext`: each connection is a
+    `GreenSSLSocket`, whose handshake, reads and writes trampoline to the
+    hub in the direction OpenSSL asks. The crypto runs on the one thread.
 
 When to use it
     In existing eventlet deployments (OpenStack services). For new code,

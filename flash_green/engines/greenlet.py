@@ -6,7 +6,8 @@ The model
     and `threaded` run) in its own greenlet, over a `CooperativeSocket` whose
     `recv`/`sendall`/`accept` switch to the hub greenlet instead of blocking.
     The hub (`flash_green.greenhub`: epoll, a timer heap, one waiter per fd)
-    switches back when the fd is ready. Blocking-style code becomes concurrent
+    switches back when the fd is ready. Each listener has its acceptor
+    greenlet, waiting on its own fd. Blocking-style code becomes concurrent
     without threads, generators or `async`: this is what gevent and eventlet
     do, with only the `greenlet` package underneath, so every step can be read.
 
@@ -26,6 +27,14 @@ What breaks it
     and cooperate; gevent and eventlet go further and monkey-patch the
     standard library so unmodified code cooperates. One core only: run it
     under `--workers N` for more.
+
+TLS
+    `CooperativeSocket.start_tls` wraps the connection in a
+    `greenhub.CooperativeTLSSocket`: each call tries OpenSSL first and, on
+    SSLWantReadError or SSLWantWriteError, waits in the hub for that
+    direction - the blocking handshake of `serve_connection` becomes
+    cooperative the way recv did. The crypto runs on the hub's thread
+    (about a millisecond per handshake): the other greenlets wait for it.
 
 When to use it
     To understand gevent and eventlet. In production use gevent, which has

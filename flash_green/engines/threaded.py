@@ -49,6 +49,18 @@ What breaks it
     N connections takes N threads for up to `--header-timeout` each. v4
     (epoll) and v5 (event) fix exactly this by waiting without a thread.
 
+Several listeners, and TLS
+    The accept loop waits on every listener in one poll(). With TLS the
+    handshake runs in the connection's own thread, bounded by
+    --header-timeout, so a slow or silent client holds only its thread.
+    The socket is the standard library's SSL socket with Python's own
+    timeouts (a poll() before each blocking call, the cost
+    `KernelTimeoutSocket` saves plain connections: beside the cipher it is
+    noise). OpenSSL runs without the GIL, so the handshakes of several
+    threads - 1.0 ms of CPU each here - use several cores: the one
+    place where threads beat a single-threaded loop on CPU. TLS adds 28 us
+    of CPU per keep-alive request (`python -m comparisons.bench_tls`).
+
 When to use it
     Small and medium deployments with blocking handlers and a known number
     of clients (intranet apps, internal APIs), behind a proxy that absorbs

@@ -120,6 +120,17 @@ def test_ten_megabyte_upload_and_download_over_tls(server, certificate):
         assert resp.status == 200 and len(resp.body) == 10 * 1024 * 1024
 
 
+def test_eight_megabytes_passed_to_write_over_tls(server, certificate):
+    """PEP 3333 write() sends before it returns: on a non-blocking TLS socket
+    the socket fills, OpenSSL says SSLWantWriteError (not EAGAIN), and the
+    rest must still leave, the same bytes first."""
+    size = 8 * 1024 * 1024
+    with tls_client(server, certificate, timeout=60) as client:
+        resp = client.request("GET", f"/mis/length?declared={size}&sent={size}&via=write")
+        assert resp.status == 200 and resp.body == b"x" * size
+        assert client.request("GET", "/").body == b"Hello, World!"  # still in step
+
+
 def test_a_bad_request_over_tls_gets_its_400_and_close(server, certificate):
     with tls_client(server, certificate) as client:
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy")

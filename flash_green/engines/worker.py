@@ -2,9 +2,9 @@
 
 The model
     The supervisor forks N workers (`--workers`, default 2). In each, the
-    main thread runs the accept loop and a fixed pool of T threads
-    (`--threads`, default 4) runs the blocking connection loop, one
-    connection per thread, handed over through a queue. The accept loop
+    main thread runs the accept loop (one poll() over every listener) and
+    a fixed pool of T threads (`--threads`, default 4) runs the blocking
+    connection loop, one connection per thread, handed over through a queue. The accept loop
     accepts only while a pool thread is idle: when all T are busy it stops
     accepting, so new connections wait in the shared listen backlog, where
     another process with an idle thread picks them up. N x T connections are
@@ -31,6 +31,10 @@ What breaks it
     to the pool. A stuck handler holds one thread until `--timeout`: the
     supervisor watches each call into the app (`flash_green.watchdog`), so
     the stuck request gets a 500 and its process is replaced.
+
+TLS
+    A pool thread does the handshake of the connection it serves, as on
+    `threaded` (bounded by --header-timeout; OpenSSL releases the GIL).
 
 When to use it
     Blocking, I/O-bound apps with a known client count, behind a proxy that

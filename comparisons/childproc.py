@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: Flash's start-up line (and the peers' imitation of it): the first address,
-#: `http://HOST:PORT` (groups 1, 2) or `unix:PATH` (group 3).
-LISTENING = re.compile(r"listening on (?:http://(\[[^\]]+\]|[^:/\s]+):(\d+)|unix:([^\s,]+))")
+#: `http://HOST:PORT` or `https://HOST:PORT` (groups 1, 2) or `unix:PATH` (group 3).
+LISTENING = re.compile(r"listening on (?:https?://(\[[^\]]+\]|[^:/\s]+):(\d+)|unix:([^\s,]+))")
+#: The whole list of addresses of Flash's start-up line (several joined by ", ").
+LISTENING_ALL = re.compile(r"listening on (\S+(?:, \S+)*) pid=")
 #: A helper service's start-up line: the port alone.
 PORT_LINE = re.compile(r"^(\d+)\r?\n")
 

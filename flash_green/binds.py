@@ -22,6 +22,15 @@ the process that created the file removes it when it closes the listener
 Every failure - a port in use, a bad port, an unknown host, a path that is
 not a socket, no permission - is a `BindError` whose message is one line
 that says which bind failed and why; the CLI prints it and exits non-zero.
+
+Several binds make several listeners, all served by one process (each
+engine waits on all of them its own way). With `--certfile` every TCP
+listener - `HOST:PORT`, and an `fd://` or systemd socket of the internet
+family - speaks TLS (as gunicorn, which applies it to every bind); a unix
+socket stays plain: its only clients are local processes (the front end
+that terminated TLS already), for which encryption protects nothing. So
+`-b 0.0.0.0:443 -b unix:/run/flash.sock --certfile ...` serves https to
+the world and plain HTTP to the local nginx from one process.
 """
 
 from __future__ import annotations
@@ -33,6 +42,10 @@ import socket
 import stat
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger("flash.binds")
 
@@ -160,7 +173,9 @@ def resolve_binds(binds: Sequence[str], environ: MutableMapping[str, str] | None
                  ", ".join(map(str, activated)))
         return [FdBind(fd, origin="systemd") for fd in activated]
     specs = [parse_bind(text) for text in binds]
-    if len(set(specs)) != len(specs):
+    # Port 0 picks a free port at each bind: twice is two listeners.
+    fixed = [spec for spec in specs if not (isinstance(spec, TCPBind) and spec.port == 0)]
+    if len(set(fixed)) != len(fixed):
         raise BindError(f"--bind: the same address is given twice in {', '.join(binds)}")
     return specs
 
@@ -173,13 +188,6 @@ def require_tcp_for_reuse_port(specs: Sequence[BindSpec]) -> None:
                             "(drop --reuse-port: the workers then share the socket)")
 
 
-def require_one_listener(specs: Sequence[BindSpec], engine: str) -> None:
-    """The one place that refuses several listeners: engines accept from one socket today."""
-    if len(specs) > 1:
-        raise BindError(f"engine {engine!r} serves one listener; got {len(specs)} "
-                        f"({', '.join(map(str, specs))}): give one --bind")
-
-
 # ---------------------------------------------------------------------------
 # Opening
 # ---------------------------------------------------------------------------
@@ -189,13 +197,17 @@ class Listener:
     """One listening socket and what it takes to close it properly.
 
     `name` is how the start-up line shows it (`http://HOST:PORT`,
-    `unix:PATH`). A unix socket file is removed by `close()` only in the
-    process that created it, and only if the file is still that socket.
+    `https://HOST:PORT`, `unix:PATH`); `tls` says whether its connections
+    speak TLS (see the module docstring). A unix socket file is removed by
+    `close()` only in the process that created it, and only if the file is
+    still that socket.
     """
 
-    def __init__(self, sock: socket.socket, spec: BindSpec, created_path: str | None = None) -> None:
+    def __init__(self, sock: socket.socket, spec: BindSpec, created_path: str | None = None,
+                 tls: bool = False) -> None:
         self.sock = sock
         self.spec = spec
+        self.tls = tls and takes_tls(sock)
         self._created_path = created_path
         self._creator = os.getpid()
         self._inode = _inode(created_path) if created_path else None
@@ -206,7 +218,7 @@ class Listener:
 
     @property
     def name(self) -> str:
-        return listener_name(self.sock)
+        return listener_name(self.sock, self.tls)
 
     def close(self) -> None:
         self.sock.close()
@@ -223,12 +235,17 @@ class Listener:
         return f"<Listener {self.name} fd={self.sock.fileno()}>"
 
 
-def listener_name(sock: socket.socket) -> str:
-    """`http://HOST:PORT` for TCP, `unix:PATH` for a unix socket."""
+def listener_name(sock: socket.socket, tls: bool = False) -> str:
+    """`http://HOST:PORT` (`https://` with TLS) for TCP, `unix:PATH` for a unix socket."""
     address = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return "unix:" + (os.fsdecode(address) if address else "(unnamed)")
-    return f"http://{_bracketed(address[0])}:{address[1]}"
+    return f"{'https' if tls else 'http'}://{_bracketed(address[0])}:{address[1]}"
+
+
+def takes_tls(sock: socket.socket) -> bool:
+    """With --certfile, does this listener speak TLS? Every TCP one does, no unix one."""
+    return sock.family in (socket.AF_INET, socket.AF_INET6)
 
 
 def _inode(path: str) -> tuple[int, int] | None:
@@ -240,11 +257,12 @@ def _inode(path: str) -> tuple[int, int] | None:
 
 
 def open_listeners(specs: Sequence[BindSpec], backlog: int, *, reuse_port: bool = False,
-                   unix_mode: int | None = None, listen: bool = True) -> list[Listener]:
+                   unix_mode: int | None = None, listen: bool = True, tls: bool = False) -> list[Listener]:
     """Open every spec (all or none: on a failure the ones opened are closed).
 
     With `listen` False a TCP socket is bound but not listening: it reserves
     its port for workers that bind their own SO_REUSEPORT sockets there.
+    With `tls` the TCP listeners are marked as speaking TLS.
     """
     if reuse_port:
         require_tcp_for_reuse_port(specs)
@@ -252,7 +270,7 @@ def open_listeners(specs: Sequence[BindSpec], backlog: int, *, reuse_port: bool 
     try:
         for spec in specs:
             opened.append(open_listener(spec, backlog, reuse_port=reuse_port, unix_mode=unix_mode,
-                                        listen=listen))
+                                        listen=listen, tls=tls))
     except BaseException:
         for listener in opened:
             listener.close()
@@ -261,12 +279,12 @@ def open_listeners(specs: Sequence[BindSpec], backlog: int, *, reuse_port: bool 
 
 
 def open_listener(spec: BindSpec, backlog: int, *, reuse_port: bool = False,
-                  unix_mode: int | None = None, listen: bool = True) -> Listener:
+                  unix_mode: int | None = None, listen: bool = True, tls: bool = False) -> Listener:
     if isinstance(spec, TCPBind):
-        return Listener(bind_tcp(spec, backlog, reuse_port=reuse_port, listen=listen), spec)
+        return Listener(bind_tcp(spec, backlog, reuse_port=reuse_port, listen=listen), spec, tls=tls)
     if isinstance(spec, UnixBind):
         return Listener(_bind_unix(spec, backlog, unix_mode), spec, created_path=spec.path)
-    return Listener(_adopt_fd(spec), spec)
+    return Listener(_adopt_fd(spec), spec, tls=tls)
 
 
 def bind_tcp(spec: TCPBind, backlog: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
@@ -385,7 +403,7 @@ def reopen_with_reuse_port(listener: Listener, backlog: int) -> Listener:
     host, port = listener.sock.getsockname()[:2]
     listener.sock.close()
     spec = TCPBind(host, port)
-    return Listener(bind_tcp(spec, backlog, reuse_port=True), spec)
+    return Listener(bind_tcp(spec, backlog, reuse_port=True), spec, tls=listener.tls)
 
 
 def server_address(sock: socket.socket) -> tuple[str, str]:
@@ -405,14 +423,12 @@ def describe(listeners: Sequence[Listener]) -> str:
     return ", ".join(listener.name for listener in listeners)
 
 
-
-
-def listeners_for(binds: Sequence[str], engine: str, backlog: int, *, reuse_port: bool = False,
-                  unix_mode: int | None = None, listen: bool = True) -> list[Listener]:
+def listeners_for(config: Config, *, listen: bool = True) -> list[Listener]:
     """Resolve, check and open every place the server listens (the CLI and the supervisor)."""
-    specs = resolve_binds(binds)
-    require_one_listener(specs, engine)
-    return open_listeners(specs, backlog, reuse_port=reuse_port, unix_mode=unix_mode, listen=listen)
+    specs = resolve_binds(config.bind)
+    return open_listeners(specs, config.backlog, reuse_port=config.reuse_port,
+                          unix_mode=config.unix_socket_mode, listen=listen,
+                          tls=config.certfile is not None)
 
 
 def close_all(listeners: Sequence[Listener]) -> None:

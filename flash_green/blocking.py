@@ -10,7 +10,11 @@ so the same function serves:
 * a cooperative socket in a greenlet        (greenlet, gevent, eventlet)
 
 That it runs unchanged on all of them is the lesson of green threads: the
-concurrency comes from the socket type, not from the code.
+concurrency comes from the socket type, not from the code. TLS is one more
+socket type: the engine wraps the accepted socket in its model's SSL socket
+(stdlib, gevent's, eventlet's, greenhub's cooperative one), and the loop
+begins with the handshake - a blocking call bounded by --header-timeout,
+in the connection's own thread or greenlet - and ends with a close_notify.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import logging
 import socket
 import time
 
+from . import tls
 from .config import Config
 from .engines._read_timeouts import UploadPace, body_timeout, head_timeout
 from .http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
@@ -35,18 +40,21 @@ DRAIN_LIMIT = 1 << 20
 TIMED_OUT = (TimeoutError, BlockingIOError)
 
 
-def serve_connection(sock, peer, engine) -> None:
+def serve_connection(sock, peer, engine, endpoint) -> None:
     """Serve every request on `sock` until the client or the engine ends it.
 
-    `engine` provides `config`, `wsgi` (WSGIContext), `counters`,
-    `stopping`, `drain_seconds` and `mark_idle(sock, idle)`.
+    `engine` provides `config`, `counters`, `stopping`, `drain_seconds` and
+    `mark_idle(sock, idle)`; `endpoint` the listener's `wsgi` (WSGIContext)
+    and `tls` (not None: `sock` is an SSL socket whose handshake is to do).
     """
     config = engine.config
     counters = engine.counters
     counters.connections_total += 1
     counters.connections_open += 1
+    secure = endpoint.tls is not None
     try:
-        _serve(sock, peer, engine, config)
+        if not secure or handshake(sock, peer, config):
+            _serve(sock, peer, engine, endpoint.wsgi, config)
     except (ConnectionError, socket.timeout, TimeoutError):
         pass
     except OSError as exc:
@@ -57,13 +65,23 @@ def serve_connection(sock, peer, engine) -> None:
         _close(sock)
 
 
-def _serve(sock, peer, engine, config: Config) -> None:
+def handshake(sock, peer, config: Config) -> bool:
+    """The TLS handshake, bounded by --header-timeout; False (logged once) if it failed."""
+    sock.settimeout(config.header_timeout)
+    try:
+        sock.do_handshake()
+    except (OSError, ValueError) as exc:
+        log.info("TLS handshake with %s failed: %s", peer, tls.handshake_failure(exc))
+        return False
+    return True
+
+
+def _serve(sock, peer, engine, wsgi, config: Config) -> None:
     """The connection loop. Timeouts (see `engines._read_timeouts`): the wait
     for a request's first byte is bounded by --keep-alive; the rest of its head
     by what is left of --header-timeout since that first byte (the socket
     timeout shrinks at each read of a trickled head: only heads that take more
     than one read pay for it); its body by `BodySource`."""
-    wsgi = engine.wsgi
     counters = engine.counters
     tracer = engine.tracer
     conn = engine.connection_class(config.limits, config.server_header)
@@ -255,8 +273,9 @@ def linger(sock, seconds: float = 1.0, limit: int = DRAIN_LIMIT) -> None:
     overtake our error response in the client's receive path: the client
     would see "connection reset" instead of a 4xx. Bounded in bytes and in
     total time (a client trickling a byte now and then must not keep us).
+    On TLS what is dropped is read undecrypted.
     """
-    sock.shutdown(socket.SHUT_WR)
+    _end_writes(sock)
     deadline = time.monotonic() + seconds
     while limit > 0:
         left = deadline - time.monotonic()
@@ -269,6 +288,14 @@ def linger(sock, seconds: float = 1.0, limit: int = DRAIN_LIMIT) -> None:
         limit -= len(data)
 
 
+def _end_writes(sock) -> None:
+    """Our last byte is out: close_notify on TLS (an SSL socket has `unwrap`),
+    then FIN. Afterwards a TLS socket reads its raw bytes."""
+    if hasattr(sock, "unwrap"):
+        tls.send_close_notify(sock)
+    sock.shutdown(socket.SHUT_WR)
+
+
 def _close(sock) -> None:
     """Close so the client sees FIN after our last byte, not a reset.
 
@@ -277,7 +304,7 @@ def _close(sock) -> None:
     avoids that in the common case.
     """
     try:
-        sock.shutdown(socket.SHUT_WR)
+        _end_writes(sock)
     except OSError:
         pass
     try:

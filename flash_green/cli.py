@@ -73,6 +73,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="peers whose X-Forwarded-*/Forwarded headers are believed: addresses, CIDR "
                         f"networks, '*' (default {d.forwarded_allow_ips}; unix-socket peers always)")
     p.add_argument("--backlog", type=int, default=d.backlog)
+    add_tls_arguments(p)
     p.add_argument("--workers", "-w", type=int, default=d.workers,
                    help="fork N worker processes under a supervisor (0 = none)")
     p.add_argument("--threads", type=int, default=d.threads, help="threads per process (pool engines)")
@@ -111,6 +112,17 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uvloop", action="store_true", help="asyncio engine: run on uvloop")
     p.add_argument("--cgi-dir", default=None, help="directory of CGI programs (cgi engine)")
     add_operation_arguments(p)
+
+
+def add_tls_arguments(p: argparse.ArgumentParser) -> None:
+    """TLS on every TCP listener (gunicorn's names; `flash_green/tls.py`)."""
+    group = p.add_argument_group("TLS (every TCP bind; unix sockets stay plain)")
+    group.add_argument("--certfile", metavar="FILE", help="certificate chain (PEM): serve https")
+    group.add_argument("--keyfile", metavar="FILE", help="its private key (PEM), if not in --certfile")
+    group.add_argument("--ca-certs", metavar="FILE", help="CA certificates (PEM) for client certificates")
+    group.add_argument("--cert-reqs", type=int, default=Config().cert_reqs, choices=(0, 1, 2),
+                       help="client certificates: 0 not asked for, 1 optional, 2 required")
+    group.add_argument("--ciphers", metavar="LIST", help="OpenSSL cipher list (TLS 1.2)")
 
 
 def add_operation_arguments(p: argparse.ArgumentParser) -> None:
@@ -153,6 +165,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(
         bind=args.bind or Config().bind, unix_socket_mode=args.unix_socket_mode,
         forwarded_allow_ips=args.forwarded_allow_ips,
+        certfile=args.certfile, keyfile=args.keyfile, ca_certs=args.ca_certs,
+        cert_reqs=args.cert_reqs, ciphers=args.ciphers,
         backlog=args.backlog, workers=args.workers, threads=args.threads,
         keep_alive=args.keep_alive, header_timeout=args.header_timeout, timeout=args.timeout,
         body_timeout=args.body_timeout, min_body_rate=args.min_body_rate,
@@ -258,14 +272,13 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print(f"flash: {args.app}: {refusal}", file=sys.stderr)
         return 2
     try:
-        listeners = binds.listeners_for(config.bind, engine_cls.name, config.backlog,
-                                        reuse_port=config.reuse_port, unix_mode=config.unix_socket_mode)
+        listeners = binds.listeners_for(config)
     except binds.BindError as exc:
         print(f"flash: {exc}", file=sys.stderr)
         return EXIT_BIND
     announce(engine_cls.name, listeners, args.app)
     try:
-        engine_cls(config, app, listeners[0].sock).run()
+        engine_cls(config, app, listeners).run()
     finally:
         binds.close_all(listeners)
     log.info("stopped")
@@ -304,8 +317,8 @@ def _one_line(exc: BaseException) -> str:
 def announce(engine: str, listeners: list[binds.Listener], app: str) -> None:
     """The start-up line; tests and scripts read the first address from it.
 
-    `listening on http://HOST:PORT` or `listening on unix:PATH`, several
-    joined by ", " (comparisons/childproc.py's LISTENING pattern).
+    `listening on http://HOST:PORT`, `https://HOST:PORT` or `unix:PATH`,
+    several joined by ", " (comparisons/childproc.py's LISTENING pattern).
     """
     if engine == DEFAULT_ENGINE:
         log.info("using engine %s (the default; see `python -m flash_green engines`)", engine)

@@ -66,6 +66,19 @@ class Config:
     #: list of addresses and CIDR networks, "*" for every peer, "" for none.
     #: Unix-socket peers are always trusted (`flash_green/proxy.py`).
     forwarded_allow_ips: str = "127.0.0.1,::1"
+    #: TLS (`flash_green/tls.py`): the certificate chain (PEM) every TCP
+    #: listener presents; None = plain HTTP. A unix socket is never TLS.
+    certfile: str | None = None
+    #: Its private key (None: it is in `certfile`).
+    keyfile: str | None = None
+    #: CA certificates (PEM) that client certificates are checked against.
+    ca_certs: str | None = None
+    #: Client certificates: 0 not asked for, 1 optional (checked if sent),
+    #: 2 required (gunicorn's --cert-reqs, the values of ssl.CERT_*).
+    cert_reqs: int = 0
+    #: OpenSSL cipher list for TLS 1.2 and older (None: OpenSSL's defaults;
+    #: TLS 1.3 suites are not chosen this way).
+    ciphers: str | None = None
     #: Access log destination: None (off), "-" (stderr) or a file path.
     access_log: str | None = None
     log_level: str = "info"

@@ -43,6 +43,15 @@ Discussion: the rules that keep it correct
       they are more than half the heap, it is rebuilt (asyncio does the same).
       Each wait with a timeout creates one timer, so this matters.
 
+TLS
+    `CooperativeTLSSocket` is the same idea over OpenSSL: each call tries
+    first, and OpenSSL's "I need more of the client's bytes"
+    (SSLWantReadError) or "I need room to send" (SSLWantWriteError) becomes
+    a wait in the hub for that direction - the handshake needs both.
+    Because every call tries OpenSSL first, bytes it already decrypted and
+    holds (`pending()`, which epoll cannot see) are returned at once,
+    never waited for.
+
 What the hub cannot do
     It only knows about waits that go through it. `time.sleep`, a C library
     doing its own blocking I/O, or a plain `socket.socket` in the app block
@@ -59,6 +68,7 @@ import heapq
 import logging
 import select
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -458,6 +468,13 @@ class CooperativeSocket:
                 raise OSError(code, errno.errorcode.get(code, "connect failed"))
             self._hub.wait_writable(self._fd, self._timeout)
 
+    def start_tls(self, context: ssl.SSLContext) -> CooperativeTLSSocket:
+        """This accepted connection from now on speaks TLS, as the server; the
+        handshake is the caller's next step (`do_handshake`). Use the
+        returned socket, not this one."""
+        tls_sock = context.wrap_socket(self._sock, server_side=True, do_handshake_on_connect=False)
+        return CooperativeTLSSocket(tls_sock, self._hub)
+
     # the rest is the plain socket's
 
     def settimeout(self, timeout: float | None) -> None:
@@ -495,6 +512,57 @@ class CooperativeSocket:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class CooperativeTLSSocket(CooperativeSocket):
+    """A `CooperativeSocket` over a non-blocking `ssl.SSLSocket`.
+
+    Each call tries OpenSSL first and waits in the hub in the direction
+    OpenSSL names (after `shutdown`, the socket reads and writes raw bytes,
+    and an empty one says EAGAIN as a plain one does).
+    """
+
+    __slots__ = ()
+
+    def _cooperate(self, call, *args):
+        """`call(*args)` until it neither wants to read nor to write."""
+        wait_readable, wait_writable = self._hub.wait_readable, self._hub.wait_writable
+        while True:
+            try:
+                return call(*args)
+            except ssl.SSLWantReadError:
+                wait_readable(self._fd, self._timeout)
+            except ssl.SSLWantWriteError:
+                wait_writable(self._fd, self._timeout)
+
+    def do_handshake(self) -> None:
+        self._cooperate(self._sock.do_handshake)
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                return self._cooperate(self._recv, size)
+            except BlockingIOError:
+                self._hub.wait_readable(self._fd, self._timeout)
+
+    def send(self, data: bytes) -> int:
+        while True:
+            try:
+                return self._cooperate(self._send, data)
+            except BlockingIOError:
+                self._hub.wait_writable(self._fd, self._timeout)
+
+    def sendall(self, data: bytes) -> None:
+        """OpenSSL takes a whole buffer or, after a wait, the same one again:
+        `send` returns only once all of it is taken."""
+        view = memoryview(data)
+        while view:
+            view = view[self.send(view):]
+
+    def unwrap(self) -> None:
+        """Send close_notify: one attempt, never a wait for the client's
+        answer (SSLWantReadError then says it is not there yet)."""
+        self._sock.unwrap()
 
 
 # -- the hub of this thread, for application code ------------------------------

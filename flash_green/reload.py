@@ -58,7 +58,7 @@ EXIT_APP_LOAD = 4
 #: Signals the parent passes on to the child as they are.
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-_LISTENING = re.compile(rb"listening on http://(\[[^\]]+\]|[^:/\s]+):(\d+)")
+_LISTENING = re.compile(rb"listening on https?://(\[[^\]]+\]|[^:/\s]+):(\d+)")
 _PR_SET_PDEATHSIG = 1
 
 #: (mtime in ns, size, inode): an editor that saves by renaming a new file

@@ -1,10 +1,11 @@
 """The process layer: N worker processes of any engine under one supervisor.
 
 The model
-    The master binds the listening socket, forks N workers that inherit it,
-    and from then on only supervises: it never accepts a connection and never
-    runs the app. Each worker loads the app and runs one in-process engine
-    (sequential, threaded, greenlet, ...) on the shared socket; the kernel
+    The master binds the listening sockets (one per `-b`), forks N workers
+    that inherit them, and from then on only supervises: it never accepts a
+    connection and never runs the app. Each worker loads the app and runs
+    one in-process engine (sequential, threaded, greenlet, ...) on the
+    shared sockets (with TLS, on an SSL context of its own); the kernel
     hands each new connection to one worker that is waiting in accept/poll.
     `prefork` is N x sequential (Apache prefork, gunicorn sync), `worker` is
     N x a bounded thread pool (Apache worker MPM), and N x an event loop is
@@ -78,7 +79,6 @@ import os
 import random
 import select
 import signal
-import socket
 import struct
 import sys
 import threading
@@ -264,9 +264,7 @@ class Supervisor:
         # it reserves the port (port 0 becomes a real one) and joins no
         # accept queue; each worker binds and listens on its own
         # SO_REUSEPORT socket at this address.
-        return binds.listeners_for(config.bind, self.engine_cls.name, config.backlog,
-                                   reuse_port=config.reuse_port, unix_mode=config.unix_socket_mode,
-                                   listen=not config.reuse_port)
+        return binds.listeners_for(config, listen=not config.reuse_port)
 
     def _queue_signal(self, signum: int, frame) -> None:
         self.signals.append(signum)
@@ -514,14 +512,15 @@ class Supervisor:
             signal.signal(signum, signal.SIG_IGN)
         signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files())
 
-    def _worker_listener(self) -> socket.socket:
+    def _worker_listeners(self) -> list[binds.Listener]:
+        """Every listener, shared with the master, or with --reuse-port this worker's own."""
         if not self.config.reuse_port:
-            return self.listeners[0].sock
-        return binds.reopen_with_reuse_port(self.listeners[0], self.config.backlog).sock
+            return self.listeners
+        return [binds.reopen_with_reuse_port(listener, self.config.backlog) for listener in self.listeners]
 
     def _serve_in_worker(self, slot: HeartbeatSlot) -> int:
         config = self.config
-        listener = self._worker_listener()
+        listeners = self._worker_listeners()
         if config.patch and self.engine_cls.name in patching.PATCHABLE:
             # Before the app's imports, as `python -m flash_green` does without
             # workers (the master stays unpatched); the engine then finds it done.
@@ -530,7 +529,7 @@ class Supervisor:
         refusal = self.engine_cls.refuse_app(app)
         if refusal:
             raise AppLoadError(f"{self.app_spec}: {refusal}")
-        engine = self.engine_cls(config, app, listener)
+        engine = self.engine_cls(config, app, listeners)
         watch = None
         if engine.app_off_loop:
             watch = watchdog.RequestWatch()

@@ -211,12 +211,12 @@ class FileWrapper:
 
 
 class WSGIContext:
-    """What every request of one server shares: the app and the static environ."""
+    """What every request of one listener shares: the app and the static environ."""
 
     def __init__(self, app: Callable, server_name: str, server_port: int | str, *,
                  server_header: str = "flash", multithread: bool = False,
                  multiprocess: bool = False, access_log: logging.Logger | None = None,
-                 front: Callable[[dict], None] | None = None) -> None:
+                 front: Callable[[dict], None] | None = None, url_scheme: str = "http") -> None:
         self.app = app
         #: Per-request corrections from in front of the server: trusted proxy
         #: headers, the Host header on a unix socket (`flash_green.proxy`).
@@ -228,7 +228,7 @@ class WSGIContext:
             "SERVER_PORT": str(server_port),
             "SCRIPT_NAME": "",
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
+            "wsgi.url_scheme": url_scheme,
             "wsgi.errors": sys.stderr,
             "wsgi.multithread": multithread,
             "wsgi.multiprocess": multiprocess,
@@ -239,6 +239,13 @@ class WSGIContext:
             "wsgi.file_wrapper": FileWrapper,
             "SERVER_SOFTWARE": server_header,
         }
+
+    def for_listener(self, server_name: str, server_port: int | str, url_scheme: str,
+                     front: Callable[[dict], None] | None) -> WSGIContext:
+        """The context of another listener of the same server: its own static
+        environ and front, and this context's app, whoever replaces it (a HUP
+        reload, --trace-requests, the stats endpoint, the --timeout watch)."""
+        return ListenerContext(self, server_name, server_port, url_scheme, front)
 
     def connection_environ(self, peer) -> dict:
         """The part of environ fixed for one connection (the peer address).
@@ -276,6 +283,34 @@ class WSGIContext:
         if self.front is not None:
             self.front(environ)
         return environ
+
+
+class ListenerContext(WSGIContext):
+    """`WSGIContext.for_listener`: a second listener's context, sharing the first's app.
+
+    Discussion: the app is read through the first context (a property), so
+    code that wraps or replaces `engine.wsgi.app` serves every listener at
+    once. It costs a property call per request on the listeners after the
+    first; the first, usually the only one, reads a plain attribute.
+    """
+
+    def __init__(self, first: WSGIContext, server_name: str, server_port: int | str,
+                 url_scheme: str, front: Callable[[dict], None] | None) -> None:
+        self.first = first
+        self.front = front
+        self.server_header = first.server_header
+        self.access_log = first.access_log
+        self.base_environ = dict(first.base_environ, SERVER_NAME=server_name,
+                                 SERVER_PORT=str(server_port))
+        self.base_environ["wsgi.url_scheme"] = url_scheme
+
+    @property
+    def app(self) -> Callable:
+        return self.first.app
+
+    @app.setter
+    def app(self, app: Callable) -> None:
+        self.first.app = app
 
 
 #: What an app may raise that ends its request, never the server (PEP 3333

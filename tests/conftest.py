@@ -21,11 +21,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
 
+from comparisons.nginx import self_signed_certificate
 from flash_green import engines
 
 from .serverproc import ServerProcess
@@ -155,6 +158,16 @@ def suite_targets() -> list:
 
 
 @pytest.fixture(scope="session")
+def certificate() -> Iterator[tuple[str, str]]:
+    """(certfile, keyfile) of a throw-away self-signed certificate for
+    127.0.0.1, made once per session with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command (a system tool) is needed to make the test certificate")
+    with tempfile.TemporaryDirectory(prefix="flash-tls-") as directory:
+        yield self_signed_certificate(directory)
+
+
+@pytest.fixture(scope="session")
 def hold_dir():
     with tempfile.TemporaryDirectory(prefix="flash-hold-") as path:
         yield path
@@ -179,10 +192,17 @@ def target(request) -> Target:
 
 
 @pytest.fixture(scope="module")
-def server(request, target, hold_dir):
-    """One server per engine per test module (plus the module's SERVER_ARGS,
-    if it has any); stopped (and checked) at the end."""
-    proc = start_server(target, hold_dir, *getattr(request.module, "SERVER_ARGS", ()))
+def server_args(request) -> tuple[str, ...]:
+    """A test module's options for its servers: its SERVER_ARGS, or what its
+    own `server_args` fixture computes (options naming files made by fixtures)."""
+    return tuple(getattr(request.module, "SERVER_ARGS", ()))
+
+
+@pytest.fixture(scope="module")
+def server(target, hold_dir, server_args):
+    """One server per engine per test module (plus the module's `server_args`);
+    stopped (and checked) at the end."""
+    proc = start_server(target, hold_dir, *server_args)
     yield proc
     code = proc.stop()
     assert code == 0, f"server exited with {code}\n{proc.log()}"

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from comparisons.childproc import LISTENING, ROOT, child_env, read_announcement, stop_child
+from comparisons.childproc import LISTENING_ALL, ROOT, child_env, read_announcement, stop_child
 
 
 @dataclass
@@ -15,7 +15,9 @@ class ServerProcess:
     """`python -m flash_green serve APP --engine NAME -b 127.0.0.1:0 ARGS...`.
 
     With a `-b` in ARGS (e.g. `-b unix:PATH`) that bind replaces the default;
-    `unix_path` is then the socket's path.
+    `unix_path` is then the socket's path. `port` and `unix_path` are the
+    first of their kind; `addresses` has every address of the start-up line
+    (`http://HOST:PORT`, `https://HOST:PORT`, `unix:PATH`), in bind order.
     """
 
     engine: str
@@ -27,6 +29,7 @@ class ServerProcess:
     port: int = 0
     stderr_path: str = ""
     unix_path: str | None = None
+    addresses: list[str] = field(default_factory=list)
     #: How much of the log the suite has already checked (conftest's log check).
     log_checked: int = 0
 
@@ -42,14 +45,21 @@ class ServerProcess:
         return self
 
     def _read_port(self) -> int:
-        match, seen = read_announcement(self.proc, LISTENING, self.start_timeout)
-        if match and match.group(3):
-            self.unix_path = match.group(3)
-            return 0
-        if match:
-            return int(match.group(2))
-        self.stop()
-        raise RuntimeError(f"server {self.engine} did not start: {seen!r}\n{self.log()}")
+        match, seen = read_announcement(self.proc, LISTENING_ALL, self.start_timeout)
+        if not match:
+            self.stop()
+            raise RuntimeError(f"server {self.engine} did not start: {seen!r}\n{self.log()}")
+        self.addresses = match.group(1).split(", ")
+        paths = [a[len("unix:"):] for a in self.addresses if a.startswith("unix:")]
+        self.unix_path = paths[0] if paths else None
+        ports = [int(a.rpartition(":")[2]) for a in self.addresses if not a.startswith("unix:")]
+        return ports[0] if ports else 0
+
+    @property
+    def scheme(self) -> str:
+        """`https` if the first TCP address speaks TLS, else `http`."""
+        tcp = [a for a in self.addresses if not a.startswith("unix:")]
+        return tcp[0].partition("://")[0] if tcp else "http"
 
     def log(self) -> str:
         try:

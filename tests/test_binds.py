@@ -73,12 +73,6 @@ def test_the_same_address_twice_is_refused() -> None:
         binds.resolve_binds(["127.0.0.1:8000", "127.0.0.1:8000"], environ={})
 
 
-def test_several_listeners_are_refused_in_one_place_naming_the_engine() -> None:
-    specs = binds.resolve_binds(["127.0.0.1:0", "unix:/tmp/x.sock"], environ={})
-    with pytest.raises(BindError, match="engine 'epoll' serves one listener; got 2"):
-        binds.require_one_listener(specs, "epoll")
-
-
 def test_reuse_port_is_refused_for_unix_and_fd_binds() -> None:
     for spec in (UnixBind("/tmp/x.sock"), FdBind(3)):
         with pytest.raises(BindError, match="--reuse-port works only with HOST:PORT"):
@@ -224,12 +218,6 @@ def test_a_bind_error_is_one_line_and_a_non_zero_exit(workers: list[str], short_
     assert "Traceback" not in done.stderr
 
 
-def test_two_binds_are_refused_by_an_engine_serving_one_listener(short_dir: str) -> None:
-    done = serve("--engine", "epoll", "-b", "127.0.0.1:0", "-b", f"unix:{short_dir}/s.sock")
-    assert done.returncode == 1 and "engine 'epoll' serves one listener; got 2" in done.stderr
-    assert not os.listdir(short_dir), "a refused start-up left a socket file behind"
-
-
 def inherited_listener() -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -278,3 +266,15 @@ def test_systemd_socket_activation_serves_fd_3(workers: list[str]) -> None:
     with running([sys.executable, "-c", as_systemd, str(sock.fileno()), *serve], sock) as announced:
         assert int(announced.group(2)) == port, "the systemd socket, not --bind, is served"
         assert_serves(port)
+
+
+def test_port_zero_twice_is_two_listeners_and_tls_names_tcp_ones_https(short_dir: str) -> None:
+    specs = binds.resolve_binds(["127.0.0.1:0", "127.0.0.1:0", f"unix:{short_dir}/s.sock"], environ={})
+    listeners = binds.open_listeners(specs, 16, tls=True)
+    try:
+        first, second, unix = (listener.name for listener in listeners)
+        assert first.startswith("https://127.0.0.1:") and second.startswith("https://127.0.0.1:")
+        assert first != second
+        assert unix == f"unix:{short_dir}/s.sock" and not listeners[2].tls
+    finally:
+        binds.close_all(listeners)

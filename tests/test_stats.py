@@ -166,7 +166,7 @@ def test_tasklets_ps_on_the_endpoint_and_on_sigusr2(servers):
     servers.append(server)
     table = body_of(fetch(server.address, "/_stats?ps")).decode()
     assert table.splitlines()[0].split() == ["ID", "NAME", "STATE", "STEPS", "WHERE"]
-    assert "main" in table and "deadlines" in table and "conn-" in table  # this very connection
+    assert "accept-" in table and "deadlines" in table and "conn-" in table  # this very connection
     server.signal(signal.SIGUSR2)
     text = wait_for(lambda: "tasklets (SIGUSR2):" in full_log(server) and full_log(server))
     assert "deadlines" in text.split("tasklets (SIGUSR2):", 1)[1]

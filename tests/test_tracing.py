@@ -20,6 +20,7 @@ import pytest
 
 from comparisons.childproc import child_env
 from flash_green import engines, tracing
+from flash_green.binds import Listener, TCPBind
 from flash_green.config import Config
 from flash_green.engines.base import Engine, app_colour
 from flash_green.http import ServerConnection
@@ -181,7 +182,7 @@ def test_tracing_is_off_unless_asked(tmp_path):
     listener = socket.socket()
     try:
         listener.bind(("127.0.0.1", 0))
-        engine = engines.get("sequential")(Config(), lambda e, s: [], listener)
+        engine = engines.get("sequential")(Config(), lambda e, s: [], [Listener(listener, TCPBind("127.0.0.1", 0))])
         assert tracing.install(engine) is None
         assert engine.tracer is None and engine.connection_class is ServerConnection
         assert Engine.tracer is None

@@ -45,13 +45,25 @@ The accept loop is ours
     and timers a second; recovery took seconds). uvloop (libuv) closes a
     spare fd to accept and drop the waiting connections, and if that spare
     is gone, closes the whole server without a word. So the engine watches
-    the listener with `add_reader`, accepts a batch per wake-up, hands each
+    each listener with `add_reader` (one reader per listener: several
+    listeners are several readers), accepts a batch per wake-up, hands each
     socket to `loop.connect_accepted_socket` (one task per connection,
     exactly what the standard loop's server creates too; no measurable cost
     on either loop), and on failure follows the shared policy
-    (`_accept.AcceptBackoff`): remove the reader, retry after a back-off,
+    (`_accept.AcceptBackoff`): remove the readers, retry after a back-off,
     one warning per episode. New clients wait in the backlog meanwhile, as
     on every other engine.
+
+TLS
+    The loop's own: `connect_accepted_socket(ssl=context,
+    ssl_handshake_timeout=--header-timeout)` puts an SSL protocol between
+    the transport and ours (asyncio's `sslproto` over memory BIOs, uvloop's
+    in Cython); the Protocol is made once the handshake is done. Every
+    record goes through those buffers: 47 us of CPU per keep-alive
+    request, and 0.8 ms per handshake, on the loop thread
+    (`python -m comparisons.bench_tls`). TLS has no half-close, so a 4xx
+    ends with the transport's close, whose close_notify exchange is the
+    linger. A handshake that fails is one INFO line.
 
 When to use it
     New I/O-bound services written with async/await (and the ASGI world:
@@ -65,16 +77,18 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 
-from .. import stats
+from .. import stats, tls
+from ..binds import Listener
 from ..config import Config
 from ..http import HTTPError, render_error
-from ..wsgi import APP_ERRORS, Exchange, InputStream, body_from_pieces
+from ..wsgi import APP_ERRORS, Exchange, InputStream, WSGIContext, body_from_pieces
 from ._accept import AcceptBackoff
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
-from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, accept_backlog
+from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, accept_backlog
 
 log = logging.getLogger("flash.engine.asyncio")
 
@@ -122,10 +136,13 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         "timer",
         "transport",
         "write_paused",
+        "wsgi",
     )
 
-    def __init__(self, engine: AsyncioEngine) -> None:
+    def __init__(self, engine: AsyncioEngine, wsgi: WSGIContext) -> None:
         self.start_pump(engine, None)
+        #: The static environ of the listener it came from.
+        self.wsgi = wsgi
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task | None = None
         self.write_paused = False
@@ -165,8 +182,9 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         self.conn.receive_data(b"")
         if self.state == READING:
             self.advance()
-        # Keep the transport: a response may still be on its way out.
-        return True
+        # Keep the transport: a response may still be on its way out. (TLS
+        # has no half-open state: the client's close_notify ends it.)
+        return self.transport.can_write_eof()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost(exc)
@@ -200,7 +218,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
 
     def dispatch(self) -> None:
         engine = self.engine
-        wsgi = engine.wsgi
+        wsgi = self.wsgi
         self.deadline = None
         self.in_head = False
         engine.counters.requests += 1
@@ -274,6 +292,12 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         self.state = LINGERING
         self.in_head = False
         self.transport.write(render_error(exc.status, exc.reason, engine.config.server_header))
+        if not self.transport.can_write_eof():
+            # TLS cannot half-close. Its transport's close sends what is
+            # buffered, then close_notify, and reads (and drops) what comes
+            # until the client answers: the linger, done by the SSL layer.
+            self.close()
+            return
         self.transport.write_eof()
         self.linger_left = LINGER_BYTES
         if self.reading_paused:
@@ -337,8 +361,8 @@ class AsyncioEngine(Engine):
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
     app_colours = frozenset({"async"})
 
-    def __init__(self, config: Config, app: Callable, listener) -> None:
-        super().__init__(config, app, listener)
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        super().__init__(config, app, listeners)
         self.async_app = is_async_app(app)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.connections: set[HTTPProtocol] = set()
@@ -396,8 +420,9 @@ class AsyncioEngine(Engine):
         self._drained = loop.create_future()
         if self.stopping:  # a stop signal came before the loop did
             self._stop_requested.set_result(None)
-        self.listener.setblocking(False)
-        self._accept_connections()
+        for endpoint in self.endpoints:
+            endpoint.sock.setblocking(False)
+        self._start_accepting()
         self.loop_heartbeat = True
         self._beat()
         await self._stop_requested
@@ -410,53 +435,76 @@ class AsyncioEngine(Engine):
         """The stop (see `Engine.request_stop`): take the listener's backlog,
         close it, and give idle connections `drain_seconds` for a last request.
 
-        Discussion: the accept loop's reader goes first, and the socket is
+        Discussion: the accept loop's readers go first, and the sockets are
         closed one loop pass later (`sleep(0)`: uvloop lets go of a reader's
-        handle a pass after its removal), once the backlog is taken from it.
+        handle a pass after its removal), once the backlogs are taken from them.
         """
         self._stop_accepting()
         await asyncio.sleep(0)
-        backlog = accept_backlog(self.listener)
+        backlog = [(sock, endpoint) for endpoint in self.endpoints
+                   for sock, _ in accept_backlog(endpoint.sock)]
         self.idle_timeout = self.drain_seconds
         for protocol in [p for p in self.connections if p.idle]:
             protocol.arm_idle()
-        for sock, _ in backlog:
-            await self.loop.connect_accepted_socket(self._new_protocol, sock)
+        await asyncio.gather(*(self._connect(sock, endpoint) for sock, endpoint in backlog))
 
     # -- accepting (ours, not loop.create_server's: see the module docstring) -----
 
-    def _accept_connections(self) -> None:
-        """The listener is readable: accept what waits (a batch), each into a Protocol."""
-        listener = self.listener
+    def _accept_connections(self, endpoint: Endpoint) -> None:
+        """A listener is readable: accept what waits (a batch), each into a Protocol."""
+        listener = endpoint.sock
         loop = self.loop
         for _ in range(ACCEPT_BATCH):
             try:
                 sock, _ = listener.accept()
             except (BlockingIOError, InterruptedError):
-                break
+                return
             except OSError as exc:
                 pause = self.accept_backoff.failed(exc)
                 if pause:
                     self._stop_accepting()
-                    self._accept_retry = loop.call_later(pause, self._accept_connections)
+                    self._accept_retry = loop.call_later(pause, self._start_accepting)
                     return
                 continue
             self.accept_backoff.accepted()
-            loop.create_task(loop.connect_accepted_socket(self._new_protocol, sock))
-        if not self._accepting:
-            loop.add_reader(listener.fileno(), self._accept_connections)
-            self._accepting = True
+            loop.create_task(self._connect(sock, endpoint))
+
+    def _start_accepting(self) -> None:
+        """One reader per listener (out of fds, the back-off pauses them all)."""
+        self._accept_retry = None
+        for endpoint in self.endpoints:
+            self.loop.add_reader(endpoint.sock.fileno(), self._accept_connections, endpoint)
+        self._accepting = True
 
     def _stop_accepting(self) -> None:
         if self._accepting:
-            self.loop.remove_reader(self.listener.fileno())
+            for endpoint in self.endpoints:
+                self.loop.remove_reader(endpoint.sock.fileno())
             self._accepting = False
         if self._accept_retry is not None:
             self._accept_retry.cancel()
             self._accept_retry = None
 
-    def _new_protocol(self) -> HTTPProtocol:
-        return HTTPProtocol(self)
+    def _connect(self, sock: socket.socket, endpoint: Endpoint):
+        """The awaitable that makes `sock` a transport with its Protocol."""
+        if endpoint.tls is None:
+            return self.loop.connect_accepted_socket(lambda: HTTPProtocol(self, endpoint.wsgi), sock)
+        return self._connect_tls(sock, endpoint)
+
+    async def _connect_tls(self, sock: socket.socket, endpoint: Endpoint) -> None:
+        """TLS by the loop's own SSL protocol: a non-blocking handshake bounded by
+        --header-timeout; the Protocol is made (and counted) once it is done."""
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            peer = None
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: HTTPProtocol(self, endpoint.wsgi), sock, ssl=endpoint.tls,
+                ssl_handshake_timeout=self.config.header_timeout,
+                ssl_shutdown_timeout=LINGER_SECONDS)
+        except (OSError, ValueError) as exc:
+            log.info("TLS handshake with %s failed: %s", peer, tls.handshake_failure(exc))
 
     def _beat(self) -> None:
         """Heartbeat from a loop callback: it stops when something blocks the loop."""

@@ -1,9 +1,15 @@
 """What every engine shares: its description, counters, and stopping.
 
-An engine is one concurrency model. It receives an already-bound listening
-socket (from the runner, or inherited from the supervisor after fork), a
+An engine is one concurrency model. It receives its already-bound listening
+sockets (from the runner, or inherited from the supervisor after fork), a
 `Config` and a WSGI app, and serves until asked to stop. It never parses HTTP
 or builds an environ itself: that is `flash_green.http` and `flash_green.wsgi`.
+
+Several listeners: each is an `Endpoint` - its socket, the static environ of
+the requests that arrive on it (SERVER_NAME, SERVER_PORT, `wsgi.url_scheme`,
+whether its peers are trusted proxies) and, for a TLS listener, the SSL
+context. Every engine waits on all of them at once in its own way, and
+serves each connection with the endpoint it came from.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ import random
 import select
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Callable, ClassVar
 
-from .. import proxy, stats, tracing
-from ..binds import server_address
+from .. import proxy, stats, tls, tracing
+from ..binds import Listener, server_address
 from ..config import Config
 from ..http import ServerConnection
 from ..loader import AppLoadError, load_app
@@ -125,6 +133,18 @@ class LimitedCounters(Counters):
             self.on_limit()
 
 
+@dataclass(eq=False)
+class Endpoint:
+    """One listener as an engine serves it."""
+
+    sock: socket.socket
+    #: The static environ of its requests (`WSGIContext.for_listener`).
+    wsgi: WSGIContext
+    #: The TLS context of a TLS listener (a green one on gevent/eventlet);
+    #: None for plain HTTP.
+    tls: ssl.SSLContext | None = None
+
+
 class Engine:
     """Base class: one subclass per concurrency model (gunicorn's workers)."""
 
@@ -137,10 +157,17 @@ class Engine:
     #: The protocol state of each connection (a `TracedConnection` when tracing).
     connection_class: type[ServerConnection] = ServerConnection
 
-    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
+    #: The SSLContext class this model's sockets need (gevent's and eventlet's
+    #: make green SSL sockets).
+    tls_context_class: ClassVar[type[ssl.SSLContext]] = ssl.SSLContext
+    #: Requests run on several threads at once (PEP 3333 wsgi.multithread).
+    multithread: ClassVar[bool] = False
+
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        if not listeners:
+            raise ValueError("an engine needs at least one listener")
         self.config = config
         self.app = app
-        self.listener = listener
         self.counters = Counters()
         self.stopping = False
         #: A HUP asked for `reload_app` (engines that schedule it by flag).
@@ -149,19 +176,31 @@ class Engine:
         #: HEARTBEAT_INTERVAL. Until then the supervisor beats from a thread,
         #: which cannot notice a stuck single-threaded loop.
         self.loop_heartbeat = False
-        self.wsgi = self.wsgi_context(listener)
+        context = (tls.server_context(config, self.tls_context_class)
+                   if any(listener.tls for listener in listeners) else None)
+        self.endpoints: list[Endpoint] = []
+        for listener in listeners:
+            first = self.endpoints[0].wsgi if self.endpoints else None
+            wsgi = self.wsgi_context(listener.sock, listener.tls, first)
+            self.endpoints.append(Endpoint(listener.sock, wsgi, context if listener.tls else None))
+        #: The first listener's context: the others read the app from it.
+        self.wsgi = self.endpoints[0].wsgi
 
-    def wsgi_context(self, listener: socket.socket) -> WSGIContext:
-        """The static environ of requests that arrive on `listener` (one per listener)."""
+    def wsgi_context(self, sock: socket.socket, secure: bool, first: WSGIContext | None) -> WSGIContext:
+        """The static environ of requests that arrive on `sock` (one per listener)."""
         config = self.config
-        server_name, server_port = server_address(listener)
+        server_name, server_port = server_address(sock)
+        scheme = "https" if secure else "http"
+        front = proxy.front_for(sock.family, config.forwarded_allow_ips)
+        if first is not None:
+            return first.for_listener(server_name, server_port, scheme, front)
         return WSGIContext(
             self.app, server_name, server_port,
             server_header=config.server_header,
-            multithread=self.capabilities.threads,
+            multithread=self.multithread or self.capabilities.threads,
             multiprocess=config.workers > 0 or self.capabilities.multiprocess,
             access_log=logging.getLogger("flash.access") if config.access_log else None,
-            front=proxy.front_for(listener.family, config.forwarded_allow_ips),
+            front=front, url_scheme=scheme,
         )
 
     #: The app runs on other threads than the loop that calls `heartbeat()`,
@@ -193,6 +232,7 @@ class Engine:
         """Refuse options this model cannot honour, with a clear message."""
         if config.threads and not cls.capabilities.threads:
             raise ValueError(f"engine {cls.name!r} does not use a thread pool: drop --threads")
+        tls.check(config)
 
     def run(self) -> None:
         """Install stop signals, --trace-requests and --stats, then serve until stopped."""
@@ -441,29 +481,35 @@ class Waker:
 class BlockingServer(Engine):
     """Base of the models whose connection code is plain blocking code.
 
-    The accept loop waits on the listener and a Waker together, so a stop
-    request wakes it at once; it then takes the listener's backlog and
-    closes it (`accept_backlog`). Connections between two requests are
-    "idle": `drain_seconds` after the stop, those still idle are shut down
-    for reading, which ends their blocked recv (one that became idle after
-    the stop waits at most `drain_seconds` itself, see `serve_connection`);
-    busy ones finish their request first.
+    The accept loop waits on every listener and a Waker together, in one
+    poll(), so a stop request wakes it at once; it then takes each
+    listener's backlog and closes it (`accept_backlog`). Connections
+    between two requests are "idle": `drain_seconds` after the stop, those
+    still idle are shut down for reading, which ends their blocked recv
+    (one that became idle after the stop waits at most `drain_seconds`
+    itself, see `serve_connection`); busy ones finish their request first.
     """
 
-    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
-        super().__init__(config, app, listener)
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        super().__init__(config, app, listeners)
         self.waker = Waker()
         self.idle: set[socket.socket] = set()
         self.idle_lock = threading.Lock()
 
-    def accept_loop(self, handle: Callable[[socket.socket, object], None],
-                    adopt: Callable[[socket.socket, object], None] | None = None) -> None:
+    def accept_loop(self, handle: Callable[[socket.socket, object, Endpoint], None],
+                    adopt: Callable[[socket.socket, object, Endpoint], None] | None = None) -> None:
         """Accept and `handle` each connection until a stop; then `adopt` (by
-        default `handle`) each connection left in the listener's backlog."""
-        listener = self.listener
-        listener.setblocking(False)
+        default `handle`) each connection left in the listeners' backlogs.
+
+        One poll() over every listener: a connection is handed on with the
+        endpoint it came from. Out of fds, the back-off pauses them all (the
+        shortage is the process's, not one listener's).
+        """
+        by_fd = {endpoint.sock.fileno(): endpoint for endpoint in self.endpoints}
         poller = select.poll()
-        poller.register(listener, select.POLLIN)
+        for fd, endpoint in by_fd.items():
+            endpoint.sock.setblocking(False)
+            poller.register(fd, select.POLLIN)
         poller.register(self.waker.rfd, select.POLLIN)
         self.loop_heartbeat = True
         wait_ms = HEARTBEAT_INTERVAL * 1000
@@ -475,8 +521,9 @@ class BlockingServer(Engine):
                     self.waker.clear()
                     self.reload_if_requested()
                     continue
+                endpoint = by_fd[fd]
                 try:
-                    sock, peer = listener.accept()
+                    sock, peer = endpoint.sock.accept()
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
@@ -484,10 +531,17 @@ class BlockingServer(Engine):
                     continue
                 backoff.accepted()
                 sock.setblocking(True)
-                handle(sock, peer)
-        for sock, peer in accept_backlog(listener):
-            sock.setblocking(True)
-            (adopt or handle)(sock, peer)
+                handle(sock, peer, endpoint)
+        for endpoint in self.endpoints:
+            for sock, peer in accept_backlog(endpoint.sock):
+                sock.setblocking(True)
+                (adopt or handle)(sock, peer, endpoint)
+
+    @staticmethod
+    def secured(sock: socket.socket, endpoint: Endpoint):
+        """`sock` as its listener serves it: in TLS (the handshake is
+        `serve_connection`'s first step) or as it is."""
+        return sock if endpoint.tls is None else tls.wrap(endpoint.tls, sock)
 
     def sleep_unless_stopped(self, seconds: float) -> None:
         """Sleep `seconds` (an accept pause), or less if a stop is requested."""
@@ -520,12 +574,20 @@ class BlockingServer(Engine):
         timer.start()
 
     def close_idle(self) -> None:
-        """End the blocked recv of every connection idle between requests."""
+        """End the blocked recv of every connection idle between requests.
+
+        An SSL socket is shut below OpenSSL (`tls.shut_reading`): the reader
+        sees the end of the stream, and the connection still ends with a
+        close_notify.
+        """
         with self.idle_lock:
             idle = list(self.idle)
         for sock in idle:
             try:
-                sock.shutdown(socket.SHUT_RD)
+                if hasattr(sock, "unwrap"):
+                    tls.shut_reading(sock)
+                else:
+                    sock.shutdown(socket.SHUT_RD)
             except OSError:
                 pass
 

@@ -37,6 +37,9 @@ When to use it
     to see why FastCGI, mod_python/mod_wsgi and then WSGI servers kept the
     program running between requests.
 
+TLS is the server's, as on `threaded`: the request reaches the child
+decrypted, and the child learns the scheme from `HTTPS=on`.
+
 Safety (see `flash_green.cgi`): no shell, an argv list; the environment
 comes only from the parsed request; a path that leaves DIR (`..`, a
 symlink out) is 404, a file that is not executable 403; a child past
@@ -51,16 +54,16 @@ import logging
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import unquote
 
+from ..binds import Listener
 from ..cgi import (MAX_RESPONSE_HEAD, CGIResponseError, ResponseHead, child_environment,
                    find_end_of_head, meta_variables, parse_response_head)
 from ..config import Config
@@ -424,7 +427,7 @@ class CGIEngine(ThreadedEngine):
         if config.cgi_dir is None and not config.app:
             raise ValueError("the cgi engine needs the app's module:callable to run it per request")
 
-    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
         # The app object loaded by the runner only proved that it imports;
         # each request runs it (or a script) in a fresh child.
-        super().__init__(config, CGIApplication(config), listener)
+        super().__init__(config, CGIApplication(config), listeners)

@@ -56,6 +56,20 @@ Timers
     During a graceful stop the keep-alive wait becomes the short drain
     (`begin_stop`), so that a request already on its way is still answered.
 
+TLS: one more state, and the wait that goes both ways
+    A connection of a TLS listener begins in HANDSHAKING (`TLSHandshake`):
+    OpenSSL says SSLWantReadError (EPOLLIN: more of the client's flight)
+    or SSLWantWriteError (EPOLLOUT: our flight did not fit the socket
+    buffer), the interest is switched to match, --header-timeout bounds it
+    as it bounds a head. Then the Channel is an ordinary one over a
+    `NonBlockingTLS` socket, which turns OpenSSL's "want" into EAGAIN and
+    hands over the bytes OpenSSL already decrypted (`pending()`: a level-
+    triggered loop does not see them, and would wait for bytes that
+    arrived). The price is CPU on the one loop thread: 0.84 ms per
+    handshake, during which every other connection waits (a burst of new
+    TLS clients is a blocking handler of its own), and 24 us per
+    keep-alive request for the records (`python -m comparisons.bench_tls`).
+
 Level- vs edge-triggered: level
     A callback reads at most 64 KB and returns, so one busy client cannot
     starve the others; level-triggered epoll simply reports the rest on the
@@ -64,7 +78,8 @@ Level- vs edge-triggered: level
     starvation we just avoided), or else lose wake-ups - and this machine
     deliberately leaves input unread while it writes. Interest changes
     (EPOLLIN <-> EPOLLOUT) are needed only when a write blocks, so the
-    keep-alive hot path makes no epoll_ctl call at all.
+    keep-alive hot path makes no epoll_ctl call at all. Several listeners
+    are several fds in the same epoll set, each mapped to its endpoint.
 
 What it costs per connection
     About 0.7 KB of RSS per idle keep-alive connection (Channel,
@@ -95,16 +110,18 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from .. import stats
+from .. import stats, tls
+from ..binds import Listener
 from ..config import Config
 from ..http import HTTPError, render_error
-from ..wsgi import Exchange, InputStream, body_from_pieces
+from ..wsgi import Exchange, InputStream, WSGIContext, body_from_pieces
 from ._accept import AcceptBackoff
 from ._loop import DeadlineQueue, LoopWatchdog
 from ._pump import READING, RequestPump
-from .base import HEARTBEAT_INTERVAL, Capabilities, Engine, Waker, accept_backlog
+from ._tls import NonBlockingTLS
+from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, Waker, accept_backlog
 
 log = logging.getLogger("flash.engine.epoll")
 
@@ -121,18 +138,21 @@ EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 
 # Channel states after READING (small ints: compared on every event).
-WRITING, REJECTING, LINGERING, CLOSED = range(READING + 1, READING + 5)
+WRITING, REJECTING, LINGERING, CLOSED, HANDSHAKING = range(READING + 1, READING + 6)
 
 
 class Channel(RequestPump):
     """One connection's state machine, driven by the loop's callbacks."""
 
-    __slots__ = ("engine", "sock", "fd", "peer", "conn", "state", "served", "body", "pace",
+    __slots__ = ("engine", "sock", "fd", "peer", "wsgi", "conn", "state", "served", "body", "pace",
                  "exchange", "pending", "out", "want_out", "timer", "linger_left")
 
-    def __init__(self, engine: EpollEngine, sock: socket.socket, peer) -> None:
+    def __init__(self, engine: EpollEngine, sock: socket.socket | NonBlockingTLS, peer,
+                 wsgi: WSGIContext) -> None:
         self.start_pump(engine, peer)
         self.sock = sock
+        #: The static environ of the listener it came from.
+        self.wsgi = wsgi
         self.fd = sock.fileno()
         #: The part of a piece the socket did not take yet.
         self.out: bytes | memoryview | None = None
@@ -213,7 +233,7 @@ class Channel(RequestPump):
         self.flush()
 
     def start_exchange(self, send_now: Callable[[bytes], int | None]) -> Exchange:
-        wsgi = self.engine.wsgi
+        wsgi = self.wsgi
         body = InputStream(body_from_pieces(self.body))
         self.body = None
         # The connection's part of environ is rebuilt per request (two keys,
@@ -322,6 +342,66 @@ class Channel(RequestPump):
         self.engine.forget(self)
 
 
+class TLSHandshake:
+    """Mixin for a Channel of a TLS listener: the HANDSHAKING state before READING.
+
+    The one state whose waits go both ways: OpenSSL asks for more of the
+    client's flight (SSLWantReadError: EPOLLIN) or for room to send ours
+    (SSLWantWriteError: EPOLLOUT; a long certificate chain may not fit the
+    socket buffer), and the loop calls back into `handshake` on either
+    event. --header-timeout bounds it (the head timers), as it bounds a
+    request head. Once done the channel is an ordinary one: `self.sock` is
+    a `NonBlockingTLS`, so reading and writing go through the same code.
+    """
+
+    __slots__ = ()
+
+    def begin_handshake(self) -> None:
+        self.state = HANDSHAKING
+        self.arm(self.engine.head_timers)
+        self.handshake()  # the client's hello came with the connection, usually
+
+    def on_readable(self) -> None:
+        if self.state == HANDSHAKING:
+            self.handshake()
+        else:
+            super().on_readable()
+
+    def handshake(self) -> None:
+        try:
+            wanted = self.sock.handshake()
+        except (OSError, ValueError) as exc:
+            log.info("TLS handshake with %s failed: %s", self.peer, tls.handshake_failure(exc))
+            self.close()
+            return
+        if wanted == EPOLLOUT:
+            self.wait_writable_for_handshake()
+        elif wanted:
+            self.watch_input()
+        else:
+            self.state = READING
+            self.watch_input()
+            self.arm(self.engine.idle_timers)
+            self.on_readable()  # a request may have come with the last of the handshake
+
+    def wait_writable_for_handshake(self) -> None:
+        if not self.want_out:
+            self.engine.epoll.modify(self.fd, EPOLLOUT)
+            self.want_out = True
+
+    def on_timeout(self) -> None:
+        if self.state == HANDSHAKING:
+            log.info("TLS handshake with %s failed: %s", self.peer,
+                     tls.handshake_failure(TimeoutError()))
+            self.close()
+        else:
+            super().on_timeout()
+
+
+class TLSChannel(TLSHandshake, Channel):
+    __slots__ = ()
+
+
 class EpollEngine(Engine):
     """The loop: accept, wait in epoll, run callbacks, expire timers, stop."""
 
@@ -331,13 +411,16 @@ class EpollEngine(Engine):
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
                                 bounds_connections=True)
     channel_class: type[Channel] = Channel
+    tls_channel_class: type[Channel] = TLSChannel
 
-    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
-        super().__init__(config, app, listener)
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        super().__init__(config, app, listeners)
         # Counted and timed when --stats asks (loop iterations, time in epoll).
         self.epoll = stats.metered_poller(self, select.epoll())
         self.waker = Waker()
         self.channels: dict[int, Channel] = {}
+        #: The listeners by fd, while they are open.
+        self.listening: dict[int, Endpoint] = {e.sock.fileno(): e for e in self.endpoints}
         self.accepting = False
         self.accept_backoff = AcceptBackoff(log)
         #: When to try accepting again after accept() failed (out of fds).
@@ -361,7 +444,8 @@ class EpollEngine(Engine):
     # -- the loop -------------------------------------------------------------------
 
     def serve(self) -> None:
-        self.listener.setblocking(False)
+        for endpoint in self.endpoints:
+            endpoint.sock.setblocking(False)
         self.epoll.register(self.waker.rfd, EPOLLIN)
         self.resume_accepting()
         try:
@@ -371,8 +455,8 @@ class EpollEngine(Engine):
 
     def run_loop(self) -> None:
         channels = self.channels
+        listening = self.listening
         poll = self.epoll.poll
-        listen_fd = self.listener.fileno()
         wake_fd = self.waker.rfd
         watchdog = (LoopWatchdog(self.config.debug_blocking_ms, log)
                     if self.config.debug_blocking_ms else None)
@@ -389,8 +473,8 @@ class EpollEngine(Engine):
                 channel = channels.get(fd)
                 if channel is not None:
                     channel.on_event(events)
-                elif fd == listen_fd and not self.stop_begun:  # closed at the stop
-                    self.accept()
+                elif fd in listening:  # emptied at the stop
+                    self.accept(listening[fd])
                 elif fd == wake_fd:
                     self.on_wake()
             if watchdog is not None:
@@ -424,10 +508,10 @@ class EpollEngine(Engine):
 
     # -- connections ------------------------------------------------------------------
 
-    def accept(self) -> None:
+    def accept(self, endpoint: Endpoint) -> None:
         for _ in range(ACCEPT_BATCH):
             try:
-                sock, peer = self.listener.accept()
+                sock, peer = endpoint.sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -443,19 +527,26 @@ class EpollEngine(Engine):
                 continue
             self.accept_backoff.accepted()
             sock.setblocking(False)
-            self.add_channel(sock, peer)
+            self.add_channel(sock, peer, endpoint)
             if len(self.channels) >= self.config.max_connections:
                 self.pause_accepting()
                 return
 
-    def add_channel(self, sock: socket.socket, peer) -> None:
-        channel = self.channel_class(self, sock, peer)
-        self.channels[channel.fd] = channel
-        self.epoll.register(channel.fd, EPOLLIN)
-        channel.arm(self.idle_timers)
+    def add_channel(self, sock: socket.socket, peer, endpoint: Endpoint) -> None:
         counters = self.counters
         counters.connections_total += 1
         counters.connections_open += 1
+        if endpoint.tls is None:
+            channel = self.channel_class(self, sock, peer, endpoint.wsgi)
+            self.channels[channel.fd] = channel
+            self.epoll.register(channel.fd, EPOLLIN)
+            channel.arm(self.idle_timers)
+        else:
+            secured = NonBlockingTLS(tls.wrap(endpoint.tls, sock))
+            channel = self.tls_channel_class(self, secured, peer, endpoint.wsgi)
+            self.channels[channel.fd] = channel
+            self.epoll.register(channel.fd, EPOLLIN)
+            channel.begin_handshake()
 
     def forget(self, channel: Channel) -> None:
         """A channel closed: drop it, and accept again if we were full."""
@@ -465,12 +556,16 @@ class EpollEngine(Engine):
             self.resume_accepting()
 
     def pause_accepting(self) -> None:
+        """Stop watching every listener (full, or out of fds: the process's
+        shortage, not one listener's)."""
         if self.accepting:
-            self.epoll.unregister(self.listener.fileno())
+            for fd in self.listening:
+                self.epoll.unregister(fd)
             self.accepting = False
 
     def resume_accepting(self) -> None:
-        self.epoll.register(self.listener.fileno(), EPOLLIN)
+        for fd in self.listening:
+            self.epoll.register(fd, EPOLLIN)
         self.accepting = True
         self.accept_retry_at = 0.0
 
@@ -510,10 +605,12 @@ class EpollEngine(Engine):
         """
         self.stop_begun = True
         self.pause_accepting()
+        self.listening.clear()
         self.idle_timers = self.drain_timers
-        for sock, peer in accept_backlog(self.listener):
-            sock.setblocking(False)
-            self.add_channel(sock, peer)
+        for endpoint in self.endpoints:
+            for sock, peer in accept_backlog(endpoint.sock):
+                sock.setblocking(False)
+                self.add_channel(sock, peer, endpoint)
         for channel in list(self.channels.values()):
             if channel.idle:
                 channel.arm_idle()

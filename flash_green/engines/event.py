@@ -64,6 +64,14 @@ What it still gets wrong
     than threads queue behind each other. And the in-memory request bodies
     above.
 
+TLS
+    The handshake is v4's HANDSHAKING state, on the loop: its CPU (about
+    a millisecond per RSA handshake) holds the loop, not a pool thread.
+    The records of a response are encrypted where it is sent - on a pool
+    thread, whose OpenSSL calls run without the GIL - and finished, if the
+    socket was full, by the loop. A connection is still owned by one side
+    at a time, so its SSL object is never used by two threads at once.
+
 When to use it
     The default for blocking WSGI apps facing real clients: many
     keep-alive connections, some slow ones, handlers that wait on
@@ -77,18 +85,21 @@ import select
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from queue import SimpleQueue
 
+from ..binds import Listener
 from ..config import Config
+from ..wsgi import WSGIContext
+from ._tls import NonBlockingTLS
 from .base import Capabilities
-from .epoll import CLOSED, EPOLLIN, EPOLLOUT, WRITING, Channel, EpollEngine
+from .epoll import HANDSHAKING, EPOLLIN, EPOLLOUT, WRITING, Channel, EpollEngine, TLSHandshake
 
 log = logging.getLogger("flash.engine.event")
 
 DEFAULT_THREADS = 8
 #: The state v4 does not have: the connection is out of epoll, on a pool thread.
-IN_POOL = CLOSED + 1
+IN_POOL = HANDSHAKING + 1
 
 
 class PooledChannel(Channel):
@@ -105,8 +116,9 @@ class PooledChannel(Channel):
 
     __slots__ = ("failed",)
 
-    def __init__(self, engine: EventEngine, sock: socket.socket, peer) -> None:
-        super().__init__(engine, sock, peer)
+    def __init__(self, engine: EventEngine, sock: socket.socket | NonBlockingTLS, peer,
+                 wsgi: WSGIContext) -> None:
+        super().__init__(engine, sock, peer, wsgi)
         self.failed = False
 
     def dispatch(self) -> None:
@@ -230,7 +242,14 @@ class PooledChannel(Channel):
             self.engine.jobs.put(pending.close)
 
 
-def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
+class PooledTLSChannel(TLSHandshake, PooledChannel):
+    """The handshake on the loop (it only waits), then v5's channel. A pool
+    thread encrypts what the app writes: the cipher's CPU is the pool's."""
+
+    __slots__ = ()
+
+
+def send_all(sock: socket.socket | NonBlockingTLS, data: bytes, timeout: float) -> None:
     """`sendall` for a non-blocking socket: poll only when it is full.
 
     The socket stays non-blocking for the loop's sake; a pool thread waits
@@ -267,13 +286,14 @@ class EventEngine(EpollEngine):
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False,
                                 threads=True, bounds_connections=True)
     channel_class = PooledChannel
+    tls_channel_class = PooledTLSChannel
     app_off_loop = True
     reload_refusal = ("requests run on many threads at once, and re-importing the app's "
                       "modules under them is not safe; with --workers N a HUP starts new "
                       "workers on the new code")
 
-    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
-        super().__init__(config, app, listener)
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        super().__init__(config, app, listeners)
         self.jobs: SimpleQueue[Callable[[], None] | None] = SimpleQueue()
         self.finished: deque[PooledChannel] = deque()
         self.wake_pending = False

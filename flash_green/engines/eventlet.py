@@ -6,7 +6,8 @@ The model
     `GreenSocket`, whose blocking calls `trampoline` to the hub until the fd
     is ready. The hub is Python code around `select.epoll` - close to our
     own `greenhub`, which makes eventlet the easiest real hub to read. A
-    `GreenPool` bounds the connections (`--max-connections`). `--patch` runs
+    `GreenPool` bounds the connections (`--max-connections`); each
+    listener has its acceptor green thread. `--patch` runs
     `eventlet.monkey_patch()` first thing in the process, so the app's
     `time.sleep` and plain sockets cooperate.
 
@@ -26,6 +27,11 @@ What breaks it
     doing their own I/O and CPU work still do. Patching late (after the app
     imported `socket` or `threading`) leaves blocking originals behind.
 
+TLS
+    The context is eventlet's `GreenSSLContext`: each connection is a
+    `GreenSSLSocket`, whose handshake, reads and writes trampoline to the
+    hub in the direction OpenSSL asks. The crypto runs on the one thread.
+
 When to use it
     In existing eventlet deployments (OpenStack services). For new code,
     gevent for green threads or asyncio for coroutines.
@@ -36,16 +42,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .. import patching
+from ..binds import Listener
 from ..blocking import serve_connection
 from ..config import Config
 from ._accept import AcceptBackoff
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, accept_backlog
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint, accept_backlog
 
 eventlet = patching.import_eventlet()
 from eventlet import greenio, hubs
+from eventlet.green import ssl as green_ssl
 
 log = logging.getLogger("flash.engine.eventlet")
 
@@ -60,9 +68,11 @@ class EventletEngine(BlockingServer):
     summary = "an eventlet green thread per connection (maintenance mode upstream); --patch to cooperate"
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
                                 bounds_connections=True)
+    #: Its SSL sockets are eventlet's: their waits trampoline to the hub.
+    tls_context_class = green_ssl.GreenSSLContext
 
-    def __init__(self, config: Config, app: Callable, listener) -> None:
-        super().__init__(config, app, listener)
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        super().__init__(config, app, listeners)
         self._signals: list[int] = []
 
     @classmethod
@@ -104,20 +114,27 @@ class EventletEngine(BlockingServer):
         self.reload_app()
 
     def serve(self) -> None:
-        listener = greenio.GreenSocket(self.listener)
+        listeners = [greenio.GreenSocket(endpoint.sock) for endpoint in self.endpoints]
         pool = eventlet.GreenPool(self.config.max_connections)
-        acceptor = eventlet.spawn(self._accept_until_stopped, listener, pool)
+        acceptors = [eventlet.spawn(self._accept_until_stopped, listener, endpoint, pool)
+                     for listener, endpoint in zip(listeners, self.endpoints)]
         eventlet.spawn_n(self._beat)
         self._handle_signals()
         # Eventlet does not wake a green thread waiting on a socket that gets
-        # closed (its hub's notify_close is a no-op): kill the acceptor instead.
-        acceptor.kill()
-        backlog = accept_backlog(self.listener, close=False)
-        listener.close()
-        for sock, peer in backlog:
-            pool.spawn_n(serve_connection, greenio.GreenSocket(sock), peer, self)
+        # closed (its hub's notify_close is a no-op): kill the acceptors instead.
+        for acceptor in acceptors:
+            acceptor.kill()
+        for listener, endpoint in zip(listeners, self.endpoints):
+            backlog = accept_backlog(endpoint.sock, close=False)
+            listener.close()
+            for sock, peer in backlog:
+                pool.spawn_n(self._serve, greenio.GreenSocket(sock), peer, endpoint)
         pool.waitall()
         log.info("all connections finished")
+
+    def _serve(self, sock: greenio.GreenSocket, peer, endpoint: Endpoint) -> None:
+        """One connection, in its green thread (over eventlet's SSL socket for TLS)."""
+        serve_connection(self.secured(sock, endpoint), peer, self, endpoint)
 
     def _beat(self) -> None:
         """Heartbeat from a green thread: it stops when something blocks the hub."""
@@ -126,7 +143,8 @@ class EventletEngine(BlockingServer):
             self.heartbeat()
             eventlet.sleep(HEARTBEAT_INTERVAL)
 
-    def _accept_until_stopped(self, listener, pool) -> None:
+    def _accept_until_stopped(self, listener, endpoint: Endpoint, pool) -> None:
+        """One listener's acceptor green thread (one per listener)."""
         backoff = AcceptBackoff(log)
         while not self.stopping:
             try:
@@ -136,7 +154,7 @@ class EventletEngine(BlockingServer):
                 continue
             backoff.accepted()
             # Blocks while the pool is full: the connection limit.
-            pool.spawn_n(serve_connection, sock, peer, self)
+            pool.spawn_n(self._serve, sock, peer, endpoint)
 
     def _handle_signals(self) -> None:
         """Act on the queued signals, waiting on the Waker, until a stop."""

@@ -6,7 +6,8 @@ The model
     and `threaded` run) in its own greenlet, over a `CooperativeSocket` whose
     `recv`/`sendall`/`accept` switch to the hub greenlet instead of blocking.
     The hub (`flash_green.greenhub`: epoll, a timer heap, one waiter per fd)
-    switches back when the fd is ready. Blocking-style code becomes concurrent
+    switches back when the fd is ready. Each listener has its acceptor
+    greenlet, waiting on its own fd. Blocking-style code becomes concurrent
     without threads, generators or `async`: this is what gevent and eventlet
     do, with only the `greenlet` package underneath, so every step can be read.
 
@@ -27,6 +28,14 @@ What breaks it
     standard library so unmodified code cooperates. One core only: run it
     under `--workers N` for more.
 
+TLS
+    `CooperativeSocket.start_tls` wraps the connection in a
+    `greenhub.CooperativeTLSSocket`: each call tries OpenSSL first and, on
+    SSLWantReadError or SSLWantWriteError, waits in the hub for that
+    direction - the blocking handshake of `serve_connection` becomes
+    cooperative the way recv did. The crypto runs on the hub's thread
+    (about a millisecond per handshake): the other greenlets wait for it.
+
 When to use it
     To understand gevent and eventlet. In production use gevent, which has
     the same model with a C loop, DNS, SSL, monkey-patching and years of
@@ -37,14 +46,15 @@ from __future__ import annotations
 
 import logging
 import select
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .. import greenhub, stats
+from ..binds import Listener
 from ..blocking import serve_connection
 from ..config import Config
 from ._accept import AcceptBackoff
 from ._loop import LoopWatchdog
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, accept_backlog
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint, accept_backlog
 
 log = logging.getLogger("flash.engine.greenlet")
 
@@ -55,8 +65,8 @@ class GreenletEngine(BlockingServer):
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
                                 bounds_connections=True)
 
-    def __init__(self, config: Config, app: Callable, listener) -> None:
-        super().__init__(config, app, listener)
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        super().__init__(config, app, listeners)
         self.hub: greenhub.Hub | None = None
         self._open = 0
         self._slot_free: greenhub.Event | None = None
@@ -81,19 +91,22 @@ class GreenletEngine(BlockingServer):
         self._slot_free = greenhub.Event(hub)
         self._drained = greenhub.Event(hub)
         self._backlog_taken = greenhub.Event(hub)
-        listener = greenhub.CooperativeSocket(self.listener, hub)
-        hub.spawn(self._close_on_stop, listener)
+        listeners = [greenhub.CooperativeSocket(endpoint.sock, hub) for endpoint in self.endpoints]
+        hub.spawn(self._close_on_stop, listeners)
         hub.spawn(self._beat)
-        self._accept_until_stopped(listener)
+        for listener, endpoint in zip(listeners, self.endpoints):
+            hub.spawn(self._accept_until_stopped, listener, endpoint)
         # The connections may all be done before `_close_on_stop` ran: the
-        # listener's backlog is still to be served.
+        # listeners' backlogs are still to be served.
         self._backlog_taken.wait()
         while self._open:
             self._drained.clear()  # set already if they were all done before it
             self._drained.wait()
         log.info("all connections finished")
 
-    def _accept_until_stopped(self, listener: greenhub.CooperativeSocket) -> None:
+    def _accept_until_stopped(self, listener: greenhub.CooperativeSocket, endpoint: Endpoint) -> None:
+        """One listener's acceptor greenlet (one per listener: each waits on
+        its own fd in the hub)."""
         limit = self.config.max_connections
         backoff = AcceptBackoff(log)
         while not self.stopping:
@@ -109,20 +122,22 @@ class GreenletEngine(BlockingServer):
                 continue
             backoff.accepted()
             self._open += 1
-            self.hub.spawn(self._serve_one, sock, peer)
+            self.hub.spawn(self._serve_one, sock, peer, endpoint)
 
-    def _serve_one(self, sock: greenhub.CooperativeSocket, peer) -> None:
+    def _serve_one(self, sock: greenhub.CooperativeSocket, peer, endpoint: Endpoint) -> None:
+        if endpoint.tls is not None:
+            sock = sock.start_tls(endpoint.tls)
         try:
-            serve_connection(sock, peer, self)
+            serve_connection(sock, peer, self, endpoint)
         finally:
             self._open -= 1
             self._slot_free.set()
             if self._open == 0 and self.stopping:
                 self._drained.set()
 
-    def _close_on_stop(self, listener: greenhub.CooperativeSocket) -> None:
-        """Wait on the Waker; on stop, take the backlog and close the listener
-        (its accept fails), and close idle connections after `drain_seconds`.
+    def _close_on_stop(self, listeners: list[greenhub.CooperativeSocket]) -> None:
+        """Wait on the Waker; on stop, take each listener's backlog and close
+        it (its accept fails), and close idle connections after `drain_seconds`.
 
         The signal handler itself only sets a flag and writes to the Waker
         pipe: it may run inside any greenlet, so it must not switch.
@@ -131,12 +146,13 @@ class GreenletEngine(BlockingServer):
             self.hub.wait_readable(self.waker.rfd)
             self.waker.clear()
             self.reload_if_requested()
-        backlog = accept_backlog(self.listener, close=False)
-        listener.close()
+        for listener, endpoint in zip(listeners, self.endpoints):
+            backlog = accept_backlog(endpoint.sock, close=False)
+            listener.close()
+            for sock, peer in backlog:
+                self._open += 1
+                self.hub.spawn(self._serve_one, greenhub.CooperativeSocket(sock, self.hub), peer, endpoint)
         self._slot_free.set()
-        for sock, peer in backlog:
-            self._open += 1
-            self.hub.spawn(self._serve_one, greenhub.CooperativeSocket(sock, self.hub), peer)
         self._backlog_taken.set()
         self.hub.sleep(self.drain_seconds)
         self.close_idle()

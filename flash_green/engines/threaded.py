@@ -49,6 +49,18 @@ What breaks it
     N connections takes N threads for up to `--header-timeout` each. v4
     (epoll) and v5 (event) fix exactly this by waiting without a thread.
 
+Several listeners, and TLS
+    The accept loop waits on every listener in one poll(). With TLS the
+    handshake runs in the connection's own thread, bounded by
+    --header-timeout, so a slow or silent client holds only its thread.
+    The socket is the standard library's SSL socket with Python's own
+    timeouts (a poll() before each blocking call, the cost
+    `KernelTimeoutSocket` saves plain connections: beside the cipher it is
+    noise). OpenSSL runs without the GIL, so the handshakes of several
+    threads - 1.0 ms of CPU each here - use several cores: the one
+    place where threads beat a single-threaded loop on CPU. TLS adds 28 us
+    of CPU per keep-alive request (`python -m comparisons.bench_tls`).
+
 When to use it
     Small and medium deployments with blocking handlers and a known number
     of clients (intranet apps, internal APIs), behind a proxy that absorbs
@@ -64,11 +76,12 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from ..binds import Listener
 from ..blocking import serve_connection
 from ..config import Config
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint
 
 log = logging.getLogger("flash.engine.threaded")
 
@@ -126,10 +139,10 @@ class ThreadedEngine(BlockingServer):
                       "modules under them is not safe; with --workers N a HUP starts new "
                       "workers on the new code")
 
-    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
-        super().__init__(config, app, listener)
-        # Requests really do run on several threads at once (PEP 3333).
-        self.wsgi.base_environ["wsgi.multithread"] = True
+    multithread = True
+
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        super().__init__(config, app, listeners)
         self.slots = threading.BoundedSemaphore(config.max_connections)
         self.active = 0
         self.all_done = threading.Condition()
@@ -138,12 +151,12 @@ class ThreadedEngine(BlockingServer):
         self.accept_loop(self.start_connection_thread)
         self.wait_for_connections()
 
-    def start_connection_thread(self, sock: socket.socket, peer) -> None:
+    def start_connection_thread(self, sock: socket.socket, peer, endpoint: Endpoint) -> None:
         """Serve `sock` on a new thread once a slot is free (else keep waiting)."""
         self.wait_for_slot()
         with self.all_done:
             self.active += 1
-        thread = threading.Thread(target=self.run_connection, args=(sock, peer),
+        thread = threading.Thread(target=self.run_connection, args=(sock, peer, endpoint),
                                   name=f"conn-{peer[1] if isinstance(peer, tuple) else peer}",
                                   daemon=True)
         thread.start()
@@ -164,9 +177,13 @@ class ThreadedEngine(BlockingServer):
         snapshot["pool"] = {"busy_threads": self.active, "limit": self.config.max_connections}
         return snapshot
 
-    def run_connection(self, sock: socket.socket, peer) -> None:
+    def run_connection(self, sock: socket.socket, peer, endpoint: Endpoint) -> None:
+        # TLS: the SSL socket's own timeouts (a poll before each blocking
+        # call); beside the cipher's cost that poll is noise.
+        wrapped = (KernelTimeoutSocket(sock, self.config.timeout) if endpoint.tls is None
+                   else self.secured(sock, endpoint))
         try:
-            serve_connection(KernelTimeoutSocket(sock, self.config.timeout), peer, self)
+            serve_connection(wrapped, peer, self, endpoint)
         except Exception:
             log.exception("connection thread for %s failed", peer)
         finally:

@@ -2,9 +2,9 @@
 
 The model
     The supervisor forks N workers (`--workers`, default 2). In each, the
-    main thread runs the accept loop and a fixed pool of T threads
-    (`--threads`, default 4) runs the blocking connection loop, one
-    connection per thread, handed over through a queue. The accept loop
+    main thread runs the accept loop (one poll() over every listener) and
+    a fixed pool of T threads (`--threads`, default 4) runs the blocking
+    connection loop, one connection per thread, handed over through a queue. The accept loop
     accepts only while a pool thread is idle: when all T are busy it stops
     accepting, so new connections wait in the shared listen backlog, where
     another process with an idle thread picks them up. N x T connections are
@@ -32,6 +32,10 @@ What breaks it
     supervisor watches each call into the app (`flash_green.watchdog`), so
     the stuck request gets a 500 and its process is replaced.
 
+TLS
+    A pool thread does the handshake of the connection it serves, as on
+    `threaded` (bounded by --header-timeout; OpenSSL releases the GIL).
+
 When to use it
     Blocking, I/O-bound apps with a known client count, behind a proxy that
     absorbs slow clients: the classic Apache worker / gunicorn gthread setup
@@ -44,12 +48,14 @@ import logging
 import queue
 import socket
 import threading
+from collections.abc import Sequence
 from typing import Callable
 
+from ..binds import Listener
 from ..blocking import serve_connection
 from ..config import Config
 from ..supervisor import DEFAULT_WORKERS, supervised_capabilities
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities
+from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint
 
 log = logging.getLogger("flash.engine.worker")
 
@@ -67,12 +73,12 @@ class WorkerEngine(BlockingServer):
         Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False, threads=True),
         DEFAULT_WORKERS)
     app_off_loop = True
+    multithread = True
 
-    def __init__(self, config: Config, app: Callable, listener: socket.socket) -> None:
-        super().__init__(config, app, listener)
+    def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
+        super().__init__(config, app, listeners)
         self.pool_size = config.threads or DEFAULT_THREADS
-        self.wsgi.base_environ["wsgi.multithread"] = True
-        self.handoff: queue.SimpleQueue[tuple[socket.socket, object] | None] = queue.SimpleQueue()
+        self.handoff: queue.SimpleQueue[tuple[socket.socket, object, Endpoint] | None] = queue.SimpleQueue()
         self.idle_threads = threading.Semaphore(self.pool_size)
 
     def serve(self) -> None:
@@ -89,15 +95,15 @@ class WorkerEngine(BlockingServer):
         for thread in pool:
             thread.join()
 
-    def hand_over(self, sock: socket.socket, peer) -> None:
+    def hand_over(self, sock: socket.socket, peer, endpoint: Endpoint) -> None:
         """Give the connection to the idle thread we reserved, then reserve
         the next one before accepting again."""
-        self.queue_connection(sock, peer)
+        self.queue_connection(sock, peer, endpoint)
         self.wait_for_idle_thread()
 
-    def queue_connection(self, sock: socket.socket, peer) -> None:
+    def queue_connection(self, sock: socket.socket, peer, endpoint: Endpoint) -> None:
         """A connection taken from the backlog at a stop: the next free thread serves it."""
-        self.handoff.put((sock, peer))
+        self.handoff.put((sock, peer, endpoint))
 
     def wait_for_idle_thread(self) -> bool:
         """Block the accept loop until a pool thread is free (False if stopping).
@@ -125,9 +131,9 @@ class WorkerEngine(BlockingServer):
             item = self.handoff.get()
             if item is None:
                 return
-            sock, peer = item
+            sock, peer, endpoint = item
             try:
-                serve_connection(sock, peer, self)
+                serve_connection(self.secured(sock, endpoint), peer, self, endpoint)
             except Exception:
                 log.exception("pool thread failed on %s", peer)
             finally:

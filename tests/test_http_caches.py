@@ -2,18 +2,24 @@
 saves would give, for exactly the input (and limits) it was filled with.
 
 * the whole-head cache of the parser (`connection._HEADS`): a hit leaves the
-  connection as a fresh parse does, under every limit, after any request.
+  connection as a fresh parse does, under every limit, after any request;
+* the head cache of the response (`response._HEADS`): the bytes and the
+  writer a fresh build gives, with the Date of the current second.
 """
 
 from __future__ import annotations
 
+import itertools
+import types
 from dataclasses import replace
 
 import pytest
 
 from flash_green.config import Limits
 from flash_green.http import END, NEED_DATA, PAUSED, HTTPError, Request, ServerConnection
+from flash_green.http import ResponseError, build_head, dates
 from flash_green.http import connection as core
+from flash_green.http import response
 
 GET = b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Pad: 1\r\n\r\n"
 #: The slots a request leaves on its connection, all of them but the limits.
@@ -27,8 +33,10 @@ def cold_caches():
     core._HEADS.clear()
     core._FIELD_LINES.clear()
     core._FIELD_NAMES.clear()
+    response._HEADS.clear()
     yield
     core._HEADS.clear()
+    response._HEADS.clear()
 
 
 def head_of(request: Request) -> tuple:
@@ -200,3 +208,105 @@ def test_the_head_cache_stays_bounded() -> None:
     for i in range(core._HEADS_MAX + 10):
         outcome(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
         assert len(core._HEADS) <= core._HEADS_MAX
+
+
+# -- the response's head cache -------------------------------------------------------
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The seconds http_date reads: [now], to be moved by the test."""
+    now = [1_800_000_000.25]
+    monkeypatch.setattr(dates, "time", types.SimpleNamespace(time=lambda: now[0]))
+    return now
+
+
+HELLO_FIELDS = (("Content-Type", "text/plain"), ("Content-Length", "13"))
+
+
+def built(version="HTTP/1.1", status="200 OK", headers=HELLO_FIELDS, head_request=False,
+          keep_alive=True, server="flash", body_length=13) -> tuple:
+    """What build_head gives (bytes and the writer's whole state), or its error."""
+    try:
+        data, writer = build_head(version, status, list(headers), head_request=head_request,
+                                  keep_alive=keep_alive, server=server, body_length=body_length)
+    except ResponseError as exc:
+        return ("error", str(exc))
+    return data, tuple(getattr(writer, name) for name in writer.__slots__)
+
+
+def built_cold(**inputs) -> tuple:
+    response._HEADS.clear()
+    response._APP_LINES.clear()
+    return built(**inputs)
+
+
+#: Each input of build_head, with values that change the head.
+RESPONSE_INPUTS = {
+    "version": ("HTTP/1.1", "HTTP/1.0"),
+    "status": ("200 OK", "204 No Content", "304 Not Modified", "404 Not Found"),
+    "headers": (HELLO_FIELDS, (("Content-Type", "text/plain"),),
+                (("Content-Type", "text/plain"), ("Connection", "close"))),
+    "head_request": (False, True),
+    "keep_alive": (True, False),
+    "server": ("flash", "other"),
+    "body_length": (13, 0, None),
+}
+
+
+def test_a_repeated_head_is_built_once_then_served_from_the_cache(clock) -> None:
+    first = built()
+    assert not response._HEADS, "a head with a line never seen is not kept"
+    assert built() == first and len(response._HEADS) == 1
+    a, b = (build_head("HTTP/1.1", "200 OK", list(HELLO_FIELDS), head_request=False,
+                       keep_alive=True, server="flash", body_length=13)[1] for _ in range(2))
+    assert a is not b, "each response gets its own writer"
+    a.body(b"x" * 13)
+    assert b.remaining == 13
+
+
+def test_every_input_of_a_cached_head_is_part_of_its_key(clock, monkeypatch) -> None:
+    """Filled with one combination of inputs, read with another: each read
+    gives what a cold build of that combination gives."""
+    monkeypatch.setattr(response, "_HEADS_MAX", 1024)
+    names = list(RESPONSE_INPUTS)
+    combos = [dict(zip(names, values)) for values in itertools.product(*RESPONSE_INPUTS.values())]
+    expected = [built_cold(**combo) for combo in combos]
+    for combo in combos:      # every combination seen twice: every one cached
+        built(**combo)
+        built(**combo)
+    assert len(response._HEADS) == len(combos)
+    for combo, answer in zip(combos, expected):
+        assert built(**combo) == answer, combo
+
+
+def test_a_cached_head_carries_the_date_of_the_current_second(clock) -> None:
+    built()
+    before = built()
+    assert b"Date: Fri, 15 Jan 2027 08:00:00 GMT" in before[0]
+    clock[0] += 1
+    after = built()
+    assert b"Date: Fri, 15 Jan 2027 08:00:01 GMT" in after[0]
+    assert after == built_cold()
+
+
+@pytest.mark.parametrize("headers, error", [
+    ([["Content-Type", "text/plain"]], None),                 # a list, not a tuple: unhashable
+    ([("Content-Type", "text/plain\r\nX: y")], "control character"),
+    ([("Content-Type", "caf\u00e9\u20ac")], "not latin-1"),
+    ([("Content-Length", "x")], "invalid Content-Length"),
+])
+def test_a_head_the_build_refuses_is_refused_every_time(clock, headers, error) -> None:
+    for _ in range(3):
+        outcome_of_build = built(headers=headers)
+        if error is None:
+            assert outcome_of_build[0].startswith(b"HTTP/1.1 200 OK")
+        else:
+            assert outcome_of_build[0] == "error" and error in outcome_of_build[1]
+    assert not response._HEADS
+
+
+def test_the_response_head_cache_stays_bounded(clock) -> None:
+    for i in range(response._HEADS_MAX + 10):
+        for _ in range(2):
+            built(body_length=i)
+        assert len(response._HEADS) <= response._HEADS_MAX

@@ -45,6 +45,16 @@ _APP_LINES_MAX = 1024
 #: Validated status lines -> their code ("200 OK" -> 200).
 _STATUS_CODES: dict[str, int] = {}
 _STATUS_CODES_MAX = 256
+#: Whole response heads already built, by everything `build_head` builds
+#: them from -> (the Date they carry, the bytes, the writer's arguments).
+#: An app answers a route with the same status and fields every time, so one
+#: tuple, one hash and one dict lookup replace the field loop, the format
+#: and the encode. An entry serves only the second its Date names (it is
+#: rebuilt in the next one), and only heads whose every field line was
+#: already in _APP_LINES enter it: an app that sends a new ETag or cookie
+#: each time pays the lookup, never the churn. Emptied when full.
+_HEADS: dict[tuple, tuple] = {}
+_HEADS_MAX = 256
 
 
 class ResponseError(Exception):
@@ -111,6 +121,17 @@ def build_head(
     `body_length` is the size of a body the server already holds whole: it
     becomes the Content-Length when the app gave none.
     """
+    # One function, cache and build: for a head that misses, a second call
+    # would cost about what the lookup does.
+    date = http_date()
+    try:
+        key = (version, status, tuple(headers), head_request, keep_alive, server, body_length)
+        cached = _HEADS.get(key)
+    except TypeError:
+        # An unhashable field (a list, not a tuple): the build says what is wrong.
+        key = cached = None
+    if cached is not None and cached[0] is date:
+        return cached[1], ResponseWriter(*cached[2])
     code = _STATUS_CODES.get(status) or _status_code(status)
     # RFC 9110 s.6.4.1: no content after 204, 304 or a HEAD's head; s.8.6: no
     # Content-Length in 204 (a 304 may repeat the app's). 1xx never get here.
@@ -121,6 +142,7 @@ def build_head(
     append = lines.append
     length: int | None = None
     known = _APP_LINES.get
+    repeated = True
     for field in headers:
         line = known(field) if type(field) is tuple else None
         if line is None:
@@ -138,6 +160,7 @@ def build_head(
                     keep_alive = False
                 continue
             line = _app_line(field, name, value)
+            repeated = False
         append(line)
     if length is None and body_length is not None and content_status and (body_length or has_body):
         # A HEAD of an empty body says nothing rather than "0".
@@ -155,12 +178,16 @@ def build_head(
         append("Connection: close\r\n")
     elif version == "HTTP/1.0":
         append("Connection: keep-alive\r\n")
-    head = f"HTTP/1.1 {status}\r\nDate: {http_date()}\r\nServer: {server}\r\n{''.join(lines)}\r\n"
+    head = f"HTTP/1.1 {status}\r\nDate: {date}\r\nServer: {server}\r\n{''.join(lines)}\r\n"
     try:
         data = head.encode("latin-1")
     except UnicodeEncodeError as exc:
         raise ResponseError(f"app header is not latin-1: {exc}") from None
     remaining = length if has_body and length is not None else None
+    if repeated and key is not None:
+        if len(_HEADS) >= _HEADS_MAX:
+            _HEADS.clear()
+        _HEADS[key] = (date, data, (keep_alive, chunked, remaining, has_body, code))
     return data, ResponseWriter(keep_alive, chunked, remaining, has_body, code)
 
 

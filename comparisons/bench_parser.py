@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from flash_green.apps.demo import app as demo_app
 from flash_green.config import Limits
 from flash_green.http import END, PAUSED, Request, ServerConnection
-from flash_green.wsgi import Exchange, InputStream, WSGIContext
+from flash_green.wsgi import Exchange, WSGIContext, input_from_pieces
 
 try:
     import h11
@@ -229,13 +229,13 @@ class HelloPath:
         return request
 
     def environ(self) -> dict:
-        return self.ctx.environ(self.conn_environ, self.parse(), InputStream(None))
+        return self.ctx.environ(self.conn_environ, self.parse(), input_from_pieces(None))
 
     def full(self) -> bytes:
         conn = self.conn
         conn.receive_data(HELLO_GET)
         request = conn.next_event()
-        environ = self.ctx.environ(self.conn_environ, request, InputStream(None))
+        environ = self.ctx.environ(self.conn_environ, request, input_from_pieces(None))
         exchange = Exchange(self.ctx, conn, environ)
         out = b"".join(exchange.run())
         if conn.next_event() is not END or conn.next_event() is not PAUSED:

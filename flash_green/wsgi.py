@@ -42,6 +42,14 @@ _ENVIRON_KEYS: dict[str, str | None] = {
     "content-length": "CONTENT_LENGTH",
 }
 _MAX_KEY_CACHE = 4096
+#: The request's own keys of environ, by the shared Request they were built
+#: from (the parser's head cache hands out one Request per distinct head):
+#: a repeated head skips the header loop and the six sets. They depend on the
+#: request alone (no header maps to a key of the listener or the peer), so
+#: one dict serves every listener. Copied into each environ, never given
+#: out. Bounded like the parser's cache.
+_REQUEST_KEYS: dict[Request, dict] = {}
+_REQUEST_KEYS_MAX = 256
 
 
 def _environ_key(name: str) -> str | None:
@@ -179,6 +187,17 @@ def body_from_pieces(pieces: list[bytes]) -> Callable[[], bytes] | None:
     return lambda: next(it, b"")
 
 
+#: `wsgi.input` of every request without a body: an InputStream with no
+#: source holds nothing and keeps nothing (each read gives b""), so one
+#: serves them all and a bodyless request allocates none.
+NO_BODY = InputStream(None)
+
+
+def input_from_pieces(pieces: list[bytes] | None) -> InputStream:
+    """`wsgi.input` over a body already read into memory (epoll, tasklets...)."""
+    return InputStream(body_from_pieces(pieces)) if pieces else NO_BODY
+
+
 def _checked_piece(data: object, what: str) -> bytes:
     """A piece of body that is not exactly `bytes`, made bytes or refused.
 
@@ -263,26 +282,42 @@ class WSGIContext:
     def environ(self, conn_environ: dict, request: Request, body: InputStream) -> dict:
         environ = self.base_environ.copy()
         environ.update(conn_environ)
-        path = request.path
-        environ["REQUEST_METHOD"] = request.method
-        environ["PATH_INFO"] = unquote(path, encoding="latin-1") if "%" in path else path
-        environ["QUERY_STRING"] = request.query
-        environ["REQUEST_URI"] = request.target
-        environ["RAW_URI"] = request.target
-        environ["SERVER_PROTOCOL"] = request.version
+        keys = _REQUEST_KEYS.get(request)
+        if keys is None:
+            keys = request_keys(request)
+            if request.shared:
+                if len(_REQUEST_KEYS) >= _REQUEST_KEYS_MAX:
+                    _REQUEST_KEYS.clear()
+                _REQUEST_KEYS[request] = keys
+        environ.update(keys)
         environ["wsgi.input"] = body
-        for name, value in request.headers:
-            key = _ENVIRON_KEYS.get(name) or _environ_key(name)
-            if key is None:
-                continue
-            if key in environ:
-                sep = "; " if key == "HTTP_COOKIE" else ", "
-                environ[key] = environ[key] + sep + value
-            else:
-                environ[key] = value
         if self.front is not None:
             self.front(environ)
         return environ
+
+
+def request_keys(request: Request) -> dict:
+    """The keys of environ the request gives (wsgi.input's place kept, empty)."""
+    path = request.path
+    keys = {
+        "REQUEST_METHOD": request.method,
+        "PATH_INFO": unquote(path, encoding="latin-1") if "%" in path else path,
+        "QUERY_STRING": request.query,
+        "REQUEST_URI": request.target,
+        "RAW_URI": request.target,
+        "SERVER_PROTOCOL": request.version,
+        "wsgi.input": None,
+    }
+    for name, value in request.headers:
+        key = _ENVIRON_KEYS.get(name) or _environ_key(name)
+        if key is None:
+            continue
+        if key in keys:
+            sep = "; " if key == "HTTP_COOKIE" else ", "
+            keys[key] = keys[key] + sep + value
+        else:
+            keys[key] = value
+    return keys
 
 
 class ListenerContext(WSGIContext):

@@ -4,7 +4,10 @@ saves would give, for exactly the input (and limits) it was filled with.
 * the whole-head cache of the parser (`connection._HEADS`): a hit leaves the
   connection as a fresh parse does, under every limit, after any request;
 * the head cache of the response (`response._HEADS`): the bytes and the
-  writer a fresh build gives, with the Date of the current second.
+  writer a fresh build gives, with the Date of the current second;
+* the request's keys of the WSGI environ (`wsgi._REQUEST_KEYS`) and the
+  shared empty `wsgi.input`: what an app does to its environ never reaches
+  the next request's.
 """
 
 from __future__ import annotations
@@ -15,11 +18,21 @@ from dataclasses import replace
 
 import pytest
 
+from flash_green import wsgi
 from flash_green.config import Limits
-from flash_green.http import END, NEED_DATA, PAUSED, HTTPError, Request, ServerConnection
-from flash_green.http import ResponseError, build_head, dates
+from flash_green.http import (
+    END,
+    NEED_DATA,
+    PAUSED,
+    HTTPError,
+    Request,
+    ResponseError,
+    ServerConnection,
+    build_head,
+    dates,
+    response,
+)
 from flash_green.http import connection as core
-from flash_green.http import response
 
 GET = b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Pad: 1\r\n\r\n"
 #: The slots a request leaves on its connection, all of them but the limits.
@@ -34,9 +47,11 @@ def cold_caches():
     core._FIELD_LINES.clear()
     core._FIELD_NAMES.clear()
     response._HEADS.clear()
+    wsgi._REQUEST_KEYS.clear()
     yield
     core._HEADS.clear()
     response._HEADS.clear()
+    wsgi._REQUEST_KEYS.clear()
 
 
 def head_of(request: Request) -> tuple:
@@ -169,8 +184,8 @@ def test_a_head_one_byte_away_from_a_cached_one_is_parsed_afresh() -> None:
     b"",
     GET,
     b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
-    b"POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
-    b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n",
+    (b"POST /u HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n"
+     b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"),
     b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
 ])
 def test_a_hit_leaves_the_connection_as_a_fresh_parse_does(before: bytes) -> None:
@@ -310,3 +325,91 @@ def test_the_response_head_cache_stays_bounded(clock) -> None:
         for _ in range(2):
             built(body_length=i)
         assert len(response._HEADS) <= response._HEADS_MAX
+
+
+# -- the WSGI environ ----------------------------------------------------------------
+
+PEER = ("10.1.2.3", 54321)
+#: Every way a header reaches environ: a repeated field joined, cookies
+#: joined with "; ", a name with "_" dropped, CONTENT_TYPE, a quoted path.
+RICH_GET = (b"GET /a%20b?q=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-A: 2\r\nCookie: a=1\r\n"
+            b"Cookie: b=2\r\nX_Sneaky: 1\r\nContent-Type: text/plain\r\n\r\n")
+
+
+def parsed(data: bytes) -> Request:
+    conn = ServerConnection()
+    conn.receive_data(data)
+    return conn.next_event()
+
+
+def environ_of(ctx: wsgi.WSGIContext, data: bytes, peer=PEER) -> dict:
+    return ctx.environ(ctx.connection_environ(peer), parsed(data), wsgi.input_from_pieces(None))
+
+
+def test_a_repeated_heads_environ_is_the_one_a_fresh_build_gives() -> None:
+    ctx = wsgi.WSGIContext(None, "s", 1)
+    cold_environ = environ_of(ctx, RICH_GET)
+    assert parsed(RICH_GET) in wsgi._REQUEST_KEYS
+    for peer in (PEER, ("10.9.9.9", 1)):
+        hit = environ_of(ctx, RICH_GET, peer)
+        expected = dict(cold_environ, REMOTE_ADDR=peer[0], REMOTE_PORT=str(peer[1]))
+        assert list(hit.items()) == list(expected.items()), "the same keys, values and order"
+    assert cold_environ["HTTP_X_A"] == "1, 2" and cold_environ["HTTP_COOKIE"] == "a=1; b=2"
+    assert cold_environ["PATH_INFO"] == "/a b" and "HTTP_X_SNEAKY" not in cold_environ
+
+
+def test_what_an_app_does_to_its_environ_never_reaches_the_next_request() -> None:
+    ctx = wsgi.WSGIContext(None, "s", 1)
+    expected = list(environ_of(ctx, RICH_GET).items())
+    first = environ_of(ctx, RICH_GET)
+    assert first is not environ_of(ctx, RICH_GET), "each request its own dict"
+    first["HTTP_HOST"] = "evil"
+    first["PATH_INFO"] = "/admin"
+    del first["HTTP_COOKIE"]
+    first["mutated"] = True
+    first.clear()
+    assert list(environ_of(ctx, RICH_GET).items()) == expected
+
+
+def test_heads_that_differ_get_their_own_environ() -> None:
+    """Keyed by the request: two heads with the same target, and a head
+    too long for the parser's cache (a new Request each time), each give
+    their own."""
+    ctx = wsgi.WSGIContext(None, "s", 1)
+    long_get = b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + b"v" * 2000 + b"\r\n\r\n"
+    other_long = long_get.replace(b"X-Long: v", b"X-Long: w")
+    for _ in range(2):
+        assert environ_of(ctx, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")["HTTP_HOST"] == "a"
+        assert environ_of(ctx, b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")["HTTP_HOST"] == "b"
+        assert environ_of(ctx, long_get)["HTTP_X_LONG"][0] == "v"
+        assert environ_of(ctx, other_long)["HTTP_X_LONG"][0] == "w"
+    assert len(wsgi._REQUEST_KEYS) == 2, "only the shared Requests are kept"
+
+
+def test_each_listener_keeps_its_own_static_environ() -> None:
+    first = wsgi.WSGIContext(None, "s", 1)
+    second = first.for_listener("t", 2, "https", None)
+    for _ in range(2):
+        assert environ_of(first, RICH_GET)["SERVER_PORT"] == "1"
+        tls = environ_of(second, RICH_GET)
+        assert (tls["SERVER_NAME"], tls["SERVER_PORT"], tls["wsgi.url_scheme"]) == ("t", "2", "https")
+        assert tls["HTTP_X_A"] == "1, 2"
+
+
+def test_the_environ_keys_cache_stays_bounded() -> None:
+    ctx = wsgi.WSGIContext(None, "s", 1)
+    for i in range(wsgi._REQUEST_KEYS_MAX + 10):
+        environ_of(ctx, b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+        assert len(wsgi._REQUEST_KEYS) <= wsgi._REQUEST_KEYS_MAX
+
+
+def test_the_shared_empty_input_stays_empty_whatever_an_app_reads() -> None:
+    stream = wsgi.input_from_pieces(None)
+    assert stream is wsgi.input_from_pieces([]) is wsgi.NO_BODY
+    for read in (lambda: stream.read(), lambda: stream.read(5), lambda: stream.readline(),
+                 lambda: stream.readline(3), lambda: stream.readlines(), lambda: list(stream),
+                 lambda: stream.drain()):
+        assert not read()
+    body = wsgi.input_from_pieces([b"ab\n", b"c"])
+    assert body is not wsgi.NO_BODY and body.read() == b"ab\nc"
+    assert wsgi.NO_BODY.read() == b""

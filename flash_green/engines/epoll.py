@@ -116,7 +116,7 @@ from .. import stats, tls
 from ..binds import Listener
 from ..config import Config
 from ..http import HTTPError, render_error
-from ..wsgi import Exchange, InputStream, WSGIContext, body_from_pieces
+from ..wsgi import Exchange, WSGIContext, input_from_pieces
 from ._accept import AcceptBackoff
 from ._loop import DeadlineQueue, LoopWatchdog
 from ._pump import READING, RequestPump
@@ -234,7 +234,7 @@ class Channel(RequestPump):
 
     def start_exchange(self, send_now: Callable[[bytes], int | None]) -> Exchange:
         wsgi = self.wsgi
-        body = InputStream(body_from_pieces(self.body))
+        body = input_from_pieces(self.body)
         self.body = None
         # The connection's part of environ is rebuilt per request (two keys,
         # well under a microsecond) rather than kept for the connection's

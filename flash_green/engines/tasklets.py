@@ -65,7 +65,7 @@ from tasklets.traps import WriteWait
 
 from .. import tls
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, InputStream, body_from_pieces
+from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, input_from_pieces
 from ._accept import AcceptBackoff
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 from ._tls import NonBlockingTLS
@@ -325,7 +325,7 @@ class TaskletsEngine(Engine):
                 # A tasklet handler and a client that stops reading the
                 # response are bounded by --timeout (a plain app cannot be).
                 state.deadline = monotonic() + config.timeout
-                environ = wsgi.environ(conn_environ, event, InputStream(body_from_pieces(pieces)))
+                environ = wsgi.environ(conn_environ, event, input_from_pieces(pieces))
                 # write() output goes straight to the socket; what it does not
                 # take leaves with the response's next piece.
                 exchange = Exchange(wsgi, conn, environ, not self.stopping, send)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import types
 from dataclasses import replace
+from email.utils import formatdate
 
 import pytest
 
@@ -233,6 +234,14 @@ def clock(monkeypatch):
     now = [1_800_000_000.25]
     monkeypatch.setattr(dates, "time", types.SimpleNamespace(time=lambda: now[0]))
     return now
+
+
+def test_the_date_is_the_one_of_the_seconds_the_clock_reads(clock) -> None:
+    """Forward, at the edges of a second, and back (the clock may be set back)."""
+    for now in (1_800_000_000.0, 1_800_000_000.999, 1_800_000_001.0, 1_800_000_000.5,
+                1_799_999_999.999, 1_800_000_001.5):
+        clock[0] = now
+        assert dates.http_date() == formatdate(int(now), usegmt=True), now
 
 
 HELLO_FIELDS = (("Content-Type", "text/plain"), ("Content-Length", "13"))

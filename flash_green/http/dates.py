@@ -5,13 +5,25 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 
-_date_cache: list = [0, ""]
+#: (the second's start, its end, its IMF-fixdate): replaced whole, so a
+#: thread reads the three of one second. Two float comparisons per call
+#: (an int() of the clock costs more than the rest of the call).
+_current: tuple[float, float, str] = (0.0, 0.0, "")
 
 
 def http_date() -> str:
-    """The current IMF-fixdate, recomputed at most once per second."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = formatdate(now, usegmt=True)
-    return _date_cache[1]
+    """The current IMF-fixdate, recomputed at most once per second (and
+    whenever the clock leaves the second it was made for, either way)."""
+    now = time.time()
+    start, end, text = _current
+    if start <= now < end:
+        return text
+    return _new_second(now)
+
+
+def _new_second(now: float) -> str:
+    global _current
+    second = int(now)
+    text = formatdate(second, usegmt=True)
+    _current = (float(second), float(second + 1), text)
+    return text

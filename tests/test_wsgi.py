@@ -300,6 +300,30 @@ def test_hello_is_one_bytes_object_with_its_length() -> None:
     assert exchange.keep_alive and exchange.status == 200 and exchange.sent == len(chunks[0])
 
 
+@pytest.mark.parametrize("result", [(b"Hello, ", b"World!"), (b"Hello, World!",), [b"Hello, ", b"World!"]])
+def test_a_list_or_tuple_body_leaves_in_one_piece_with_its_length(result) -> None:
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return result
+
+    for version in (b"1.1", b"1.0"):
+        exchange, _, _ = start(b"GET / HTTP/" + version + b"\r\nHost: h\r\nConnection: keep-alive\r\n\r\n", app)
+        chunks = list(exchange.run())
+        assert len(chunks) == 1, "head and body leave in one send"
+        _, fields, body = split_response(chunks[0])
+        assert fields["Content-Length"] == "13" and "Transfer-Encoding" not in fields
+        assert body == b"Hello, World!" and exchange.keep_alive
+
+
+def test_a_tuple_with_a_str_is_500() -> None:
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return (b"abc", "text")
+
+    out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", app)
+    assert out.startswith(b"HTTP/1.1 500 ") and not exchange.keep_alive
+
+
 def test_generator_body_is_chunked_and_write_comes_first() -> None:
     def app(environ, start_response):
         write = start_response("200 OK", [])
@@ -730,11 +754,13 @@ def length_app(declared: str, body: bytes, via: str):
             return iter([body[:2], body[2:]])
         if via == "first-piece":
             return iter([body])
+        if via == "tuple":
+            return (body,)
         return [body]
     return app
 
 
-@pytest.mark.parametrize("via", ["write", "iter", "first-piece", "list"])
+@pytest.mark.parametrize("via", ["write", "iter", "first-piece", "list", "tuple"])
 def test_a_body_past_its_content_length_is_cut_at_it_and_closed(via: str, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="flash.wsgi"):
         out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", length_app("9", b"0123456789", via))
@@ -744,11 +770,11 @@ def test_a_body_past_its_content_length_is_cut_at_it_and_closed(via: str, caplog
     assert not exchange.keep_alive and exchange.status == 200
     assert exchange.body_sent == 9, "the access log counts what went out"
     assert "more than its Content-Length (9)" in caplog.text
-    if via in ("list", "first-piece"):
+    if via in ("list", "tuple", "first-piece"):
         assert fields["Connection"] == "close", "the head had not left: it says so"
 
 
-@pytest.mark.parametrize("via", ["write", "iter", "first-piece", "list"])
+@pytest.mark.parametrize("via", ["write", "iter", "first-piece", "list", "tuple"])
 def test_a_body_short_of_its_content_length_is_sent_and_closed(via: str, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="flash.wsgi"):
         out, exchange, _ = serve(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", length_app("9", b"01234", via))

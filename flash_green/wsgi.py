@@ -42,14 +42,10 @@ _ENVIRON_KEYS: dict[str, str | None] = {
     "content-length": "CONTENT_LENGTH",
 }
 _MAX_KEY_CACHE = 4096
-#: The request's own keys of environ, by the shared Request they were built
-#: from (the parser's head cache hands out one Request per distinct head):
-#: a repeated head skips the header loop and the six sets. They depend on the
-#: request alone (no header maps to a key of the listener or the peer), so
-#: one dict serves every listener. Copied into each environ, never given
-#: out. Bounded like the parser's cache.
-_REQUEST_KEYS: dict[Request, dict] = {}
-_REQUEST_KEYS_MAX = 256
+#: The most environ templates a listener keeps (see `WSGIContext.environ`).
+_TEMPLATES_MAX = 256
+#: Where the peer goes in a template: the two keys `connection_environ` gives.
+_PEER_PLACES = {"REMOTE_ADDR": "", "REMOTE_PORT": ""}
 
 
 def _environ_key(name: str) -> str | None:
@@ -258,6 +254,8 @@ class WSGIContext:
             "wsgi.file_wrapper": FileWrapper,
             "SERVER_SOFTWARE": server_header,
         }
+        #: Shared Request -> its environ but the peer and body (`environ`).
+        self.templates: dict[Request, dict] = {}
 
     def for_listener(self, server_name: str, server_port: int | str, url_scheme: str,
                      front: Callable[[dict], None] | None) -> WSGIContext:
@@ -280,16 +278,27 @@ class WSGIContext:
         return {"REMOTE_ADDR": str(peer) if peer else "", "REMOTE_PORT": ""}
 
     def environ(self, conn_environ: dict, request: Request, body: InputStream) -> dict:
-        environ = self.base_environ.copy()
-        environ.update(conn_environ)
-        keys = _REQUEST_KEYS.get(request)
-        if keys is None:
-            keys = request_keys(request)
+        """A new environ: the listener's, the connection's (`connection_environ`)
+        and the request's keys, in that order.
+
+        Discussion: speed. A repeated head is one shared Request (the parser's
+        head cache), so the environ of its listener and request is kept as a
+        template, the peer's two places empty, and each request is a copy of
+        it with the peer and body put in: no header loop, no key built. The
+        app and the front hook get the copy; the template is never handed
+        out.
+        """
+        template = self.templates.get(request)
+        if template is not None:
+            environ = template.copy()
+        else:
+            environ = self.base_environ | _PEER_PLACES
+            environ.update(request_keys(request))
             if request.shared:
-                if len(_REQUEST_KEYS) >= _REQUEST_KEYS_MAX:
-                    _REQUEST_KEYS.clear()
-                _REQUEST_KEYS[request] = keys
-        environ.update(keys)
+                if len(self.templates) >= _TEMPLATES_MAX:
+                    self.templates.clear()
+                self.templates[request] = environ.copy()
+        environ.update(conn_environ)
         environ["wsgi.input"] = body
         if self.front is not None:
             self.front(environ)
@@ -338,6 +347,7 @@ class ListenerContext(WSGIContext):
         self.base_environ = dict(first.base_environ, SERVER_NAME=server_name,
                                  SERVER_PORT=str(server_port))
         self.base_environ["wsgi.url_scheme"] = url_scheme
+        self.templates = {}
 
     @property
     def app(self) -> Callable:

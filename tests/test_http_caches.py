@@ -5,9 +5,9 @@ saves would give, for exactly the input (and limits) it was filled with.
   connection as a fresh parse does, under every limit, after any request;
 * the head cache of the response (`response._HEADS`): the bytes and the
   writer a fresh build gives, with the Date of the current second;
-* the request's keys of the WSGI environ (`wsgi._REQUEST_KEYS`) and the
-  shared empty `wsgi.input`: what an app does to its environ never reaches
-  the next request's.
+* the environ templates of the WSGI adapter (`WSGIContext.templates`) and
+  the shared empty `wsgi.input`: what an app does to its environ never
+  reaches the next request's.
 """
 
 from __future__ import annotations
@@ -48,11 +48,9 @@ def cold_caches():
     core._FIELD_LINES.clear()
     core._FIELD_NAMES.clear()
     response._HEADS.clear()
-    wsgi._REQUEST_KEYS.clear()
     yield
     core._HEADS.clear()
     response._HEADS.clear()
-    wsgi._REQUEST_KEYS.clear()
 
 
 def head_of(request: Request) -> tuple:
@@ -358,13 +356,33 @@ def environ_of(ctx: wsgi.WSGIContext, data: bytes, peer=PEER) -> dict:
 def test_a_repeated_heads_environ_is_the_one_a_fresh_build_gives() -> None:
     ctx = wsgi.WSGIContext(None, "s", 1)
     cold_environ = environ_of(ctx, RICH_GET)
-    assert parsed(RICH_GET) in wsgi._REQUEST_KEYS
+    assert parsed(RICH_GET) in ctx.templates
     for peer in (PEER, ("10.9.9.9", 1)):
         hit = environ_of(ctx, RICH_GET, peer)
         expected = dict(cold_environ, REMOTE_ADDR=peer[0], REMOTE_PORT=str(peer[1]))
         assert list(hit.items()) == list(expected.items()), "the same keys, values and order"
+    assert list(cold_environ) == [*ctx.base_environ, "REMOTE_ADDR", "REMOTE_PORT", "REQUEST_METHOD",
+                                  "PATH_INFO", "QUERY_STRING", "REQUEST_URI", "RAW_URI",
+                                  "SERVER_PROTOCOL", "wsgi.input", "HTTP_HOST", "HTTP_X_A",
+                                  "HTTP_COOKIE", "CONTENT_TYPE"]
     assert cold_environ["HTTP_X_A"] == "1, 2" and cold_environ["HTTP_COOKIE"] == "a=1; b=2"
-    assert cold_environ["PATH_INFO"] == "/a b" and "HTTP_X_SNEAKY" not in cold_environ
+    assert cold_environ["PATH_INFO"] == "/a b" and cold_environ["REMOTE_PORT"] == "54321"
+
+
+def test_the_front_hook_sees_and_changes_each_request_alone() -> None:
+    seen = []
+
+    def front(environ: dict) -> None:
+        seen.append((environ["REMOTE_ADDR"], environ.get("HTTP_COOKIE"), environ.get("first")))
+        environ["REMOTE_ADDR"] = "front:" + environ["REMOTE_ADDR"]
+        if len(seen) == 1:
+            del environ["HTTP_COOKIE"]
+            environ["first"] = True
+
+    ctx = wsgi.WSGIContext(None, "s", 1, front=front)
+    for peer in (PEER, ("10.9.9.9", 1), PEER):
+        assert environ_of(ctx, RICH_GET, peer)["REMOTE_ADDR"] == "front:" + peer[0]
+    assert seen == [(peer, "a=1; b=2", None) for peer in ("10.1.2.3", "10.9.9.9", "10.1.2.3")]
 
 
 def test_what_an_app_does_to_its_environ_never_reaches_the_next_request() -> None:
@@ -392,7 +410,7 @@ def test_heads_that_differ_get_their_own_environ() -> None:
         assert environ_of(ctx, b"GET / HTTP/1.1\r\nHost: b\r\n\r\n")["HTTP_HOST"] == "b"
         assert environ_of(ctx, long_get)["HTTP_X_LONG"][0] == "v"
         assert environ_of(ctx, other_long)["HTTP_X_LONG"][0] == "w"
-    assert len(wsgi._REQUEST_KEYS) == 2, "only the shared Requests are kept"
+    assert len(ctx.templates) == 2, "only the shared Requests are kept"
 
 
 def test_each_listener_keeps_its_own_static_environ() -> None:
@@ -405,11 +423,11 @@ def test_each_listener_keeps_its_own_static_environ() -> None:
         assert tls["HTTP_X_A"] == "1, 2"
 
 
-def test_the_environ_keys_cache_stays_bounded() -> None:
+def test_the_environ_templates_stay_bounded() -> None:
     ctx = wsgi.WSGIContext(None, "s", 1)
-    for i in range(wsgi._REQUEST_KEYS_MAX + 10):
+    for i in range(wsgi._TEMPLATES_MAX + 10):
         environ_of(ctx, b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
-        assert len(wsgi._REQUEST_KEYS) <= wsgi._REQUEST_KEYS_MAX
+        assert len(ctx.templates) <= wsgi._TEMPLATES_MAX
 
 
 def test_the_shared_empty_input_stays_empty_whatever_an_app_reads() -> None:

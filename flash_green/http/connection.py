@@ -572,13 +572,9 @@ class ServerConnection:
         Content-Length unless the app gave one.
         """
         request = self.request
-        return build_head(
-            request.version, status, headers,
-            head_request=request.method == "HEAD",
-            keep_alive=keep_alive and request.keep_alive,
-            server=self.server,
-            body_length=body_length,
-        )
+        # By position: keywords cost a tenth of a cached head's build.
+        return build_head(request.version, status, headers, request.method == "HEAD",
+                          keep_alive and request.keep_alive, self.server, body_length)
 
     @property
     def body_unread(self) -> bool:

@@ -108,7 +108,6 @@ def build_head(
     version: str,
     status: str,
     headers: list[tuple[str, str]],
-    *,
     head_request: bool,
     keep_alive: bool,
     server: str,

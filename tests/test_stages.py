@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import pytest
 
 from comparisons import wrk
+from comparisons.bench_inprocess import Server
 from comparisons.childproc import ROOT
-from comparisons.stages import floors, oncpu, sampling
+from comparisons.stages import floors, oncpu, sampling, targets
 from comparisons.stages.__main__ import main
 from comparisons.stages.report import Level, Results, Split, load
 
@@ -142,3 +144,19 @@ def test_tiny_run_writes_a_table_whose_stages_add_up(tmp_path, capsys):
     assert split["samples"] > 0
     check = load(str(out / "stages.json")).check()["tasklets"]
     assert check["adds_up"] and check["floor_within_total"], check
+
+
+def test_a_baseline_row_serves_the_other_trees_code(tmp_path):
+    """--baseline: the same engine row, its server started from another checkout."""
+    package = tmp_path / "flash_green"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text("import sys\nprint(__file__, sys.argv[1:])\n")
+    (row,), _ = targets.engine_targets(["tasklets"])
+    (base,) = targets.baseline_targets([row], str(tmp_path))
+    assert base.label == "tasklets (base)" and base.server.argv[4:] == row.server.argv[3:]
+    # Run with arguments our own CLI answers at once, should it be the one started.
+    quick = Server("quick", (*row.server.argv[:3], "--help"), row.server.connections)
+    (base,) = targets.baseline_targets([targets.Target(quick)], str(tmp_path))
+    out = subprocess.run(base.server.argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    assert out == f"{package / '__main__.py'} ['--help']\n"

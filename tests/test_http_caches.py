@@ -35,6 +35,8 @@ from flash_green.http import (
 )
 from flash_green.http import connection as core
 
+from .test_http_corpus import OWN_CASES, drive
+
 GET = b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nX-Pad: 1\r\n\r\n"
 #: The slots a request leaves on its connection, all of them but the limits.
 STATE = ("server", "trailers", "_buf", "_scan", "_eof", "_state", "_remaining", "_body_size",
@@ -193,6 +195,29 @@ def test_a_hit_leaves_the_connection_as_a_fresh_parse_does(before: bytes) -> Non
     expected = cold(GET, before=before)
     assert GET in core._HEADS
     assert outcome(GET, before=before) == expected
+
+
+#: Limits tight enough that many corpus heads break one of them.
+TIGHT = Limits(max_request_line=40, max_field_size=30, max_header_fields=3, max_header_size=120,
+               require_host=False)
+
+
+def test_the_whole_corpus_gives_the_same_outcomes_with_the_caches_warm() -> None:
+    """Every case of tests/corpus, parsed cold and then again with every
+    head of the corpus in the cache (filled under other limits), under its
+    own limits, the defaults and tight ones."""
+    cases = [(case.id, case.data, limits) for case in OWN_CASES
+             for limits in (case.limits, Limits(), TIGHT)]
+    cold_outcomes = []
+    for _, data, limits in cases:
+        core._HEADS.clear()
+        cold_outcomes.append(drive([data], limits).summary())
+    core._HEADS.clear()
+    for _, data, limits in cases:
+        drive([data], limits)
+    assert len(core._HEADS) > 20, "the corpus fills the cache"
+    for (name, data, limits), cold_outcome in zip(cases, cold_outcomes):
+        assert drive([data], limits).summary() == cold_outcome, (name, limits)
 
 
 def test_pipelined_heads_hit_and_miss_in_order() -> None:

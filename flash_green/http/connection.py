@@ -19,15 +19,18 @@ same object is driven by a blocking loop, a generator tasklet, an epoll
 callback or an asyncio protocol.
 
 Discussion: speed. Every engine pays this parser on every request, so its
-common case is a few C calls and one short Python loop. The head is decoded
-and split into lines once; the request line is two `partition`s and
-dictionary lookups; each field line is looked up in a bounded cache of lines
-already parsed and checked, because clients repeat the same lines on every
-request. Only a new line costs more: the head's control characters are then
-checked in one `bytes.translate`, and the line is partitioned, its name
-checked and lower-cased, its value trimmed. Regular expressions only explain
-errors or handle rare forms. `comparisons/bench_parser.py` measures it
-against h11 and httptools, with the cache warm and cold.
+common case is one dictionary lookup: a client that repeats its whole head
+byte for byte (wrk, health checks, API clients on keep-alive) gets the
+Request parsed the first time, shared and read-only (`_HEADS`), after the
+limits of this connection are checked against it. Otherwise the head is
+decoded and split into lines once; the request line is two `partition`s
+and dictionary lookups; each field line is looked up in a bounded cache of
+lines already parsed and checked, because clients repeat the same lines on
+every request. Only a new line costs more: the head's control characters
+are then checked in one `bytes.translate`, and the line is partitioned, its
+name checked and lower-cased, its value trimmed. Regular expressions only
+explain errors or handle rare forms. `comparisons/bench_parser.py` measures
+it against h11 and httptools, with the caches warm and cold.
 
 Where the rest lives: the patterns and tables of RFC 9110/9112 are in
 `grammar.py`, the error explanations (run only once a head is refused) in

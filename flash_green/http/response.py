@@ -7,6 +7,9 @@ It decides the framing once, from the request and the app's headers:
 * no body allowed (HEAD, 204, 304)   -> nothing is sent after the head;
 * HTTP/1.1 and no length            -> chunked;
 * HTTP/1.0 and no length            -> close-delimited (the connection ends).
+
+An app answers a route with the same head every time, so a head built once
+is kept whole (`_HEADS`) for the second its Date names.
 """
 
 from __future__ import annotations

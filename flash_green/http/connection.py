@@ -105,8 +105,8 @@ _FIELD_LINE_CACHEABLE = 200
 #: _HEAD_CACHEABLE bytes. The limits the head touches are checked again on
 #: every hit: the two line-length ones and the head size by the caller,
 #: field size and count from the entry. Bounded like _FIELD_LINES.
-#: What it bought: wrk's 38-byte head, its END, PAUSED and the next cycle
-#: went from 30,400 to 8,800 instructions per request (`python -m
+#: What it bought: a 57-byte keep-alive GET, its END, PAUSED and the next
+#: cycle went from 30,500 to 8,800 instructions (`python -m
 #: comparisons.bench_parser --instructions`, stage "parse").
 _HEADS: dict[bytes, tuple[Request, int, int]] = {}
 _HEADS_MAX = 256

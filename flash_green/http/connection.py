@@ -108,7 +108,11 @@ _FIELD_LINE_CACHEABLE = 200
 #: What it bought: a 57-byte keep-alive GET, its END, PAUSED and the next
 #: cycle went from 30,500 to 8,800 instructions (`python -m
 #: comparisons.bench_parser --instructions`, stage "parse").
+#: A head enters it the second time it is parsed (`_HEADS_SEEN` holds the
+#: heads parsed once): a head never repeated (a new cookie value each time)
+#: then costs a set entry, not a shared Request built and dropped.
 _HEADS: dict[bytes, tuple[Request, int, int]] = {}
+_HEADS_SEEN: set[bytes] = set()
 _HEADS_MAX = 256
 _HEAD_CACHEABLE = 1024
 #: A field name as sent -> lower case, for names already checked to be tokens
@@ -386,15 +390,17 @@ class ServerConnection:
             return Request(method, target, path, query, version, headers, keep_alive,
                            chunked, content_length, expect_continue)
         path, _, query = target.partition("?")
-        if self._state != _END_PENDING or len(head) > _HEAD_CACHEABLE or not (hosts or version == "HTTP/1.0"):
-            return Request(method, target, path, query, version, headers, keep_alive,
-                           chunked, content_length, expect_continue)
-        request = Request(method, target, path, query, version, SharedFields(headers), keep_alive,
-                          chunked, content_length, expect_continue, True)
-        if len(_HEADS) >= _HEADS_MAX:
-            _HEADS.clear()
-        _HEADS[head] = (request, max(map(len, lines[1:]), default=0), len(lines) - 1)
-        return request
+        if self._state == _END_PENDING and len(head) <= _HEAD_CACHEABLE and (hosts or version == "HTTP/1.0"):
+            if head in _HEADS_SEEN:
+                request = Request(method, target, path, query, version, SharedFields(headers), keep_alive,
+                                  chunked, content_length, expect_continue, True)
+                _share(head, lines, request)
+                return request
+            if len(_HEADS_SEEN) >= _HEADS_MAX:
+                _HEADS_SEEN.clear()
+            _HEADS_SEEN.add(head)
+        return Request(method, target, path, query, version, headers, keep_alive,
+                       chunked, content_length, expect_continue)
 
     @staticmethod
     def _check_transfer_codings(codings: list[str], content_length: int | None,
@@ -606,6 +612,14 @@ class ServerConnection:
 
     def close(self) -> None:
         self._state = _CLOSED
+
+
+def _share(head: bytes, lines: list[str], request: Request) -> None:
+    """Keep `request` in _HEADS for the next `head` like it, with what the
+    limits of the connection that sends it are checked against."""
+    if len(_HEADS) >= _HEADS_MAX:
+        _HEADS.clear()
+    _HEADS[head] = (request, max(map(len, lines[1:]), default=0), len(lines) - 1)
 
 
 def _keep_alive(version: str, connection: str) -> bool:

@@ -288,45 +288,48 @@ class WSGIContext:
         app and the front hook get the copy; the template is never handed
         out.
         """
-        template = self.templates.get(request)
-        if template is not None:
-            environ = template.copy()
+        if request.shared:
+            environ = (self.templates.get(request) or self._template(request)).copy()
+            environ.update(conn_environ)
         else:
-            environ = self.base_environ | _PEER_PLACES
-            environ.update(request_keys(request))
-            if request.shared:
-                if len(self.templates) >= _TEMPLATES_MAX:
-                    self.templates.clear()
-                self.templates[request] = environ.copy()
-        environ.update(conn_environ)
+            environ = self.base_environ.copy()
+            environ.update(conn_environ)
+            add_request_keys(environ, request)
         environ["wsgi.input"] = body
         if self.front is not None:
             self.front(environ)
         return environ
 
+    def _template(self, request: Request) -> dict:
+        """The environ of `request` on this listener but the peer and body, kept."""
+        template = self.base_environ | _PEER_PLACES
+        add_request_keys(template, request)
+        if len(self.templates) >= _TEMPLATES_MAX:
+            self.templates.clear()
+        self.templates[request] = template
+        return template
 
-def request_keys(request: Request) -> dict:
-    """The keys of environ the request gives (wsgi.input's place kept, empty)."""
+
+def add_request_keys(environ: dict, request: Request) -> None:
+    """Put the keys of environ the request gives into `environ` (and
+    wsgi.input's place, empty)."""
     path = request.path
-    keys = {
-        "REQUEST_METHOD": request.method,
-        "PATH_INFO": unquote(path, encoding="latin-1") if "%" in path else path,
-        "QUERY_STRING": request.query,
-        "REQUEST_URI": request.target,
-        "RAW_URI": request.target,
-        "SERVER_PROTOCOL": request.version,
-        "wsgi.input": None,
-    }
+    environ["REQUEST_METHOD"] = request.method
+    environ["PATH_INFO"] = unquote(path, encoding="latin-1") if "%" in path else path
+    environ["QUERY_STRING"] = request.query
+    environ["REQUEST_URI"] = request.target
+    environ["RAW_URI"] = request.target
+    environ["SERVER_PROTOCOL"] = request.version
+    environ["wsgi.input"] = None
     for name, value in request.headers:
         key = _ENVIRON_KEYS.get(name) or _environ_key(name)
         if key is None:
             continue
-        if key in keys:
+        if key in environ:
             sep = "; " if key == "HTTP_COOKIE" else ", "
-            keys[key] = keys[key] + sep + value
+            environ[key] = environ[key] + sep + value
         else:
-            keys[key] = value
-    return keys
+            environ[key] = value
 
 
 class ListenerContext(WSGIContext):

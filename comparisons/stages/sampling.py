@@ -51,7 +51,7 @@ STAGE_OF: tuple[tuple[str, str, str], ...] = (
     ("flash_green/wsgi.py", "InputStream.__init__", "environ"),
     ("flash_green/wsgi.py", "body_from_pieces", "environ"),
     ("flash_green/wsgi.py", "input_from_pieces", "environ"),
-    ("flash_green/wsgi.py", "request_keys", "environ"),
+    ("flash_green/wsgi.py", "add_request_keys", "environ"),
     ("flash_green/proxy.py", "", "environ"),
     ("flash_green/wsgi.py", "", "app"),
     ("flash_green/apps/", "", "app"),

@@ -275,12 +275,13 @@ class ServerConnection:
             if known is not None and known[1] <= limits.max_field_size and known[2] <= limits.max_header_fields:
                 self._buf = b""
                 self._scan = 0
-                return self._start_known(known[0])
+                self._state = _END_PENDING
+                return self._start(known[0])
             lines = split_lines(buf)
             if all(lines):
                 self._buf = b""
                 self._scan = 0
-                return self._start_request(buf, lines)
+                return self._start(self._build_request(buf, lines))
         end = buf.find(b"\r\n\r\n", self._scan)
         if end < 0:
             self._check_incomplete_head(buf)
@@ -295,8 +296,9 @@ class ServerConnection:
         self._scan = 0
         known = _HEADS.get(head)
         if known is not None and known[1] <= limits.max_field_size and known[2] <= limits.max_header_fields:
-            return self._start_known(known[0])
-        return self._start_request(head, split_lines(head))
+            self._state = _END_PENDING
+            return self._start(known[0])
+        return self._start(self._build_request(head, split_lines(head)))
 
     def _check_incomplete_head(self, buf: bytes) -> None:
         limits = self.limits
@@ -308,19 +310,9 @@ class ServerConnection:
             raise HTTPError(400, "connection closed before the request head was complete")
         self._scan = max(0, len(buf) - 3)
 
-    def _start_request(self, head: bytes, lines: list[str]) -> Request:
-        """The request of a `head` split into `lines`; its body comes next."""
-        request = self._build_request(head, lines)
-        self.request = request
-        self._body_size = 0
-        self._continue_sent = False
-        if self.trailers:
-            self.trailers = _NO_TRAILERS
-        return request
-
-    def _start_known(self, request: Request) -> Request:
-        """`_start_request` for a head found in _HEADS: no body follows."""
-        self._state = _END_PENDING
+    def _start(self, request: Request) -> Request:
+        """`request` becomes the current one (its body, if any, comes next:
+        `_build_request` or the caller has set the state for it)."""
         self.request = request
         self._body_size = 0
         self._continue_sent = False

@@ -1,5 +1,5 @@
 """Green threads beyond the cross-engine suite: the hand-written hub
-(`flash_green.greenhub`) unit by unit, then the greenlet, gevent and eventlet
+(`greenhub`) unit by unit, then the greenlet, gevent and eventlet
 engines as real processes - cooperative I/O overlaps, a blocking call stalls
 the hub, monkey-patching (in subprocesses only), the connection bound, a
 prompt graceful stop, `--workers`, and a missing package in one line."""
@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from flash_green import greenhub
-from flash_green.greenhub import CooperativeSocket, Event, Hub, HubError
+import greenhub
+from greenhub import CooperativeSocket, Event, Hub, HubError
 
 from .conftest import SUITE_ARGS
 from .httpclient import Client

@@ -292,7 +292,7 @@ CHAPTERS: tuple[Chapter, ...] = (
                     paths=(("/sleep", "/green/sleep"),)),
          TourTarget("gevent --patch", "gevent --patch"),
          TourTarget("eventlet --patch", "eventlet --patch", full_only=True)),
-        (CodeRef("flash_green.greenhub", "CooperativeSocket.recv"), CodeRef(GEVENT, "GeventEngine.serve"),
+        (CodeRef("greenhub.hub", "CooperativeSocket.recv"), CodeRef(GEVENT, "GeventEngine.serve"),
          CodeRef("flash_green.patching", "apply")),
         Headline("wall_ms", "time to serve every waiting request", "ms"),
         (("wall_ms", "all served (ms)"), ("peak_per_thread", "most at once in one thread"),

@@ -5,7 +5,7 @@ The model
     (`flash_green.blocking.serve_connection`, the very function `sequential`
     and `threaded` run) in its own greenlet, over a `CooperativeSocket` whose
     `recv`/`sendall`/`accept` switch to the hub greenlet instead of blocking.
-    The hub (`flash_green.greenhub`: epoll, a timer heap, one waiter per fd)
+    The hub (`greenhub`: epoll, a timer heap, one waiter per fd)
     switches back when the fd is ready. Blocking-style code becomes concurrent
     without threads, generators or `async`: this is what gevent and eventlet
     do, with only the `greenlet` package underneath, so every step can be read.
@@ -39,7 +39,9 @@ import logging
 import select
 from collections.abc import Callable
 
-from .. import greenhub, stats
+import greenhub
+
+from .. import stats
 from ..blocking import serve_connection
 from ..config import Config
 from ._accept import AcceptBackoff

@@ -8,7 +8,6 @@ or builds an environ itself: that is `flash_green.http` and `flash_green.wsgi`.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import random
@@ -23,6 +22,7 @@ from typing import Callable, ClassVar
 
 from .. import proxy, stats, tracing
 from ..binds import server_address
+from ..colour import TASKLET, app_colour
 from ..config import Config
 from ..http import ServerConnection
 from ..loader import AppLoadError, load_app
@@ -174,8 +174,8 @@ class Engine:
     #: always can: its new workers import the new code.
     reload_refusal: ClassVar[str | None] = None
 
-    #: The kinds of app this model can run besides plain WSGI ("tasklet":
-    #: generator handlers, "async": `async def` apps). See `refuse_app`.
+    #: The kinds of app this model can run besides plain WSGI (colours of
+    #: `flash_green.colour`: TASKLET, ASYNC). See `refuse_app`.
     app_colours: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -184,8 +184,8 @@ class Engine:
         colour = app_colour(app)
         if colour is None or colour in cls.app_colours:
             return None
-        runs_it = "tasklets" if colour == "tasklet" else "asyncio"
-        kind = "a tasklet handler (a generator)" if colour == "tasklet" else "an async app (async def)"
+        runs_it = "tasklets" if colour == TASKLET else "asyncio"
+        kind = "a tasklet handler (a generator)" if colour == TASKLET else "an async app (async def)"
         return f"the app is {kind}; only --engine {runs_it} can run it"
 
     @classmethod
@@ -359,15 +359,6 @@ class Engine:
     def stats(self) -> dict:
         """Counters for `--stats`; engines add their scheduler's own numbers."""
         return self.counters.snapshot()
-
-
-def app_colour(app: Callable) -> str | None:
-    """"tasklet", "async", or None for a plain WSGI app."""
-    if getattr(app, "__tasklet_app__", False):
-        return "tasklet"
-    if inspect.iscoroutinefunction(app):
-        return "async"
-    return None
 
 
 def forget_app_modules(spec: str) -> dict[str, object]:

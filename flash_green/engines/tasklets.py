@@ -11,10 +11,10 @@ The model
     generator's frame *is* the connection's state.
 
     Plain WSGI apps run inline in the connection's tasklet. Apps marked with
-    `@tasklet_app` are generators: the engine runs them with `yield from`, so
-    they may `yield from tasklets.sleep(...)` or talk to an upstream over a
-    `tasklets.io.Socket` and every other connection keeps being served
-    (see `flash_green.apps.tasklet_demo`).
+    `@tasklet_app` (`flash_green.colour`) are generators: the engine runs
+    them with `yield from`, so they may `yield from tasklets.sleep(...)` or
+    talk to an upstream over a `tasklets.io.Socket` and every other
+    connection keeps being served (see `flash_green.apps.tasklet_demo`).
 
 What it costs per connection
     A generator frame, a `ServerConnection`, a `Socket` wrapper and a
@@ -43,12 +43,13 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sleep
 from tasklets.io import Socket
 
+from ..colour import TASKLET, app_colour
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, InputStream, body_from_pieces
 from ._accept import AcceptBackoff
@@ -61,17 +62,6 @@ RECV_SIZE = 65536
 #: How long a connection stays to drop what a client still sends after an
 #: error response, so that our 4xx is not destroyed by a reset (see linger).
 LINGER_SECONDS = 1.0
-
-
-def tasklet_app(app: Callable) -> Callable:
-    """Mark a WSGI-shaped generator function as a tasklet handler.
-
-    `app(environ, start_response)` is then a generator: it may `yield from`
-    tasklet operations and `return` the WSGI body iterable. The tasklets
-    engine runs it with `yield from`; other engines cannot, and refuse it.
-    """
-    app.__tasklet_app__ = True
-    return app
 
 
 class DeadlineExpired(Cancelled):
@@ -98,7 +88,7 @@ class TaskletsEngine(Engine):
     summary = "generator tasklets on our own epoll kernel; one thread, a tasklet per connection"
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
                                 bounds_connections=True)
-    app_colours = frozenset({"tasklet"})
+    app_colours = frozenset({TASKLET})
 
     def __init__(self, config, app, listener) -> None:
         super().__init__(config, app, listener)
@@ -110,7 +100,7 @@ class TaskletsEngine(Engine):
         self.kernel = Kernel(longblock_ms=config.debug_blocking_ms or None,
                              traptrace=trace in ("traps", "all"),
                              schedtrace=trace in ("sched", "all"))
-        self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
+        self.is_tasklet_app = app_colour(app) == TASKLET
         self.connections: set[ConnectionState] = set()
         self.slots = Semaphore(config.max_connections)
         #: How long a connection waits for its next request: --keep-alive,
@@ -137,7 +127,7 @@ class TaskletsEngine(Engine):
 
     def use_app(self, app) -> None:
         super().use_app(app)
-        self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
+        self.is_tasklet_app = app_colour(app) == TASKLET
 
     def stats(self) -> dict:
         stats = super().stats()

@@ -87,11 +87,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import binds, patching, stats, watchdog
-from .cli import EXIT_APP_LOAD, EXIT_BIND, announce
+from . import binds, patching, startup, stats, watchdog
 from .config import Config
 from .engines.base import HEARTBEAT_INTERVAL, ENGINE_SIGNALS, Capabilities, Engine, Waker
-from .loader import AppLoadError, load_app
+from .loader import AppLoadError
+from .startup import EXIT_APP_LOAD, EXIT_BIND, announce
 
 log = logging.getLogger("flash.supervisor")
 
@@ -526,11 +526,13 @@ class Supervisor:
             # Before the app's imports, as `python -m flash_green` does without
             # workers (the master stays unpatched); the engine then finds it done.
             patching.apply(self.engine_cls.name)
-        app = load_app(self.app_spec, self.factory)
-        refusal = self.engine_cls.refuse_app(app)
-        if refusal:
-            raise AppLoadError(f"{self.app_spec}: {refusal}")
-        engine = self.engine_cls(config, app, listener)
+        app = startup.load(self.engine_cls, self.app_spec, self.factory)
+        startup.serve(self.engine_cls, config, app, listener, prepare=lambda engine: self._watch(engine, slot))
+        return 0
+
+    def _watch(self, engine: Engine, slot: HeartbeatSlot) -> None:
+        """Wire the engine's heartbeat into `slot` (and, where the app runs
+        off the loop, each call into the app), then tell the master."""
         watch = None
         if engine.app_off_loop:
             watch = watchdog.RequestWatch()
@@ -540,7 +542,7 @@ class Supervisor:
                              daemon=True).start()
         else:
             engine.heartbeat = slot.beat
-        watchdog.install_abort(watch, config.timeout)
+        watchdog.install_abort(watch, self.config.timeout)
         slot.beat()
         # Tell the master at once (it would notice within a tick anyway);
         # the pipe is the master's, so the worker lets go of it afterwards.
@@ -548,8 +550,6 @@ class Supervisor:
         self.waker.close()
         threading.Thread(target=self._beat_until_the_loop_does, args=(engine,),
                          name="heartbeat", daemon=True).start()
-        engine.run()
-        return 0
 
     @staticmethod
     def _beat_until_the_loop_does(engine: Engine) -> None:

@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, ClassVar
 
 from .. import proxy, stats, tracing
@@ -58,11 +58,26 @@ class Capabilities:
     threads: bool = False
     #: Forks per request (each request pays a process start).
     fork_per_request: bool = False
-    #: Runs under the supervisor by nature (prefork, worker).
+    #: Runs under the supervisor by nature (a composition: prefork, worker).
     multiprocess: bool = False
     #: Honours --max-connections: at the bound it stops accepting, and new
     #: clients wait in the listen backlog (per process under --workers).
     bounds_connections: bool = False
+
+    def supervised(self, workers: int) -> Capabilities:
+        """What `workers` processes of this model can do together (a
+        composition of the registry, or any engine with --workers N).
+
+        Each process still behaves as its model does, but with two or more a
+        second client is served by another process: a slow client or a blocking
+        handler holds only its own worker (up to N - 1 of them at once).
+        """
+        several = workers >= 2
+        return replace(
+            self, concurrent=self.concurrent or several, parallel=True,
+            blocking_handler_stalls=self.blocking_handler_stalls and not several,
+            multiprocess=True,
+        )
 
 
 @dataclass
@@ -132,6 +147,9 @@ class Engine:
     #: One line for `flash_green engines`.
     summary: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities]
+    #: Worker processes when --workers is not given: a composition's own
+    #: count (`flash_green.engines.Supervised`); 0 runs in the serving process.
+    processes: ClassVar[int] = 0
     #: `--trace-requests`: told of every answered request (`flash_green.tracing`); None when off.
     tracer: tracing.Tracer | None = None
     #: The protocol state of each connection (a `TracedConnection` when tracing).

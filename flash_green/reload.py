@@ -6,7 +6,9 @@ The model
     workers) started as a subprocess with FLASH_RELOAD_MANIFEST naming a
     file: whichever process imports the app writes there the files of every
     module it imported from outside the standard library and site-packages,
-    with the size and mtime it saw, whether the import succeeded or not. The
+    with the size and mtime it saw, whether the import succeeded or not (an
+    observer the child adds to `flash_green.loader`: loading knows nothing
+    of reloading). The
     parent watches those files, the `--reload-extra-file` ones and the config
     file (`-c`), and on a change stops the child (SIGTERM, graceful) and starts a
     new one on the same address; with `-b HOST:0` the new child binds the
@@ -47,14 +49,15 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 
+from . import loader
+from .startup import EXIT_APP_LOAD
+
 log = logging.getLogger("flash.reload")
 
 #: Set in the serving child: where it writes the files it imported.
 MANIFEST_ENV = "FLASH_RELOAD_MANIFEST"
 #: Seconds between two looks at the watched files.
 POLL_INTERVAL = 0.5
-#: The child's exit code when it cannot load the app (cli.EXIT_APP_LOAD).
-EXIT_APP_LOAD = 4
 #: Signals the parent passes on to the child as they are.
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
@@ -84,6 +87,13 @@ def is_app_file(path: str, library_dirs: tuple[str, ...]) -> bool:
 def in_child() -> bool:
     """True in the serving child of a reloader (which must not reload again)."""
     return bool(os.environ.get(MANIFEST_ENV))
+
+
+def record_imports_on_load() -> None:
+    """In the serving child: write the manifest after every load of the app
+    (at start-up, in each worker, at a HUP reload)."""
+    if in_child() and record_imports not in loader.LOAD_OBSERVERS:
+        loader.LOAD_OBSERVERS.append(record_imports)
 
 
 def record_imports(error: BaseException | None = None) -> None:

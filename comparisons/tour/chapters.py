@@ -24,8 +24,9 @@ TASKLETS = "flash_green.engines.tasklets"
 GREENLET = "flash_green.engines.greenlet"
 GEVENT = "flash_green.engines.gevent"
 ASYNCIO = "flash_green.engines.asyncio"
-PREFORK = "flash_green.engines.prefork"
-WORKER = "flash_green.engines.worker"
+POOL = "flash_green.engines.pool"
+ENGINES = "flash_green.engines"
+BASE = "flash_green.engines.base"
 SUPERVISOR = "flash_green.supervisor"
 DEMO = "flash_green.apps.demo"
 
@@ -292,7 +293,7 @@ CHAPTERS: tuple[Chapter, ...] = (
                     paths=(("/sleep", "/green/sleep"),)),
          TourTarget("gevent --patch", "gevent --patch"),
          TourTarget("eventlet --patch", "eventlet --patch", full_only=True)),
-        (CodeRef("flash_green.greenhub", "CooperativeSocket.recv"), CodeRef(GEVENT, "GeventEngine.serve"),
+        (CodeRef("greenhub.hub", "CooperativeSocket.recv"), CodeRef(GEVENT, "GeventEngine.serve"),
          CodeRef("flash_green.patching", "apply")),
         Headline("wall_ms", "time to serve every waiting request", "ms"),
         (("wall_ms", "all served (ms)"), ("peak_per_thread", "most at once in one thread"),
@@ -311,11 +312,11 @@ CHAPTERS: tuple[Chapter, ...] = (
          ("peak_per_thread", "most at once in one thread"), ("tasks", "tasks")),
         idle_and_waits_verdict),
     Chapter(
-        "processes", "prefork & worker · processes past the GIL", (PREFORK, WORKER), "cpu-bound",
+        "processes", "prefork & worker · processes past the GIL", (SUPERVISOR, POOL), "cpu-bound",
         (TourTarget("asyncio", "asyncio"), TourTarget("threaded", "threaded"),
          TourTarget("prefork (2 processes)", "prefork --workers 2"),
          TourTarget("worker (2 processes x 4 threads)", "worker --workers 2 --threads 4", full_only=True)),
-        (CodeRef(PREFORK, "PreforkEngine"), CodeRef(SUPERVISOR, "Supervisor._spawn")),
+        (CodeRef(ENGINES, "Supervised"), CodeRef(SUPERVISOR, "Supervisor._spawn")),
         Headline("wall_ms", "time to serve every CPU-bound request", "ms"),
         (("wall_ms", "all served (ms)"), ("cpu_percent", "CPU (% of one core)"),
          ("peak_in_service", "most requests in the app at once"), ("peak_processes", "most processes at once")),
@@ -324,7 +325,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         "hybrid", "the hybrid · --workers N of an event loop", (SUPERVISOR,), "slow-and-cpu",
         (TourTarget("prefork (2 processes)", "prefork --workers 2"),
          TourTarget("tasklets --workers 2", "tasklets --workers 2")),
-        (CodeRef(SUPERVISOR, "Supervisor._serve_in_worker"), CodeRef(SUPERVISOR, "supervised_capabilities")),
+        (CodeRef(SUPERVISOR, "Supervisor._serve_in_worker"), CodeRef(BASE, "Capabilities.supervised")),
         Headline("cpu.p50_ms", "the CPU-bound requests' latency, median", "ms"),
         (("cpu.p50_ms", "CPU requests: median (ms)"), ("cpu.max_ms", "CPU requests: longest (ms)"),
          ("peak_processes", "most processes at once"), ("cpu_percent", "CPU (% of one core)")),

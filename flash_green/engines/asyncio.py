@@ -82,6 +82,7 @@ from collections.abc import Callable, Sequence
 
 from .. import stats, tls
 from ..binds import Listener
+from ..colour import ASYNC, app_colour
 from ..config import Config
 from ..http import HTTPError, render_error
 from ..wsgi import APP_ERRORS, Exchange, InputStream, WSGIContext, body_from_pieces
@@ -104,11 +105,6 @@ MAX_PIPELINED = 256 * 1024
 
 # Connection states after READING (small ints: compared on every callback).
 AWAITING, WRITING, LINGERING, CLOSED = range(READING + 1, READING + 5)
-
-
-def is_async_app(app: Callable) -> bool:
-    """An `async def app(environ, start_response)` (or an object whose __call__ is)."""
-    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__)
 
 
 def uvloop_requested(config: Config) -> bool:
@@ -359,11 +355,11 @@ class AsyncioEngine(Engine):
     name = "asyncio"
     summary = "asyncio Protocols (uvloop with --uvloop); WSGI inline on the loop, async apps as tasks"
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
-    app_colours = frozenset({"async"})
+    app_colours = frozenset({ASYNC})
 
     def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
         super().__init__(config, app, listeners)
-        self.async_app = is_async_app(app)
+        self.async_app = app_colour(app) == ASYNC
         self.loop: asyncio.AbstractEventLoop | None = None
         self.connections: set[HTTPProtocol] = set()
         self._stop_requested: asyncio.Future | None = None
@@ -538,7 +534,7 @@ class AsyncioEngine(Engine):
 
     def use_app(self, app: Callable) -> None:
         super().use_app(app)
-        self.async_app = is_async_app(app)
+        self.async_app = app_colour(app) == ASYNC
 
     def _stop_requested_now(self) -> None:
         if not self._stop_requested.done():

@@ -5,7 +5,7 @@ The model
     (`flash_green.blocking.serve_connection`, the very function `sequential`
     and `threaded` run) in its own greenlet, over a `CooperativeSocket` whose
     `recv`/`sendall`/`accept` switch to the hub greenlet instead of blocking.
-    The hub (`flash_green.greenhub`: epoll, a timer heap, one waiter per fd)
+    The hub (`greenhub`: epoll, a timer heap, one waiter per fd)
     switches back when the fd is ready. Each listener has its acceptor
     greenlet, waiting on its own fd. Blocking-style code becomes concurrent
     without threads, generators or `async`: this is what gevent and eventlet
@@ -48,13 +48,21 @@ import logging
 import select
 from collections.abc import Callable, Sequence
 
-from .. import greenhub, stats
+import greenhub
+
+from .. import stats
 from ..binds import Listener
 from ..blocking import serve_connection
 from ..config import Config
 from ._accept import AcceptBackoff
 from ._loop import LoopWatchdog
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint, accept_backlog
+from .base import (
+    HEARTBEAT_INTERVAL,
+    BlockingServer,
+    Capabilities,
+    Endpoint,
+    accept_backlog,
+)
 
 log = logging.getLogger("flash.engine.greenlet")
 

@@ -11,10 +11,10 @@ The model
     straight-line code: the generator's frame *is* the connection's state.
 
     Plain WSGI apps run inline in the connection's tasklet. Apps marked with
-    `@tasklet_app` are generators: the engine runs them with `yield from`, so
-    they may `yield from tasklets.sleep(...)` or talk to an upstream over a
-    `tasklets.io.Socket` and every other connection keeps being served
-    (see `flash_green.apps.tasklet_demo`).
+    `@tasklet_app` (`flash_green.colour`) are generators: the engine runs
+    them with `yield from`, so they may `yield from tasklets.sleep(...)` or
+    talk to an upstream over a `tasklets.io.Socket` and every other
+    connection keeps being served (see `flash_green.apps.tasklet_demo`).
 
 What it costs per connection
     A generator frame, a `ServerConnection`, a `Socket` wrapper and a
@@ -56,7 +56,7 @@ import logging
 import select
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sleep
@@ -64,8 +64,15 @@ from tasklets.io import Socket
 from tasklets.traps import WriteWait
 
 from .. import tls
+from ..colour import TASKLET, app_colour
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, InputStream, body_from_pieces
+from ..wsgi import (
+    APP_ERRORS,
+    ClientDisconnected,
+    Exchange,
+    InputStream,
+    body_from_pieces,
+)
 from ._accept import AcceptBackoff
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 from ._tls import NonBlockingTLS
@@ -79,17 +86,6 @@ RECV_SIZE = 65536
 LINGER_SECONDS = 1.0
 
 
-def tasklet_app(app: Callable) -> Callable:
-    """Mark a WSGI-shaped generator function as a tasklet handler.
-
-    `app(environ, start_response)` is then a generator: it may `yield from`
-    tasklet operations and `return` the WSGI body iterable. The tasklets
-    engine runs it with `yield from`; other engines cannot, and refuse it.
-    """
-    app.__tasklet_app__ = True
-    return app
-
-
 class DeadlineExpired(Cancelled):
     """Thrown by the deadline sweeper into a connection whose wait ran out.
 
@@ -101,7 +97,7 @@ class DeadlineExpired(Cancelled):
 class ConnectionState:
     """What the deadline sweeper needs to know about one connection."""
 
-    __slots__ = ("task", "deadline", "idle")
+    __slots__ = ("deadline", "idle", "task")
 
     def __init__(self) -> None:
         self.task = None
@@ -114,7 +110,7 @@ class TaskletsEngine(Engine):
     summary = "generator tasklets on our own epoll kernel; one thread, a tasklet per connection"
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
                                 bounds_connections=True)
-    app_colours = frozenset({"tasklet"})
+    app_colours = frozenset({TASKLET})
 
     def __init__(self, config, app, listener) -> None:
         super().__init__(config, app, listener)
@@ -126,7 +122,7 @@ class TaskletsEngine(Engine):
         self.kernel = Kernel(longblock_ms=config.debug_blocking_ms or None,
                              traptrace=trace in ("traps", "all"),
                              schedtrace=trace in ("sched", "all"))
-        self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
+        self.is_tasklet_app = app_colour(app) == TASKLET
         self.connections: set[ConnectionState] = set()
         #: The listening sockets as the kernel waits on them (made by `serve`).
         self.listener_sockets: list[Socket] = []
@@ -161,7 +157,7 @@ class TaskletsEngine(Engine):
 
     def use_app(self, app) -> None:
         super().use_app(app)
-        self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
+        self.is_tasklet_app = app_colour(app) == TASKLET
 
     def stats(self) -> dict:
         stats = super().stats()

@@ -105,6 +105,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from . import binds, patching, startup, stats, watchdog
+from .logfiles import reopen_log_files
 from .config import Config
 from .engines.base import ENGINE_SIGNALS, HEARTBEAT_INTERVAL, Engine, Waker
 from .loader import AppLoadError
@@ -168,18 +169,6 @@ class Worker:
 
     def last_sign_of_life(self) -> float:
         return max(self.slot.last(), self.spawned)
-
-
-def reopen_log_files() -> None:
-    """USR1: reopen every logging file (after logrotate moved it away)."""
-    for logger in (logging.getLogger(), logging.getLogger("flash.access")):
-        for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler):
-                with handler.lock:
-                    if handler.stream is not None:
-                        handler.stream.close()
-                    # FileHandler reopens (in append mode) on its next record.
-                    handler.stream = None
 
 
 def _reinit_event_libraries() -> None:
@@ -252,10 +241,10 @@ class Supervisor:
 
     def _warn_about_timeouts(self) -> None:
         config = self.config
-        longest_wait = max(config.keep_alive, config.header_timeout)
+        longest_wait = max(config.keep_alive, config.header_timeout, config.body_timeout)
         if config.timeout <= longest_wait:
-            log.warning("--timeout %ss is not above --keep-alive/--header-timeout (%ss): a "
-                        "worker waiting on one client may be killed as stuck",
+            log.warning("--timeout %ss is not above --keep-alive/--header-timeout/--body-timeout "
+                        "(%ss): a worker waiting on one client may be killed as stuck",
                         config.timeout, longest_wait)
 
     def _bind(self) -> list[binds.Listener]:
@@ -510,7 +499,6 @@ class Supervisor:
             signal.signal(signum, signal.SIG_DFL)
         for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
             signal.signal(signum, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files())
 
     def _worker_listeners(self) -> list[binds.Listener]:
         """Every listener, shared with the master, or with --reuse-port this worker's own."""

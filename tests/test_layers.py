@@ -44,7 +44,7 @@ PACKAGES = ("tasklets", "greenhub", "flash_green", "comparisons")
 #: The modules directly in flash_green/ (outside http/, engines/, apps/), by layer.
 TOP_LEVEL = {
     "adapter": ("wsgi", "colour", "loader", "accesslog", "proxy", "tracing", "handler", "cgi"),
-    "helpers": ("config", "binds", "stats", "watchdog", "patching", "blocking"),
+    "helpers": ("config", "binds", "tls", "logfiles", "stats", "watchdog", "patching", "blocking"),
     "processes": ("supervisor", "startup"),
     "cli": ("cli", "console", "reload", "settings", "__main__"),
 }

@@ -34,6 +34,7 @@ from ..colour import TASKLET, app_colour
 from ..config import Config
 from ..http import ServerConnection
 from ..loader import AppLoadError, load_app
+from ..logfiles import reopen_log_files
 from ..wsgi import WSGIContext
 from ._accept import AcceptBackoff
 
@@ -43,9 +44,9 @@ log = logging.getLogger("flash.engine")
 #: (seconds). The supervisor kills a worker silent for `--timeout`.
 HEARTBEAT_INTERVAL = 1.0
 #: The signals an engine handles once it runs (`Engine.run`): the stops
-#: (graceful: TERM, INT; at once: QUIT) and USR2's dump. A supervised worker
+#: (graceful: TERM, INT; at once: QUIT), USR1's log reopening and USR2's dump. A supervised worker
 #: is forked with them blocked, so one sent while it boots waits for them.
-ENGINE_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR2})
+ENGINE_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2})
 #: During a graceful stop, how long a keep-alive connection waiting for its
 #: next request is kept (seconds; --keep-alive if that is shorter). See
 #: `Engine.request_stop`.
@@ -255,6 +256,8 @@ class Engine:
     def run(self) -> None:
         """Install stop signals, --trace-requests and --stats, then serve until stopped."""
         self.install_signal_handlers()
+        # Every model alike: it only swaps file objects (`flash_green.logfiles`).
+        signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files())
         if self.config.max_requests:
             self.limit_requests()
         tracer = tracing.install(self)

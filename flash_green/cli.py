@@ -286,8 +286,16 @@ def _watch_and_restart(args: argparse.Namespace, argv: list[str], config: Config
     files = [os.path.abspath(path) for path in args.reload_extra_file]
     if args.config:
         files.append(os.path.join(started_in, args.config))  # it was read before --chdir
-    pinnable = config.bind[0] if len(config.bind) == 1 else ""
-    return reload.Reloader(["serve", *argv], pinnable, files, config.graceful_timeout, cwd=started_in).run()
+    if config.reuse_port:
+        print("flash: --reload hands every server it starts the sockets it opened once; "
+              "--reuse-port (a socket per worker) cannot apply: drop one of them", file=sys.stderr)
+        return 2
+    try:
+        listeners = binds.listeners_for(config)
+    except binds.BindError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return EXIT_BIND
+    return reload.Reloader(["serve", *argv], listeners, files, config.graceful_timeout, cwd=started_in).run()
 
 
 def _serve_supervised(engine_cls, config: Config, args: argparse.Namespace) -> int:

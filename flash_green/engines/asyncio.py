@@ -34,8 +34,7 @@ What breaks it
     Anything that blocks the loop: a plain WSGI app calling `time.sleep`, a
     blocking socket or database call, CPU work; the suite asserts it. Async
     code that forgets an `await` (calls a blocking function) blocks it just
-    the same. One core: use `--workers N` for more. `--max-connections` is
-    not enforced (uvicorn answers 503 past its limit instead).
+    the same. One core: use `--workers N` for more.
 
 The accept loop is ours
     Not `loop.create_server`'s, because neither loop survives running out
@@ -52,7 +51,10 @@ The accept loop is ours
     on either loop), and on failure follows the shared policy
     (`_accept.AcceptBackoff`): remove the readers, retry after a back-off,
     one warning per episode. New clients wait in the backlog meanwhile, as
-    on every other engine.
+    on every other engine. `--max-connections` works the same way: at the
+    limit the readers are removed and the next client waits in the backlog
+    until a connection ends (uvicorn's `--limit-concurrency` answers 503
+    instead; a queued client is served a moment later, not refused).
 
 TLS
     The loop's own: `connect_accepted_socket(ssl=context,
@@ -354,7 +356,8 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
 class AsyncioEngine(Engine):
     name = "asyncio"
     summary = "asyncio Protocols (uvloop with --uvloop); WSGI inline on the loop, async apps as tasks"
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
+                                bounds_connections=True)
     app_colours = frozenset({ASYNC})
 
     def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
@@ -367,6 +370,9 @@ class AsyncioEngine(Engine):
         self.accept_backoff = AcceptBackoff(log)
         self._accepting = False
         self._accept_retry: asyncio.TimerHandle | None = None
+        #: Sockets accepted and not yet closed (a connection is counted from
+        #: its accept, before its Protocol exists): --max-connections.
+        self.open_sockets = 0
         #: How long a connection waits for its next request: --keep-alive,
         #: `drain_seconds` once a stop began.
         self.idle_timeout = config.keep_alive
@@ -439,6 +445,7 @@ class AsyncioEngine(Engine):
         await asyncio.sleep(0)
         backlog = [(sock, endpoint) for endpoint in self.endpoints
                    for sock, _ in accept_backlog(endpoint.sock)]
+        self.open_sockets += len(backlog)
         self.idle_timeout = self.drain_seconds
         for protocol in [p for p in self.connections if p.idle]:
             protocol.arm_idle()
@@ -463,7 +470,17 @@ class AsyncioEngine(Engine):
                     return
                 continue
             self.accept_backoff.accepted()
+            self.open_sockets += 1
             loop.create_task(self._connect(sock, endpoint))
+            if self.open_sockets >= self.config.max_connections:
+                self._stop_accepting()
+                return
+
+    def _socket_closed(self) -> None:
+        """One accepted socket fewer: below the limit again, accept again."""
+        self.open_sockets -= 1
+        if not (self._accepting or self.stopping or self._accept_retry is not None):
+            self._start_accepting()
 
     def _start_accepting(self) -> None:
         """One reader per listener (out of fds, the back-off pauses them all)."""
@@ -501,6 +518,7 @@ class AsyncioEngine(Engine):
                 ssl_shutdown_timeout=LINGER_SECONDS)
         except (OSError, ValueError) as exc:
             log.info("TLS handshake with %s failed: %s", peer, tls.handshake_failure(exc))
+            self._socket_closed()  # no Protocol was made: `forget` will not come
 
     def _beat(self) -> None:
         """Heartbeat from a loop callback: it stops when something blocks the loop."""
@@ -550,6 +568,7 @@ class AsyncioEngine(Engine):
     def forget(self, protocol: HTTPProtocol) -> None:
         self.connections.discard(protocol)
         self.counters.connections_open -= 1
+        self._socket_closed()
         if self.stopping and not self.connections and not self._drained.done():
             self._drained.set_result(None)
 

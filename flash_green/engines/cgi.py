@@ -413,7 +413,7 @@ class CGIEngine(ThreadedEngine):
     summary = ("v2: fork + exec a CGI program per request (RFC 3875; the WSGI app via a "
                "gateway, or --cgi-dir scripts); a thread per connection")
     capabilities = Capabilities(concurrent=True, parallel=True, blocking_handler_stalls=False,
-                                fork_per_request=True)
+                                fork_per_request=True, bounds_connections=True)
     #: The app runs in a child that --timeout bounds by itself (504).
     app_off_loop = False
     reload_refusal = ("every request runs the app in a new process, which imports the code "

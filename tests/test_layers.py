@@ -44,7 +44,7 @@ PACKAGES = ("tasklets", "greenhub", "flash_green", "comparisons")
 #: The modules directly in flash_green/ (outside http/, engines/, apps/), by layer.
 TOP_LEVEL = {
     "adapter": ("wsgi", "colour", "loader", "accesslog", "proxy", "tracing", "handler", "cgi"),
-    "helpers": ("config", "binds", "stats", "watchdog", "patching", "blocking"),
+    "helpers": ("config", "binds", "tls", "stats", "watchdog", "patching", "blocking"),
     "processes": ("supervisor", "startup"),
     "cli": ("cli", "console", "reload", "settings", "__main__"),
 }
@@ -66,8 +66,6 @@ BELOW = {
 #: redesigned in a second step, after TLS and several listeners landed in
 #: every engine's accept and connection code; each line goes then.
 STEP_TWO = {
-    ("flash_green.engines.event", "flash_green.engines.epoll"):
-        "event subclasses EpollEngine and reuses its Channel: the epoll loop they share moves to a helper",
     ("flash_green.engines.cgi", "flash_green.engines.threaded"):
         "cgi subclasses ThreadedEngine (v2 on v3): it moves onto a shared thread-per-connection base",
     ("flash_green.blocking", "flash_green.engines"):

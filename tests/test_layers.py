@@ -66,8 +66,6 @@ BELOW = {
 #: redesigned in a second step, after TLS and several listeners landed in
 #: every engine's accept and connection code; each line goes then.
 STEP_TWO = {
-    ("flash_green.engines.cgi", "flash_green.engines.threaded"):
-        "cgi subclasses ThreadedEngine (v2 on v3): it moves onto a shared thread-per-connection base",
     ("flash_green.blocking", "flash_green.engines"):
         "blocking.py is the engines' blocking connection loop living outside engines/: it moves in",
     ("flash_green.blocking", "flash_green.engines._read_timeouts"):

@@ -40,7 +40,7 @@ TOOL_MEASURES = {
 }
 #: Engines built on a shared helper module (their requests go through both).
 COMPOSED = {"epoll": ("flash_green.engines._reactor",), "event": ("flash_green.engines._reactor",),
-            "cgi": ("flash_green.engines.threaded",)}
+            "cgi": ("flash_green.engines._per_thread",), "threaded": ("flash_green.engines._per_thread",)}
 SUPERVISOR = "flash_green.supervisor"
 #: CPU use (percent) within which a process counts as using one core (sampling is coarse).
 ONE_CORE_PERCENT = 110.0

@@ -18,6 +18,7 @@ from .lessons import CodeRef
 SEQ = "flash_green.engines.sequential"
 CGI = "flash_green.engines.cgi"
 THR = "flash_green.engines.threaded"
+PER_THREAD = "flash_green.engines._per_thread"
 EPOLL = "flash_green.engines.epoll"
 EVENT = "flash_green.engines.event"
 REACTOR = "flash_green.engines._reactor"
@@ -253,8 +254,9 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "threaded", "v3 · threaded", (THR,), "fork-per-request",
         (TourTarget("cgi", "cgi"), TourTarget("threaded", "threaded")),
-        (CodeRef(THR, "ThreadedEngine.serve", before=(SEQ, "SequentialEngine.serve")),
-         CodeRef(THR, "ThreadedEngine.start_connection_thread"), CodeRef(THR, "ThreadedEngine.run_connection")),
+        (CodeRef(PER_THREAD, "ThreadPerConnection.serve", before=(SEQ, "SequentialEngine.serve")),
+         CodeRef(PER_THREAD, "ThreadPerConnection.start_connection_thread"),
+         CodeRef(PER_THREAD, "ThreadPerConnection.run_connection")),
         Headline("rps", "throughput", "requests/s", better="higher"),
         (("rps", "requests/s"), ("clients.p50_ms", "per request: median (ms)"), ("children", "processes started"),
          ("threads", "OS threads")),

@@ -96,7 +96,7 @@ RECV_SIZE = 65536
 #: reports the rest next pass, so a connection storm cannot starve the others.
 ACCEPT_BATCH = 64
 #: After an error response: how long and how much we keep reading and
-#: dropping so that our close does not turn into an RST (see blocking.linger).
+#: dropping so that our close does not turn into an RST (see _blocking.linger).
 LINGER_SECONDS = 1.0
 LINGER_BYTES = 1 << 20
 

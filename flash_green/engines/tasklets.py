@@ -238,7 +238,7 @@ class TaskletsEngine(Engine):
                                            name=f"conn-{sock.fileno()}")
 
     def _connection(self, sock: Socket, peer: Any, state: ConnectionState, endpoint: Endpoint) -> Generator:
-        """The tasklet twin of `flash_green.blocking.serve_connection`.
+        """The tasklet twin of `_blocking.serve_connection`.
 
         Discussion: an idle keep-alive connection is this generator's frame
         and little else, so everything a request needs is dropped (set to

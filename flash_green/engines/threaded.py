@@ -3,7 +3,7 @@
 What changed from v1 (sequential)
     The accept loop no longer serves the connection itself: it starts a
     thread that runs the very same blocking connection loop
-    (`flash_green.blocking.serve_connection`) and goes back to accepting.
+    (`_blocking.serve_connection`) and goes back to accepting.
     Nothing else changed, and that is the lesson: blocking code becomes
     concurrent when each wait happens on its own thread, because the kernel
     parks a thread blocked in recv/send/sleep and runs another. A slow

@@ -1,4 +1,4 @@
-"""One blocking-style connection loop, written once.
+"""One blocking-style connection loop, written once: the engines' helper for every model that can block.
 
 `serve_connection` reads requests from a socket, runs the app through the
 WSGI adapter and writes the responses, with keep-alive, pipelining, limits
@@ -6,7 +6,7 @@ and timeouts. It only needs `recv`, `sendall`, `settimeout` and `shutdown`,
 so the same function serves:
 
 * a plain blocking socket in one thread     (sequential, prefork)
-* a plain blocking socket per thread        (threaded, worker, event's pool)
+* a plain blocking socket per thread        (threaded, cgi, worker's pool)
 * a cooperative socket in a greenlet        (greenlet, gevent, eventlet)
 
 That it runs unchanged on all of them is the lesson of green threads: the
@@ -23,11 +23,11 @@ import logging
 import socket
 import time
 
-from . import tls
-from .config import Config
-from .engines._read_timeouts import UploadPace, body_timeout, head_timeout
-from .http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from .wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection
+from .. import tls
+from ..config import Config
+from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
+from ..wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection
+from ._read_timeouts import UploadPace, body_timeout, head_timeout
 
 log = logging.getLogger("flash.connection")
 

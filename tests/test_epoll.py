@@ -171,15 +171,20 @@ def loop_engine():
     listener.close()
 
 
+def adopt_socketpair(engine: EpollEngine):
+    """A connection the engine serves (its channel) and the client's end of it."""
+    ours, theirs = socket.socketpair()
+    engine.add_channel(ours, "peer", engine.endpoints[0])
+    return engine.channels[ours.fileno()], theirs
+
+
 def test_moving_a_deadline_later_pushes_no_timer_and_is_looked_at_again(loop_engine):
     """The lazy keep-alive timer: each request moves the connection's deadline
     later without touching the heap; when the old entry comes due, the loop
     pushes it again for the rest instead of timing the connection out."""
     engine = loop_engine
-    ours, theirs = socket.socketpair()
+    channel, theirs = adopt_socketpair(engine)
     with theirs:
-        engine.add_channel(ours, "peer", engine.endpoints[0])
-        channel = engine.channels[ours.fileno()]
         first_due = channel.due
         for _ in range(100):  # what the keep-alive requests do to the timer
             channel.disarm()
@@ -199,10 +204,8 @@ def test_moving_a_deadline_later_pushes_no_timer_and_is_looked_at_again(loop_eng
 
 def test_a_closed_connections_timer_entry_is_dropped_when_it_surfaces(loop_engine):
     engine = loop_engine
-    ours, theirs = socket.socketpair()
+    channel, theirs = adopt_socketpair(engine)
     with theirs:
-        engine.add_channel(ours, "peer", engine.endpoints[0])
-        channel = engine.channels[ours.fileno()]
         due = channel.due
         channel.close()
         engine.expire_timers(due)

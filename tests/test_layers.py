@@ -27,7 +27,7 @@ Inside the engines layer the rule is the course's: an engine module
 model and imports no other engine module; what two models share lives in
 the base (base.py) or in an underscore helper (`_blocking`: the blocking
 connection loop; `_per_thread`: a thread per connection, v2 and v3;
-`_reactor`: the epoll loop, v4 and v5; `_pump`, `_accept`,
+`_reactor`: the epoll loop, v4 and v5; `_pump`, `_linger`, `_accept`,
 `_read_timeouts`, `_tls`, `_loop`: rules and pieces several models use).
 So the course order - v1 sequential, v2 cgi, v3 threaded, v4 epoll, v5
 event - is also the dependency order: no chapter's code needs a later one.

@@ -14,8 +14,9 @@ The loop (`Reactor.run_loop`)
     handing connections back); at most once per `timer_tick`, expire the
     timers and beat. The states after READING (`_pump` reads requests) are
     WRITING (a piece the socket did not take waits for EPOLLOUT), REJECTING
-    (an error response), LINGERING (half-closed, input dropped: `_linger`),
-    CLOSED and, on a TLS listener, HANDSHAKING before READING.
+    (an error response), LINGERING (half-closed, input dropped within the
+    bounds of `_linger`), CLOSED and, on a TLS listener, HANDSHAKING before
+    READING.
 
 Timers: one deadline per connection, checked lazily
     Every wait a connection can be in - for its next request (--keep-alive,
@@ -85,21 +86,14 @@ from ..binds import Listener
 from ..config import Config
 from ..http import HTTPError, render_error
 from ..wsgi import Exchange, InputStream, WSGIContext, body_from_pieces
-from ._accept import AcceptBackoff
+from ._accept import ACCEPT_BATCH, AcceptBackoff
+from ._linger import LINGER_BYTES, LINGER_SECONDS
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
 from ._tls import NonBlockingTLS
 from .base import HEARTBEAT_INTERVAL, Endpoint, Engine, Waker, accept_backlog
 
 RECV_SIZE = 65536
-#: Connections accepted per readiness of the listener; level-triggered epoll
-#: reports the rest next pass, so a connection storm cannot starve the others.
-ACCEPT_BATCH = 64
-#: After an error response: how long and how much we keep reading and
-#: dropping so that our close does not turn into an RST (see _blocking.linger).
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 1 << 20
-
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 
@@ -270,7 +264,8 @@ class Channel(RequestPump):
         self.flush()
 
     def linger(self) -> None:
-        """Half-close, then read and drop what the client still sends (bounded)."""
+        """Half-close, then read and drop what the client still sends (`_linger`):
+        the LINGERING state, its input counted down by `drop_input`, on a timer."""
         try:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:

@@ -22,9 +22,15 @@ also runs ``a/__init__`` and ``a/b/__init__``; those edges count too,
 except to the importer's own enclosing packages, which are already being
 imported when it runs.
 
-`STEP_TWO` lists the violations left for the engines' own redesign, each
-with its reason. It must shrink to empty: an entry that is no longer a
-violation fails the test until it is removed.
+Inside the engines layer the rule is the course's: an engine module
+(sequential.py, cgi.py, threaded.py, epoll.py, event.py ...) holds one
+model and imports no other engine module; what two models share lives in
+the base (base.py) or in an underscore helper (`_blocking`: the blocking
+connection loop; `_per_thread`: a thread per connection, v2 and v3;
+`_reactor`: the epoll loop, v4 and v5; `_pump`, `_linger`, `_accept`,
+`_read_timeouts`, `_tls`, `_loop`: rules and pieces several models use).
+So the course order - v1 sequential, v2 cgi, v3 threaded, v4 epoll, v5
+event - is also the dependency order: no chapter's code needs a later one.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ PACKAGES = ("tasklets", "greenhub", "flash_green", "comparisons")
 #: The modules directly in flash_green/ (outside http/, engines/, apps/), by layer.
 TOP_LEVEL = {
     "adapter": ("wsgi", "colour", "loader", "accesslog", "proxy", "tracing", "handler", "cgi"),
-    "helpers": ("config", "binds", "tls", "logfiles", "stats", "watchdog", "patching", "blocking"),
+    "helpers": ("config", "binds", "tls", "logfiles", "stats", "watchdog", "patching"),
     "processes": ("supervisor", "startup"),
     "cli": ("cli", "console", "reload", "settings", "__main__"),
 }
@@ -61,21 +67,6 @@ BELOW = {
     "cli": {"processes", "engines", "helpers", "adapter", "protocol", "runtimes"},
     "tools": {"cli", "processes", "engines", "helpers", "apps", "adapter", "protocol", "runtimes"},
 }
-
-#: (importer, imported) -> why it is still there. The engines' internals are
-#: redesigned in a second step, after TLS and several listeners landed in
-#: every engine's accept and connection code; each line goes then.
-STEP_TWO = {
-    ("flash_green.engines.event", "flash_green.engines.epoll"):
-        "event subclasses EpollEngine and reuses its Channel: the epoll loop they share moves to a helper",
-    ("flash_green.engines.cgi", "flash_green.engines.threaded"):
-        "cgi subclasses ThreadedEngine (v2 on v3): it moves onto a shared thread-per-connection base",
-    ("flash_green.blocking", "flash_green.engines"):
-        "blocking.py is the engines' blocking connection loop living outside engines/: it moves in",
-    ("flash_green.blocking", "flash_green.engines._read_timeouts"):
-        "the same: blocking.py reads the engines' read deadlines",
-}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -274,10 +265,7 @@ def test_every_module_belongs_to_a_layer():
 
 def test_each_layer_imports_only_what_is_below_it():
     found = violations(project())
-    new = {edge: why for edge, why in found.items() if edge not in STEP_TWO}
-    assert not new, "\n".join(f"{a} -> {b}: {why}" for (a, b), why in sorted(new.items()))
-    gone = set(STEP_TWO) - set(found)
-    assert not gone, f"no longer violations, remove them from STEP_TWO: {sorted(gone)}"
+    assert not found, "\n".join(f"{a} -> {b}: {why}" for (a, b), why in sorted(found.items()))
 
 
 def test_the_protocol_core_imports_only_the_standard_library():

@@ -18,7 +18,7 @@ from comparisons.stages import floors, oncpu, sampling
 from comparisons.stages.__main__ import main
 from comparisons.stages.report import Level, Results, Split, load
 
-ENGINE_FILE = "flash_green/engines/epoll.py"
+ENGINE_FILE = "flash_green/engines/_reactor.py"
 
 
 def line_of(path: str, text: str) -> int:
@@ -34,7 +34,7 @@ def frame(function: str, path: str, text: str = "") -> sampling.Frame:
     return sampling.Frame(function, path, line_of(path, text) if text else 1)
 
 
-LOOP = frame("EpollEngine.run_loop", ENGINE_FILE, "ready = poll(self.poll_timeout())")
+LOOP = frame("Reactor.run_loop", ENGINE_FILE, "ready = poll(self.poll_timeout())")
 READ = frame("Channel.on_readable", ENGINE_FILE, "data = self.sock.recv(RECV_SIZE)")
 FLUSH_SEND = frame("Channel.flush", ENGINE_FILE, "sent = send(out)")
 FLUSH_NEXT = frame("Channel.flush", ENGINE_FILE, "out = next(pending, None)")

@@ -38,8 +38,9 @@ TOOL_MEASURES = {
     "a process per request (subprocess)": ("children", "processes started", "max"),
     "processes (os.fork, the supervisor)": ("peak_processes", "processes running the app at once", "max"),
 }
-#: Engines built on another engine's module (their requests go through both).
-COMPOSED = {"event": ("flash_green.engines.epoll",), "cgi": ("flash_green.engines.threaded",)}
+#: Engines built on a shared helper module (their requests go through both).
+COMPOSED = {"epoll": ("flash_green.engines._reactor",), "event": ("flash_green.engines._reactor",),
+            "cgi": ("flash_green.engines._per_thread",), "threaded": ("flash_green.engines._per_thread",)}
 SUPERVISOR = "flash_green.supervisor"
 #: CPU use (percent) within which a process counts as using one core (sampling is coarse).
 ONE_CORE_PERCENT = 110.0

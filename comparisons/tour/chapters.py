@@ -18,8 +18,10 @@ from .lessons import CodeRef
 SEQ = "flash_green.engines.sequential"
 CGI = "flash_green.engines.cgi"
 THR = "flash_green.engines.threaded"
+PER_THREAD = "flash_green.engines._per_thread"
 EPOLL = "flash_green.engines.epoll"
 EVENT = "flash_green.engines.event"
+REACTOR = "flash_green.engines._reactor"
 TASKLETS = "flash_green.engines.tasklets"
 GREENLET = "flash_green.engines.greenlet"
 GEVENT = "flash_green.engines.gevent"
@@ -252,8 +254,9 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "threaded", "v3 · threaded", (THR,), "fork-per-request",
         (TourTarget("cgi", "cgi"), TourTarget("threaded", "threaded")),
-        (CodeRef(THR, "ThreadedEngine.serve", before=(SEQ, "SequentialEngine.serve")),
-         CodeRef(THR, "ThreadedEngine.start_connection_thread"), CodeRef(THR, "ThreadedEngine.run_connection")),
+        (CodeRef(PER_THREAD, "ThreadPerConnection.serve", before=(SEQ, "SequentialEngine.serve")),
+         CodeRef(PER_THREAD, "ThreadPerConnection.start_connection_thread"),
+         CodeRef(PER_THREAD, "ThreadPerConnection.run_connection")),
         Headline("rps", "throughput", "requests/s", better="higher"),
         (("rps", "requests/s"), ("clients.p50_ms", "per request: median (ms)"), ("children", "processes started"),
          ("threads", "OS threads")),
@@ -261,8 +264,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "epoll", "v4 · epoll", (EPOLL,), "idle-connections",
         (TourTarget("threaded", "threaded"), TourTarget("epoll", "epoll")),
-        (CodeRef(EPOLL, "EpollEngine.run_loop"), CodeRef(EPOLL, "Channel.on_readable"),
-         CodeRef(EPOLL, "Channel.dispatch")),
+        (CodeRef(REACTOR, "Reactor.run_loop"), CodeRef(REACTOR, "Channel.on_readable"),
+         CodeRef(EPOLL, "InlineChannel.dispatch")),
         Headline("kb_per_idle_conn", "memory per idle connection", "KB"),
         (("kb_per_idle_conn", "KB per idle connection"), ("threads_idle", "OS threads while idle"),
          ("clients.p50_ms", "active clients: median (ms)")),
@@ -270,7 +273,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "event", "v5 · event", (EVENT,), "blocking-handler",
         (TourTarget("epoll", "epoll"), TourTarget("event", "event")),
-        (CodeRef(EVENT, "PooledChannel.dispatch", before=(EPOLL, "Channel.dispatch")),
+        (CodeRef(EVENT, "PooledChannel.dispatch", before=(EPOLL, "InlineChannel.dispatch")),
          CodeRef(EVENT, "PooledChannel.in_pool")),
         Headline("hello.p50_ms", "the wait of GET / while handlers block, median", "ms"),
         (("hello.p50_ms", "GET /: median (ms)"), ("hello.max_ms", "GET /: longest (ms)"),

@@ -88,19 +88,14 @@ from ..colour import ASYNC, app_colour
 from ..config import Config
 from ..http import HTTPError, render_error
 from ..wsgi import APP_ERRORS, Exchange, InputStream, WSGIContext, body_from_pieces
-from ._accept import AcceptBackoff
+from ._accept import ACCEPT_BATCH, AcceptBackoff
+from ._linger import LINGER_BYTES, LINGER_SECONDS
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
 from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, accept_backlog
 
 log = logging.getLogger("flash.engine.asyncio")
 
-#: How long a connection stays to drop what a client still sends after an
-#: error response, so that our 4xx is not destroyed by a reset.
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 1 << 20
-#: Connections accepted per readiness of the listener (as the epoll engine).
-ACCEPT_BATCH = 64
 #: Stop reading from a client that pipelines more than this while one of its
 #: responses is still being produced (resumed when it is done).
 MAX_PIPELINED = 256 * 1024

@@ -54,8 +54,8 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 from ..binds import Listener
-from ..blocking import serve_connection
 from ..config import Config
+from ._blocking import serve_connection
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint
 
 log = logging.getLogger("flash.engine.worker")

@@ -74,6 +74,7 @@ from ..wsgi import (
     body_from_pieces,
 )
 from ._accept import AcceptBackoff
+from ._linger import LINGER_BYTES, LINGER_SECONDS, still_to_drop
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 from ._tls import NonBlockingTLS
 from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, accept_backlog
@@ -81,9 +82,6 @@ from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, accept_bac
 log = logging.getLogger("flash.engine.tasklets")
 
 RECV_SIZE = 65536
-#: How long a connection stays to drop what a client still sends after an
-#: error response, so that our 4xx is not destroyed by a reset (see linger).
-LINGER_SECONDS = 1.0
 
 
 class DeadlineExpired(Cancelled):
@@ -238,7 +236,7 @@ class TaskletsEngine(Engine):
                                            name=f"conn-{sock.fileno()}")
 
     def _connection(self, sock: Socket, peer: Any, state: ConnectionState, endpoint: Endpoint) -> Generator:
-        """The tasklet twin of `flash_green.blocking.serve_connection`.
+        """The tasklet twin of `_blocking.serve_connection`.
 
         Discussion: an idle keep-alive connection is this generator's frame
         and little else, so everything a request needs is dropped (set to
@@ -448,9 +446,8 @@ class TaskletsEngine(Engine):
 
     @staticmethod
     def _drain(sock: Socket) -> Generator:
-        left = 1 << 20
-        while left > 0:
-            data = yield from sock.recv(RECV_SIZE)
-            if not data:
-                return
-            left -= len(data)
+        """Drop what the client still sends, within `_linger`'s byte bound
+        (the caller bounds the time)."""
+        left = LINGER_BYTES
+        while left:
+            left = still_to_drop(left, (yield from sock.recv(RECV_SIZE)))

@@ -338,7 +338,9 @@ class Kernel:
         """Create a tasklet and put it at the back of the ready queue.
 
         ``target`` is a generator (or coroutine) object, or a function that
-        returns one when called with ``args``.  Works before ``run()``, from
+        returns one when called with ``args``.  ``name`` shows in ``ps()``
+        and the traces; one ending in ``-`` is completed by the tasklet's id
+        (``name="conn-"`` makes ``conn-17``).  Works before ``run()``, from
         inside tasklets, and from ``call_soon_threadsafe`` callbacks.
         """
         if self._closed:

@@ -61,7 +61,6 @@ from typing import Any
 
 from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sleep
 from tasklets.io import Socket
-from tasklets.traps import WriteWait
 
 from .. import tls
 from ..colour import TASKLET, app_colour
@@ -131,7 +130,10 @@ class TaskletsEngine(Engine):
                              traptrace=trace in ("traps", "all"),
                              schedtrace=trace in ("sched", "all"))
         self.is_tasklet_app = app_colour(app) == TASKLET
-        self.connections: set[ConnectionState] = set()
+        # Discussion: a dict with None values (an ordered set), not a set:
+        # CPython's set table grows fourfold and costs 52-105 B per member
+        # between 5,000 and 20,000 connections, a dict's compact table 30 B.
+        self.connections: dict[ConnectionState, None] = {}
         #: The listening sockets as the kernel waits on them (made by `serve`).
         self.listener_sockets: list[Socket] = []
         self.slots = Semaphore(config.max_connections)
@@ -198,7 +200,7 @@ class TaskletsEngine(Engine):
                 continue
             backoff.accepted()
             state = ConnectionState()
-            state.task = spawn(self._connection, sock, peer, state, endpoint, name=f"conn-{sock.fileno()}")
+            state.task = spawn(self._connection, sock, peer, state, endpoint, name="conn-")
 
     def _sweep_deadlines(self) -> Generator:
         """Once per second: cut off idle and trickling connections, and beat.
@@ -243,7 +245,7 @@ class TaskletsEngine(Engine):
             yield from self.slots.acquire()
             state = ConnectionState()
             state.task = self.kernel.spawn(self._connection, Socket(sock), peer, state, endpoint,
-                                           name=f"conn-{sock.fileno()}")
+                                           name="conn-")
 
     def _connection(self, sock: Socket, peer: Any, state: ConnectionState, endpoint: Endpoint) -> Generator:
         """The tasklet twin of `flash_green.blocking.serve_connection`.
@@ -256,7 +258,7 @@ class TaskletsEngine(Engine):
         `conn_environ` names it). Each local is a slot in the frame of every
         idle connection, so the hot loop keeps few.
         """
-        self.connections.add(state)
+        self.connections[state] = None
         counters = self.counters
         counters.connections_total += 1
         counters.connections_open += 1
@@ -361,7 +363,7 @@ class TaskletsEngine(Engine):
         except OSError as exc:
             log.debug("connection from %s ended: %s", _peer_name(conn_environ), exc)
         finally:
-            self.connections.discard(state)
+            del self.connections[state]
             counters.connections_open -= 1
             self.slots.release()
             if endpoint.tls is not None:
@@ -385,10 +387,9 @@ class TaskletsEngine(Engine):
         False, with one INFO line, if it failed."""
         state.deadline = time.monotonic() + self.config.header_timeout
         secured = sock.socket
-        write_trap = WriteWait(sock.fileno())
         try:
             while wanted := secured.handshake():
-                yield sock.read_trap if wanted == select.EPOLLIN else write_trap
+                yield sock.read_trap if wanted == select.EPOLLIN else sock.write_trap
         except DeadlineExpired:
             log.info("TLS handshake with %s failed: %s", peer, tls.handshake_failure(TimeoutError()))
             return False

@@ -373,7 +373,9 @@ class AsyncioEngine(Engine):
         super().__init__(config, app, listeners)
         self.async_app = app_colour(app) == ASYNC
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.connections: set[HTTPProtocol] = set()
+        # (A dict used as an ordered set: a set's table costs 52-105 B per
+        # member at 5,000-20,000 members, a dict 30 B.)
+        self.connections: dict[HTTPProtocol, None] = {}
         self._stop_requested: asyncio.Future | None = None
         self._drained: asyncio.Future | None = None
         self.accept_backoff = AcceptBackoff(log)
@@ -555,12 +557,12 @@ class AsyncioEngine(Engine):
     # -- connection bookkeeping (called by the protocols) ------------------------
 
     def adopt(self, protocol: HTTPProtocol) -> None:
-        self.connections.add(protocol)
+        self.connections[protocol] = None
         self.counters.connections_total += 1
         self.counters.connections_open += 1
 
     def forget(self, protocol: HTTPProtocol) -> None:
-        self.connections.discard(protocol)
+        self.connections.pop(protocol, None)
         self.counters.connections_open -= 1
         if self.stopping and not self.connections and not self._drained.done():
             self._drained.set_result(None)

@@ -57,10 +57,13 @@ Speed
 
 A switch between tasklets costs one ``gen.send()`` plus the loop around it.
 The loop is written for that: attribute lookups are hoisted into locals, the
-commonest trap (``SCHEDULE``, i.e. ``sleep(0)``) is recognised by identity
-and handled inline, every other trap is dispatched through a dict of bound
-methods keyed by trap class, and nothing is allocated per step.  Counting
-``SCHEDULE`` traps is not even done per step: it is derived in ``stats()``.
+two commonest traps are handled inline - ``SCHEDULE`` (``sleep(0)``),
+recognised by identity, and a ``ReadWait`` on an fd that epoll already
+watches for reading alone (a server's wait for the next request on a
+keep-alive connection) - every other trap is dispatched through a dict of
+bound methods keyed by trap class, and nothing is allocated per step.
+Counting ``SCHEDULE`` traps is not even done per step: it is derived in
+``stats()``.
 """
 
 from __future__ import annotations

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 
 import pytest
 
 from comparisons import wrk
 from comparisons.childproc import ROOT
-from comparisons.stages import floors, oncpu, sampling
+from comparisons.stages import ab, floors, oncpu, sampling
 from comparisons.stages.__main__ import main
 from comparisons.stages.report import Level, Results, Split, load
 
@@ -142,3 +143,25 @@ def test_tiny_run_writes_a_table_whose_stages_add_up(tmp_path, capsys):
     assert split["samples"] > 0
     check = load(str(out / "stages.json")).check()["tasklets"]
     assert check["adds_up"] and check["floor_within_total"], check
+
+
+
+def test_ab_serves_each_tree_from_its_own_code():
+    """`comparisons.stages.ab`: a git revision is exported to a directory of
+    its own, and a tree's server imports that tree, not this checkout
+    (`python -P`: the working directory is not put first on sys.path)."""
+    tree = ab.resolve("head=HEAD")
+    assert tree.label == "head" and tree.path != ROOT
+    assert ab.resolve(ROOT) == ab.Tree(ROOT, ROOT)
+    demo = os.path.join(tree.path, "flash_green", "apps", "demo.py")
+    with open(demo) as f:
+        source = f.read()
+    assert "Hello, World!" in source
+    with open(demo, "w") as f:
+        f.write(source.replace("Hello, World!", "Hello, tree!!"))
+    running = ab.launch(ab.server(tree, "tasklets", ()).argv)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{running.port}/", timeout=10) as page:
+            assert page.read() == b"Hello, tree!!"
+    finally:
+        running.stop()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import re
+import select
 import signal
 import socket
 import threading
@@ -196,7 +196,7 @@ def test_trace_is_off_by_default(servers):
     servers.append(server)
     fetch(server.address, "/")
     server.stop()
-    assert "trap main" not in full_log(server) and "run conn-" not in full_log(server)
+    assert "trap accept-" not in full_log(server) and "run conn-" not in full_log(server)
 
 
 def assert_still_serving(server) -> None:

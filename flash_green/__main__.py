@@ -1,9 +1,9 @@
 """`python -m flash_green ...`: the CLI, after monkey-patching if asked.
 
-`console_main` patches (gevent/eventlet `--patch`) before the CLI and
-everything it imports are loaded: see `flash_green.patching`.
+`flash_green.console.main` patches (gevent/eventlet `--patch`) before the CLI
+and everything it imports are loaded: see `flash_green.patching`.
 """
 
-from .patching import console_main
+from .console import main
 
-raise SystemExit(console_main())
+raise SystemExit(main())

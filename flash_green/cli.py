@@ -1,7 +1,9 @@
 """The runner: `python -m flash_green serve | engines | compare | internals`.
 
 `serve` loads the app, binds the listener, and hands both to an engine (or,
-with `--workers N`, to the supervisor that forks N copies of the engine).
+with `--workers N`, to the supervisor that forks N copies of the engine):
+`flash_green.startup`, the path every worker takes too. The entry point that
+runs this module, after patching if asked, is `flash_green.console`.
 `serve`'s options come from the command line over FLASH_CMD_ARGS over a
 config file (`flash_green.settings`); with `--reload` this process only
 watches and a child serves (`flash_green.reload`). An operator's mistake
@@ -21,19 +23,13 @@ import logging.config
 import os
 import sys
 
-from . import accesslog, binds, engines, proxy, reload, settings
+from . import accesslog, binds, engines, proxy, reload, settings, startup, supervisor
 from .config import Config, Limits
-from .loader import DEFAULT_APP, AppLoadError, load_app
+from .loader import DEFAULT_APP, AppLoadError
+from .startup import DEFAULT_ENGINE, EXIT_APP_LOAD, EXIT_BIND, AppRefused, announce
 
 log = logging.getLogger("flash")
 
-#: Exit code when the app cannot be loaded (same as gunicorn's APP_LOAD_ERROR):
-#: the supervisor reads it as "do not respawn".
-EXIT_APP_LOAD = 4
-#: Exit code when a --bind cannot be parsed or opened (port in use, unknown host...).
-EXIT_BIND = 1
-#: The engine `serve` uses when none is named.
-DEFAULT_ENGINE = "sequential"
 #: The loggers Flash configures (never the root logger: that is the app's).
 FLASH_LOGGERS = ("flash", "tasklets")
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
@@ -260,17 +256,17 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return 2
     if args.reload and not reload.in_child():
         return _watch_and_restart(args, argv or [], config, started_in)
+    reload.record_imports_on_load()
     if config.workers or engine_cls.capabilities.multiprocess:
         return _serve_supervised(engine_cls, config, args)
     try:
-        app = load_app(args.app, args.factory)
+        app = startup.load(engine_cls, args.app, args.factory)
+    except AppRefused as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return 2
     except AppLoadError as exc:
         print(f"flash: {exc}", file=sys.stderr)
         return EXIT_APP_LOAD
-    refusal = engine_cls.refuse_app(app)
-    if refusal:
-        print(f"flash: {args.app}: {refusal}", file=sys.stderr)
-        return 2
     try:
         listeners = binds.listeners_for(config)
     except binds.BindError as exc:
@@ -278,7 +274,7 @@ def serve(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         return EXIT_BIND
     announce(engine_cls.name, listeners, args.app)
     try:
-        engine_cls(config, app, listeners).run()
+        startup.serve(engine_cls, config, app, listeners)
     finally:
         binds.close_all(listeners)
     log.info("stopped")
@@ -290,16 +286,19 @@ def _watch_and_restart(args: argparse.Namespace, argv: list[str], config: Config
     files = [os.path.abspath(path) for path in args.reload_extra_file]
     if args.config:
         files.append(os.path.join(started_in, args.config))  # it was read before --chdir
-    pinnable = config.bind[0] if len(config.bind) == 1 else ""
-    return reload.Reloader(["serve", *argv], pinnable, files, config.graceful_timeout, cwd=started_in).run()
+    if config.reuse_port:
+        print("flash: --reload hands every server it starts the sockets it opened once; "
+              "--reuse-port (a socket per worker) cannot apply: drop one of them", file=sys.stderr)
+        return 2
+    try:
+        listeners = binds.listeners_for(config)
+    except binds.BindError as exc:
+        print(f"flash: {exc}", file=sys.stderr)
+        return EXIT_BIND
+    return reload.Reloader(["serve", *argv], listeners, files, config.graceful_timeout, cwd=started_in).run()
 
 
 def _serve_supervised(engine_cls, config: Config, args: argparse.Namespace) -> int:
-    try:
-        supervisor = importlib.import_module("flash_green.supervisor")
-    except ImportError:
-        print(f"flash: --workers is not available yet for engine {engine_cls.name!r}", file=sys.stderr)
-        return 2
     try:
         return supervisor.run(engine_cls, config, args.app, args.factory)
     except binds.BindError as exc:
@@ -312,18 +311,6 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-
-
-def announce(engine: str, listeners: list[binds.Listener], app: str) -> None:
-    """The start-up line; tests and scripts read the first address from it.
-
-    `listening on http://HOST:PORT`, `https://HOST:PORT` or `unix:PATH`,
-    several joined by ", " (comparisons/childproc.py's LISTENING pattern).
-    """
-    if engine == DEFAULT_ENGINE:
-        log.info("using engine %s (the default; see `python -m flash_green engines`)", engine)
-    print(f"flash: engine={engine} app={app} listening on {binds.describe(listeners)} pid={os.getpid()}",
-          flush=True)
 
 
 def list_engines() -> int:

@@ -1,4 +1,10 @@
-"""Loading the WSGI app named on the command line."""
+"""Loading the WSGI app named on the command line.
+
+Below the engines (which reload the app in place on HUP) and the start-up
+path; it knows nothing of the CLI. A tool that must know what loading the
+app imported - `--reload` watches those files - adds an observer to
+`LOAD_OBSERVERS` instead of being called from here.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +16,16 @@ import traceback
 from types import ModuleType
 from typing import Callable
 
-from . import reload
-
 DEFAULT_APP = "flash_green.apps.demo:app"
 
 
 class AppLoadError(Exception):
     """The app could not be imported or is not callable (exit code 4)."""
+
+
+#: Called after every attempt to load the app, with the AppLoadError when it
+#: failed (None when it loaded).
+LOAD_OBSERVERS: list[Callable[[AppLoadError | None], None]] = []
 
 
 def load_app(spec: str, factory: bool = False) -> Callable:
@@ -31,10 +40,15 @@ def load_app(spec: str, factory: bool = False) -> Callable:
     try:
         app = _load(spec, factory)
     except AppLoadError as exc:
-        reload.record_imports(exc)  # under --reload, the broken file is the one to watch
+        _tell_observers(exc)
         raise
-    reload.record_imports()
+    _tell_observers(None)
     return app
+
+
+def _tell_observers(error: AppLoadError | None) -> None:
+    for observe in LOAD_OBSERVERS:
+        observe(error)
 
 
 def _load(spec: str, factory: bool) -> Callable:

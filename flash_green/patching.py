@@ -14,8 +14,10 @@ Why it must come first
     lock created by `threading.Lock()`, a `socket.socket` subclass defined
     at import: all keep the blocking originals. So both entry points,
     `python -m flash_green` and the `flash-green` script, go through
-    `console_main`, which patches before importing the CLI and everything
-    behind it, when only the interpreter's start-up modules are loaded.
+    `flash_green.console.main`, which calls `patch_from_argv` before
+    importing the CLI and everything behind it, when only the interpreter's
+    start-up modules are loaded. This module imports nothing of Flash, so
+    the entry point can import it first.
 
 Under the supervisor (`--workers N`)
     The master itself stays unpatched (it only forks, waits and sends
@@ -32,7 +34,6 @@ import argparse
 import logging
 import os
 import shlex
-import sys
 import warnings
 
 log = logging.getLogger("flash.patching")
@@ -60,14 +61,6 @@ def requested(argv: list[str]) -> tuple[str | None, bool, int]:
         # A malformed option: leave the real parser to report it.
         return None, False, 0
     return args.engine, args.patch, args.workers
-
-
-def console_main() -> int:
-    """The command line's entry point: patch if asked, only then load the CLI."""
-    patch_from_argv(sys.argv[1:])
-    from .cli import main
-
-    return main()
 
 
 def patch_from_argv(argv: list[str]) -> None:

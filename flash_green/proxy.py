@@ -18,7 +18,9 @@ What is read, from a trusted peer:
   appends the address it received from, so the list is read from the right:
   the right-most address that is not itself a trusted proxy is the client
   (anything left of it was written by that client and proves nothing).
-* `X-Forwarded-Proto` (http or https) -> wsgi.url_scheme;
+* `X-Forwarded-Proto` (http or https) -> wsgi.url_scheme, and
+  `X-Forwarded-Ssl: on|off` (https|http) where a front end says it that way;
+  when both come and disagree, neither is believed (gunicorn answers 400);
   `X-Forwarded-Host` -> HTTP_HOST, SERVER_NAME, SERVER_PORT;
   `X-Forwarded-Port` -> SERVER_PORT (and the port in HTTP_HOST). Of a
   comma list, the right-most value: the one our peer added.
@@ -51,8 +53,8 @@ from typing import NamedTuple
 log = logging.getLogger("flash.proxy")
 
 #: The environ keys of the forwarding headers.
-X_FORWARDED_KEYS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
-                    "HTTP_X_FORWARDED_PORT")
+X_FORWARDED_KEYS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_SSL",
+                    "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT")
 DEFAULT_PORTS = {"http": "80", "https": "443"}
 #: Addresses whose trust verdict is remembered (a proxy tier has few).
 _VERDICT_CACHE_SIZE = 1024
@@ -305,11 +307,25 @@ def from_x_forwarded(headers: Mapping[str, str], trusted: TrustedPeers) -> Resol
         client = _guarded(_x_forwarded_client, headers["HTTP_X_FORWARDED_FOR"], trusted)
     if "HTTP_X_FORWARDED_PROTO" in headers:
         scheme = _guarded(parse_scheme, last_item(headers["HTTP_X_FORWARDED_PROTO"]))
+    if "HTTP_X_FORWARDED_SSL" in headers:
+        scheme = _guarded(_scheme_from_ssl, headers["HTTP_X_FORWARDED_SSL"], scheme,
+                          "HTTP_X_FORWARDED_PROTO" in headers)
     if "HTTP_X_FORWARDED_HOST" in headers:
         host = _guarded(_checked_host, last_item(headers["HTTP_X_FORWARDED_HOST"]))
     if "HTTP_X_FORWARDED_PORT" in headers:
         port = _guarded(parse_port, last_item(headers["HTTP_X_FORWARDED_PORT"]))
     return Resolution(client, scheme, host, port)
+
+
+def _scheme_from_ssl(value: str, proto_scheme: str | None, proto_sent: bool) -> str | None:
+    """X-Forwarded-Ssl, checked against what X-Forwarded-Proto said."""
+    flag = last_item(value).strip().lower()
+    if flag not in ("on", "off"):
+        raise Malformed(f"X-Forwarded-Ssl {value!r} is neither on nor off")
+    ssl_scheme = "https" if flag == "on" else "http"
+    if proto_sent and proto_scheme != ssl_scheme:
+        raise Malformed(f"X-Forwarded-Ssl {value!r} disagrees with X-Forwarded-Proto: the scheme is left as is")
+    return ssl_scheme
 
 
 def _x_forwarded_client(value: str, trusted: TrustedPeers) -> Node:
@@ -429,7 +445,7 @@ class Front:
         host_changed = False
         if ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_X_FORWARDED_PROTO" in environ
                 or "HTTP_FORWARDED" in environ or "HTTP_X_FORWARDED_HOST" in environ
-                or "HTTP_X_FORWARDED_PORT" in environ) \
+                or "HTTP_X_FORWARDED_PORT" in environ or "HTTP_X_FORWARDED_SSL" in environ) \
                 and (self.unix or environ["REMOTE_ADDR"] in self.trusted):
             host_changed = apply(environ, self._resolve(environ))
         if host_changed or self.unix:
@@ -437,8 +453,8 @@ class Front:
 
     def _resolve(self, environ: dict) -> Resolution:
         get = environ.get
-        key = (get("HTTP_X_FORWARDED_FOR"), get("HTTP_X_FORWARDED_PROTO"), get("HTTP_X_FORWARDED_HOST"),
-               get("HTTP_X_FORWARDED_PORT"), get("HTTP_FORWARDED"))
+        key = (get("HTTP_X_FORWARDED_FOR"), get("HTTP_X_FORWARDED_PROTO"), get("HTTP_X_FORWARDED_SSL"),
+               get("HTTP_X_FORWARDED_HOST"), get("HTTP_X_FORWARDED_PORT"), get("HTTP_FORWARDED"))
         resolution = self._resolved.get(key)
         if resolution is None:
             resolution = resolve(environ, self.trusted)

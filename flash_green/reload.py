@@ -6,11 +6,20 @@ The model
     workers) started as a subprocess with FLASH_RELOAD_MANIFEST naming a
     file: whichever process imports the app writes there the files of every
     module it imported from outside the standard library and site-packages,
-    with the size and mtime it saw, whether the import succeeded or not. The
+    with the size and mtime it saw, whether the import succeeded or not (an
+    observer the child adds to `flash_green.loader`: loading knows nothing
+    of reloading). The
     parent watches those files, the `--reload-extra-file` ones and the config
     file (`-c`), and on a change stops the child (SIGTERM, graceful) and starts a
-    new one on the same address; with `-b HOST:0` the new child binds the
-    port the first one got.
+    new one.
+
+Why the parent binds
+    The parent opens every `-b` listener once and hands each child the
+    sockets as `-b fd://N`. A client that connects while one child stops and
+    the next loads the app waits in the listen backlog and is served by the
+    new child, instead of being refused; `-b HOST:0` keeps its port for the
+    whole session; a unix socket file is made once and removed when the
+    parent ends.
 
 Why polling with os.stat, not inotify (watchfiles, watchdog)
     A Python app imports tens to a few hundred files of its own: one stat()
@@ -47,18 +56,19 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 
+from . import binds, loader
+from .startup import EXIT_APP_LOAD
+
 log = logging.getLogger("flash.reload")
 
 #: Set in the serving child: where it writes the files it imported.
 MANIFEST_ENV = "FLASH_RELOAD_MANIFEST"
 #: Seconds between two looks at the watched files.
 POLL_INTERVAL = 0.5
-#: The child's exit code when it cannot load the app (cli.EXIT_APP_LOAD).
-EXIT_APP_LOAD = 4
 #: Signals the parent passes on to the child as they are.
 FORWARDED = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
-_LISTENING = re.compile(rb"listening on https?://(\[[^\]]+\]|[^:/\s]+):(\d+)")
+_LISTENING = re.compile(rb"listening on \S")
 _PR_SET_PDEATHSIG = 1
 
 #: (mtime in ns, size, inode): an editor that saves by renaming a new file
@@ -84,6 +94,13 @@ def is_app_file(path: str, library_dirs: tuple[str, ...]) -> bool:
 def in_child() -> bool:
     """True in the serving child of a reloader (which must not reload again)."""
     return bool(os.environ.get(MANIFEST_ENV))
+
+
+def record_imports_on_load() -> None:
+    """In the serving child: write the manifest after every load of the app
+    (at start-up, in each worker, at a HUP reload)."""
+    if in_child() and record_imports not in loader.LOAD_OBSERVERS:
+        loader.LOAD_OBSERVERS.append(record_imports)
 
 
 def record_imports(error: BaseException | None = None) -> None:
@@ -168,20 +185,19 @@ def syntax_error(paths: list[str]) -> str | None:
 class Reloader:
     """The parent: starts the serving child, watches, restarts it."""
 
-    def __init__(self, argv: list[str], bind: str, extra_files: list[str],
+    def __init__(self, argv: list[str], listeners: list[binds.Listener], extra_files: list[str],
                  graceful_timeout: float, cwd: str) -> None:
         self.argv = argv
         #: Where the child starts (it applies --chdir itself).
         self.cwd = cwd
-        self.bind = bind
+        #: Opened here once, inherited by every child.
+        self.listeners = listeners
         self.graceful_timeout = graceful_timeout
         self.watcher = Watcher()
         self.watcher.watch(os.path.abspath(path) for path in extra_files)
         self.manifest = os.path.join(tempfile.mkdtemp(prefix="flash-reload-"), "imports.json")
         self.manifest_stamp: Stamp | None = None
         self.child: subprocess.Popen | None = None
-        #: Set once the first child reported the real port of a `HOST:0` bind.
-        self.pinned_bind = ""
         self.served = False
         self.line = b""
         self.signals: deque[int] = deque()
@@ -196,6 +212,7 @@ class Reloader:
             return self._loop()
         finally:
             self.stop()
+            binds.close_all(self.listeners)
             for path in (self.manifest, os.path.dirname(self.manifest)):
                 try:
                     os.rmdir(path) if os.path.isdir(path) else os.unlink(path)
@@ -247,7 +264,7 @@ class Reloader:
             self._pass_on_output()
 
     def _pass_on_output(self) -> None:
-        """Copy the child's stdout to ours; learn the port from its start-up line."""
+        """Copy the child's stdout to ours; its start-up line says it serves."""
         data = os.read(self.child.stdout.fileno(), 65536)
         if not data:
             return
@@ -258,9 +275,6 @@ class Reloader:
         if match:
             self.served = True
             self.line = b""
-            host, _, port = self.bind.rpartition(":")
-            if port == "0" and not self.pinned_bind:
-                self.pinned_bind = f"{host}:{int(match.group(2))}"
 
     def _child_exit(self) -> int | None:
         """The exit code of a child that ended by itself (then it is gone)."""
@@ -306,15 +320,14 @@ class Reloader:
 
     def start(self) -> None:
         env = dict(os.environ, **{MANIFEST_ENV: self.manifest})
-        self.child = subprocess.Popen(self._child_argv(), stdout=subprocess.PIPE, env=env,
-                                      cwd=self.cwd, preexec_fn=_die_with_parent)
+        fds = [listener.sock.fileno() for listener in self.listeners]
+        self.child = subprocess.Popen(self._child_argv(fds), stdout=subprocess.PIPE, env=env,
+                                      cwd=self.cwd, pass_fds=fds, preexec_fn=_die_with_parent)
 
-    def _child_argv(self) -> list[str]:
-        """The parent's command line; once a port 0 became a real port, on that port."""
-        argv = self.argv
-        if self.pinned_bind:
-            argv = [*without_binds(argv), "--bind", self.pinned_bind]
-        return [sys.executable, "-m", "flash_green", *argv]
+    def _child_argv(self, fds: list[int]) -> list[str]:
+        """The parent's command line, its binds replaced by the sockets it opened."""
+        inherited = [arg for fd in fds for arg in ("--bind", f"fd://{fd}")]
+        return [sys.executable, "-m", "flash_green", *without_binds(self.argv), *inherited]
 
     def stop(self, signum: int = signal.SIGTERM) -> int | None:
         """Stop the child (graceful with TERM) and return its exit code."""

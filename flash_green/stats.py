@@ -50,6 +50,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .colour import TASKLET, app_colour, tasklet_app
+
 log = logging.getLogger("flash.stats")
 
 #: How often a supervised worker publishes its snapshot when only the
@@ -343,13 +345,13 @@ class StatsEndpoint:
 
 def with_endpoint(app: Callable, endpoint: StatsEndpoint) -> Callable:
     """`app` with `endpoint` in front; a tasklet app stays a tasklet app."""
-    if getattr(app, "__tasklet_app__", False):
+    if app_colour(app) == TASKLET:
+        @tasklet_app
         def tasklet_wrapper(environ, start_response):
             if endpoint.matches(environ):
                 return endpoint(environ, start_response)
             return (yield from app(environ, start_response))
 
-        tasklet_wrapper.__tasklet_app__ = True
         return tasklet_wrapper
 
     def wrapper(environ, start_response):

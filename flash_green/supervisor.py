@@ -8,8 +8,10 @@ The model
     shared sockets (with TLS, on an SSL context of its own); the kernel
     hands each new connection to one worker that is waiting in accept/poll.
     `prefork` is N x sequential (Apache prefork, gunicorn sync), `worker` is
-    N x a bounded thread pool (Apache worker MPM), and N x an event loop is
-    the hybrid that uses every core. With `--reuse-port` each worker binds
+    N x a bounded thread pool (Apache worker MPM): both are compositions in
+    the engine registry (`flash_green.engines.Supervised`), not engines of
+    their own. N x an event loop (`--workers N`) is the hybrid that uses
+    every core. With `--reuse-port` each worker binds
     its own SO_REUSEPORT socket instead, and the kernel balances by hash.
 
 What forking buys
@@ -19,6 +21,22 @@ What it costs
     A whole interpreter per worker (the app's memory N times, shared only
     where fork's copy-on-write pages stay untouched) and no shared state
     between workers: caches, counters and sessions live in one process.
+
+What breaks it
+    What breaks the engine each worker runs, N times over. `prefork` serves
+    N clients at once: every slow client, slow upload, blocking handler or
+    idle keep-alive connection pins a whole process, the N+1th client waits
+    in the listen backlog, and a slowloris with N connections stops the
+    server; so it sits behind a buffering proxy (nginx) that absorbs slow
+    clients and keep-alive. `worker` holds N x T (`flash_green.engines.pool`).
+    N x an event loop holds thousands of idle clients per process.
+
+When to use it
+    `prefork`: CPU-bound or not thread-safe apps behind a proxy, when
+    robustness matters more than connection count (the gunicorn default,
+    for good reasons). `worker`: blocking, I/O-bound apps with a known
+    client count behind a proxy. `--workers N` of an event loop (tasklets,
+    epoll, asyncio, gevent...): many waiting clients on every core.
 
 Signals (as gunicorn): TERM graceful stop (the master closes its copy of
 the listening socket; each worker takes its backlog, closes its copy and
@@ -72,7 +90,6 @@ every first worker has booted.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import logging
 import mmap
 import os
@@ -87,16 +104,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import NoReturn
 
-from . import binds, patching, stats, watchdog
-from .cli import EXIT_APP_LOAD, EXIT_BIND, announce
+from . import binds, patching, startup, stats, watchdog
+from .logfiles import reopen_log_files
 from .config import Config
-from .engines.base import HEARTBEAT_INTERVAL, ENGINE_SIGNALS, Capabilities, Engine, Waker
-from .loader import AppLoadError, load_app
+from .engines.base import ENGINE_SIGNALS, HEARTBEAT_INTERVAL, Engine, Waker
+from .loader import AppLoadError
+from .startup import EXIT_APP_LOAD, EXIT_BIND, announce
 
 log = logging.getLogger("flash.supervisor")
 
-#: Workers of a multiprocess engine (prefork, worker) when --workers is 0.
-DEFAULT_WORKERS = 2
 #: Exit code when a worker died before it booted for another reason.
 EXIT_BOOT_ERROR = 3
 #: Signals the master queues for its loop.
@@ -106,21 +122,6 @@ MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
 #: (its engine's own deadline) before the master kills it.
 KILL_MARGIN = 1.0
 _PR_SET_PDEATHSIG = 1
-
-
-def supervised_capabilities(caps: Capabilities, workers: int) -> Capabilities:
-    """What `workers` processes of a model can do together.
-
-    Each process still behaves as its model does, but with two or more a
-    second client is served by another process: a slow client or a blocking
-    handler holds only its own worker (up to N - 1 of them at once).
-    """
-    several = workers >= 2
-    return dataclasses.replace(
-        caps, concurrent=caps.concurrent or several, parallel=True,
-        blocking_handler_stalls=caps.blocking_handler_stalls and not several,
-        multiprocess=True,
-    )
 
 
 class HeartbeatSlot:
@@ -170,18 +171,6 @@ class Worker:
         return max(self.slot.last(), self.spawned)
 
 
-def reopen_log_files() -> None:
-    """USR1: reopen every logging file (after logrotate moved it away)."""
-    for logger in (logging.getLogger(), logging.getLogger("flash.access")):
-        for handler in logger.handlers:
-            if isinstance(handler, logging.FileHandler):
-                with handler.lock:
-                    if handler.stream is not None:
-                        handler.stream.close()
-                    # FileHandler reopens (in append mode) on its next record.
-                    handler.stream = None
-
-
 def _reinit_event_libraries() -> None:
     """Give a forked worker event-loop state of its own.
 
@@ -217,7 +206,7 @@ class Supervisor:
         self.config = config
         self.app_spec = app_spec
         self.factory = factory
-        self.wanted = config.workers or DEFAULT_WORKERS
+        self.wanted = config.workers or engine_cls.processes
         self.workers: dict[int, Worker] = {}
         self.generation = 0
         self.signals: deque[int] = deque()
@@ -252,10 +241,10 @@ class Supervisor:
 
     def _warn_about_timeouts(self) -> None:
         config = self.config
-        longest_wait = max(config.keep_alive, config.header_timeout)
+        longest_wait = max(config.keep_alive, config.header_timeout, config.body_timeout)
         if config.timeout <= longest_wait:
-            log.warning("--timeout %ss is not above --keep-alive/--header-timeout (%ss): a "
-                        "worker waiting on one client may be killed as stuck",
+            log.warning("--timeout %ss is not above --keep-alive/--header-timeout/--body-timeout "
+                        "(%ss): a worker waiting on one client may be killed as stuck",
                         config.timeout, longest_wait)
 
     def _bind(self) -> list[binds.Listener]:
@@ -510,7 +499,6 @@ class Supervisor:
             signal.signal(signum, signal.SIG_DFL)
         for signum in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
             signal.signal(signum, signal.SIG_IGN)
-        signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files())
 
     def _worker_listeners(self) -> list[binds.Listener]:
         """Every listener, shared with the master, or with --reuse-port this worker's own."""
@@ -525,11 +513,13 @@ class Supervisor:
             # Before the app's imports, as `python -m flash_green` does without
             # workers (the master stays unpatched); the engine then finds it done.
             patching.apply(self.engine_cls.name)
-        app = load_app(self.app_spec, self.factory)
-        refusal = self.engine_cls.refuse_app(app)
-        if refusal:
-            raise AppLoadError(f"{self.app_spec}: {refusal}")
-        engine = self.engine_cls(config, app, listeners)
+        app = startup.load(self.engine_cls, self.app_spec, self.factory)
+        startup.serve(self.engine_cls, config, app, listeners, prepare=lambda engine: self._watch(engine, slot))
+        return 0
+
+    def _watch(self, engine: Engine, slot: HeartbeatSlot) -> None:
+        """Wire the engine's heartbeat into `slot` (and, where the app runs
+        off the loop, each call into the app), then tell the master."""
         watch = None
         if engine.app_off_loop:
             watch = watchdog.RequestWatch()
@@ -539,7 +529,7 @@ class Supervisor:
                              daemon=True).start()
         else:
             engine.heartbeat = slot.beat
-        watchdog.install_abort(watch, config.timeout)
+        watchdog.install_abort(watch, self.config.timeout)
         slot.beat()
         # Tell the master at once (it would notice within a tick anyway);
         # the pipe is the master's, so the worker lets go of it afterwards.
@@ -547,8 +537,6 @@ class Supervisor:
         self.waker.close()
         threading.Thread(target=self._beat_until_the_loop_does, args=(engine,),
                          name="heartbeat", daemon=True).start()
-        engine.run()
-        return 0
 
     @staticmethod
     def _beat_until_the_loop_does(engine: Engine) -> None:
@@ -559,7 +547,7 @@ class Supervisor:
 
 
 def run(engine_cls: type[Engine], config: Config, app_spec: str, factory: bool = False) -> int:
-    """Supervise `config.workers` (or DEFAULT_WORKERS) workers of `engine_cls`."""
+    """Supervise `config.workers` (or, for a composition, its own count) workers of `engine_cls`."""
     try:
         return Supervisor(engine_cls, config, app_spec, factory).run()
     except binds.BindError as exc:

@@ -66,6 +66,7 @@ from collections import deque
 from collections.abc import Callable
 from json.encoder import encode_basestring
 
+from .colour import ASYNC, TASKLET, app_colour, tasklet_app
 from .http import ServerConnection
 
 log = logging.getLogger("flash.tracing")
@@ -202,17 +203,18 @@ class Tracer:
             environ[TIMING_KEY] = (started, CLOCK(), get_thread(), task_name(),
                                    environ.get(CHILD_PID_KEY))
 
-        if getattr(app, "__tasklet_app__", False):
+        colour = app_colour(app)
+        if colour == TASKLET:
+            @tasklet_app
             def traced_tasklet_app(environ, start_response):
                 started = CLOCK()
                 try:
                     return (yield from app(environ, start_response))
                 finally:
                     note(environ, started)
-            traced_tasklet_app.__tasklet_app__ = True
             return traced_tasklet_app
 
-        if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
+        if colour == ASYNC:
             async def traced_async_app(environ, start_response):
                 started = CLOCK()
                 try:

@@ -13,8 +13,9 @@ Every operation follows the same pattern, the one gevent and eventlet use:
 3. **Retry.**  A wake-up only means "worth trying again"; if it was
    spurious, the call blocks again and we wait again.
 
-Each Socket keeps one prebuilt ``ReadWait`` and one ``WriteWait`` trap for
-its fd (traps are immutable), so even the slow path allocates nothing.
+Each Socket keeps one prebuilt ``ReadWait`` trap for its fd, and its
+``WriteWait`` once it first waits to write (traps are immutable), so even
+the slow path allocates nothing after that.
 
 Closing a Socket with ``close()`` first tells the running kernel
 (``Kernel.forget_fd``), which wakes any tasklet still waiting on it with
@@ -50,7 +51,7 @@ class Socket:
         self._sock = sock
         fd = sock.fileno()
         self._read_trap = ReadWait(fd)
-        self._write_trap = WriteWait(fd)
+        self._write_trap: WriteWait | None = None  # see write_trap
         # Discussion: no bound methods are cached here. A server holds one
         # Socket per idle connection, and three cached methods would cost
         # more memory (216 B) than the attribute lookup they save costs time.
@@ -70,6 +71,19 @@ class Socket:
         """The prebuilt trap for "wake me when readable": ``yield sock.read_trap``
         waits without creating a helper generator (a server's hottest wait)."""
         return self._read_trap
+
+    @property
+    def write_trap(self) -> WriteWait:
+        """The trap for "wake me when writable", made at the first wait for it.
+
+        Discussion: most sockets never wait to write (a server's response
+        usually fits the send buffer), and an idle server connection that
+        carried one would pay 40 B for it.
+        """
+        trap = self._write_trap
+        if trap is None:
+            trap = self._write_trap = WriteWait(self._read_trap.fd)
+        return trap
 
     def getsockname(self) -> Any:
         return self._sock.getsockname()
@@ -124,7 +138,7 @@ class Socket:
         resolve it with ``run_in_thread(socket.getaddrinfo, ...)`` if that matters.)"""
         err = self._sock.connect_ex(address)
         if err in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
-            yield self._write_trap
+            yield self.write_trap
             err = self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise OSError(err, os.strerror(err))
@@ -154,7 +168,7 @@ class Socket:
             try:
                 return self._sock.send(data, flags)
             except BlockingIOError:
-                yield self._write_trap
+                yield self.write_trap
 
     @types.coroutine
     def sendall(self, data: Any, flags: int = 0) -> Generator[Trap, Any, None]:
@@ -176,7 +190,7 @@ class Socket:
                 try:
                     sent += self._sock.send(octets[sent:], flags)
                 except BlockingIOError:
-                    yield self._write_trap
+                    yield self.write_trap
 
     @types.coroutine
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None
@@ -196,7 +210,7 @@ class Socket:
             try:
                 n = os.sendfile(out_fd, in_fd, offset + sent, count - sent)
             except BlockingIOError:
-                yield self._write_trap
+                yield self.write_trap
                 continue
             if n == 0:  # the file is shorter than promised
                 break

@@ -57,10 +57,13 @@ Speed
 
 A switch between tasklets costs one ``gen.send()`` plus the loop around it.
 The loop is written for that: attribute lookups are hoisted into locals, the
-commonest trap (``SCHEDULE``, i.e. ``sleep(0)``) is recognised by identity
-and handled inline, every other trap is dispatched through a dict of bound
-methods keyed by trap class, and nothing is allocated per step.  Counting
-``SCHEDULE`` traps is not even done per step: it is derived in ``stats()``.
+two commonest traps are handled inline - ``SCHEDULE`` (``sleep(0)``),
+recognised by identity, and a ``ReadWait`` on an fd that epoll already
+watches for reading alone (a server's wait for the next request on a
+keep-alive connection) - every other trap is dispatched through a dict of
+bound methods keyed by trap class, and nothing is allocated per step.
+Counting ``SCHEDULE`` traps is not even done per step: it is derived in
+``stats()``.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ log = logging.getLogger("tasklets")
 # waiter, whose next system call will then see EOF or the error.
 _READABLE = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 _WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_IN = select.EPOLLIN
 
 # One thread-local slot says which kernel is running in this thread, so that
 # plain functions (spawn, current, timeout_after, Socket.close) can find it.
@@ -337,7 +341,9 @@ class Kernel:
         """Create a tasklet and put it at the back of the ready queue.
 
         ``target`` is a generator (or coroutine) object, or a function that
-        returns one when called with ``args``.  Works before ``run()``, from
+        returns one when called with ``args``.  ``name`` shows in ``ps()``
+        and the traces; one ending in ``-`` is completed by the tasklet's id
+        (``name="conn-"`` makes ``conn-17``).  Works before ``run()``, from
         inside tasklets, and from ``call_soon_threadsafe`` callbacks.
         """
         if self._closed:
@@ -577,8 +583,12 @@ class Kernel:
         popleft = ready.popleft
         append = ready.append
         schedule = SCHEDULE
+        readers, registered = self._readers, self._registered
+        keep_registration = self._stale_fds.discard
+        unwait_read = self._unwait_read
         budget = self._poll_every - (self._n_steps - self._steps_at_last_poll)
         steps = 0             # counted locally, added to _n_steps once at the end
+        read_waits = 0        # inline ReadWait traps, likewise
         someone_ended = False
         try:
             while True:
@@ -609,6 +619,21 @@ class Kernel:
                     if trap is schedule and task._pending is None:
                         task._value = None
                         append(task)
+                    elif (trap.__class__ is ReadWait and task._pending is None
+                          and registered.get(fd := trap.fd) == _IN and fd not in readers):
+                        # The server's hottest wait, inline: a reader woken in
+                        # the last poll reads, answers and waits on the same fd
+                        # again.  epoll already watches exactly EPOLLIN there,
+                        # so park it and take the fd off the stale set (nothing
+                        # to trim).  The same as _trap -> _trap_read_wait ->
+                        # _wait_fd, without the three calls.
+                        readers[fd] = task
+                        keep_registration(fd)
+                        task._value = None
+                        task._state = READ_WAIT
+                        task._waiting_on = fd
+                        task._unwait = unwait_read
+                        read_waits += 1
                     else:
                         self._trap(task, trap)
                 steps += batch
@@ -620,6 +645,7 @@ class Kernel:
                         break
         finally:
             self._n_steps += steps
+            self._trap_counts[ReadWait] += read_waits
             self.current = None
 
     def _run_ready_instrumented(self) -> None:
@@ -721,19 +747,27 @@ class Kernel:
         if events:
             self._n_events += len(events)
             readers, writers, stale = self._readers, self._writers, self._stale_fds
+            append = self._ready.append
+            readable, writable = _READABLE, _WRITABLE
             wake_fd, woken_from_outside = self._wake_fd, False
             for fd, mask in events:
                 if fd == wake_fd:
                     woken_from_outside = True
                     continue
-                if mask & _READABLE:
+                # _wake(task, None), inline (one event per request on a busy
+                # server); a parked waiter's _value is already None.
+                if mask & readable:
                     task = readers.pop(fd, None)
                     if task is not None:
-                        self._wake(task, None)
-                if mask & _WRITABLE:
+                        task._state = READY
+                        task._unwait = task._waiting_on = None
+                        append(task)
+                if mask & writable:
                     task = writers.pop(fd, None)
                     if task is not None:
-                        self._wake(task, None)
+                        task._state = READY
+                        task._unwait = task._waiting_on = None
+                        append(task)
                 # The registration stays for now; _reconcile_fds() trims it
                 # before the next poll unless the tasklet waits here again.
                 stale.add(fd)

@@ -35,3 +35,14 @@ async def app(environ, start_response):
     if path in _AWAITING_ROUTES:
         await asyncio.sleep(0)
     return plain_suite_app(environ, start_response)
+
+
+class AsyncSuiteApp:
+    """The same app as an object whose `__call__` is a coroutine function
+    (as Starlette-style ASGI apps are built): async too, by the same rule."""
+
+    async def __call__(self, environ, start_response):
+        return await app(environ, start_response)
+
+
+callable_app = AsyncSuiteApp()

@@ -66,10 +66,7 @@ class Target:
 
     def capabilities(self) -> engines.Capabilities:
         caps = engines.get(self.engine).capabilities
-        if self.hybrid:
-            from flash_green.supervisor import supervised_capabilities
-            caps = supervised_capabilities(caps, self.workers)
-        return caps
+        return caps.supervised(self.workers) if self.hybrid else caps
 
     def handler_stalls(self) -> bool:
         """A request busy in /hold keeps every other client of its process waiting."""
@@ -84,10 +81,7 @@ class Target:
         """Processes serving requests (1 for an in-process engine)."""
         if self.hybrid:
             return int(self.args[self.args.index("--workers") + 1])
-        if self.capabilities().multiprocess:
-            from flash_green.supervisor import DEFAULT_WORKERS
-            return DEFAULT_WORKERS
-        return 1
+        return engines.get(self.engine).processes or 1
 
 
 def require_engine(name: str) -> type[engines.Engine]:

@@ -36,7 +36,7 @@ HOLD_POLL_SECONDS = 0.01
 
 #: environ keys /environ reports.
 ENVIRON_KEYS = ("REMOTE_ADDR", "REMOTE_PORT", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL",
-                "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "wsgi.url_scheme")
+                "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "HTTP_HOST", "wsgi.url_scheme")
 
 
 def _build_flask() -> Callable:

@@ -19,7 +19,7 @@ import os
 import tasklets
 
 from flash_green.apps.tasklet_demo import app as demo_app
-from flash_green.engines.tasklets import tasklet_app
+from flash_green.colour import tasklet_app
 
 from .suite_app import HOLD_POLL_SECONDS, HOLD_POLLS, hold_begin, hold_end
 from .suite_app import app as plain_suite_app

@@ -160,6 +160,18 @@ def test_async_app_is_refused_by_other_engines():
         proc.start()
 
 
+def test_an_object_with_an_async_call_is_awaited():
+    """`async def __call__` is an async app too (`flash_green.colour`): run as
+    plain WSGI, its body would be a coroutine and the answer a 500."""
+    proc = start(app="tests.async_suite_app:callable_app")
+    try:
+        with Client(proc.address) as c:
+            response = c.request("POST", "/echo", b"awaited")
+            assert (response.status, response.body) == (200, b"awaited")
+    finally:
+        assert proc.stop() == 0, proc.log()
+
+
 def test_missing_uvloop_is_one_clear_line():
     cmd = ["serve", "--engine", "asyncio", "--uvloop", "-b", "127.0.0.1:0"]
     result = run_python(BLOCKED_IMPORT.format(package="uvloop", argv=cmd))

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from flash_green import engines
@@ -31,3 +33,32 @@ def test_any_other_import_error_propagates(monkeypatch, exc):
     with pytest.raises(ImportError) as raised:
         engines.get("epoll")
     assert raised.value is exc and not isinstance(raised.value, engines.EngineUnavailable)
+
+
+@pytest.mark.parametrize("name, engine, threads", [
+    ("prefork", "flash_green.engines.sequential:SequentialEngine", False),
+    ("worker", "flash_green.engines.pool:PoolEngine", True),
+])
+def test_a_composition_is_its_engine_under_the_supervisor(name, engine, threads):
+    """prefork and worker are registry entries (supervisor x an engine), not
+    modules: each process runs the engine's code under the composition's
+    name, with its process count and what that many processes can do."""
+    entry = engines.REGISTRY[name]
+    assert isinstance(entry, engines.Supervised) and entry.engine == engine
+    module, _, attr = engine.partition(":")
+    composed, inner = engines.get(name), getattr(importlib.import_module(module), attr)
+    assert issubclass(composed, inner) and composed.serve is inner.serve
+    assert (composed.name, composed.processes) == (name, entry.processes)
+    assert composed.capabilities == inner.capabilities.supervised(entry.processes)
+    caps = composed.capabilities
+    assert caps.multiprocess and caps.parallel and caps.concurrent and caps.threads is threads
+    assert inner.processes == 0 and not inner.capabilities.multiprocess
+    assert engines.get(name) is composed
+
+
+def test_a_missing_engine_of_a_composition_is_named_by_the_composition(monkeypatch):
+    importing_raises(monkeypatch, ModuleNotFoundError("No module named 'gevent'", name="gevent"))
+    monkeypatch.setitem(engines.REGISTRY, "gevent-prefork",
+                        engines.Supervised("flash_green.engines.gevent:GeventEngine", 2, "x"))
+    with pytest.raises(engines.EngineUnavailable, match="engine 'gevent-prefork' needs the package 'gevent'"):
+        engines.get("gevent-prefork")

@@ -396,8 +396,20 @@ def test_environ_names_both_ends_of_the_connection(server):
         "REMOTE_ADDR": here[0], "REMOTE_PORT": str(here[1]),
         "SERVER_NAME": server.host, "SERVER_PORT": str(server.port),
         "SERVER_PROTOCOL": "HTTP/1.1", "SCRIPT_NAME": "", "PATH_INFO": "/environ",
-        "QUERY_STRING": "x=1", "wsgi.url_scheme": "http",
+        "QUERY_STRING": "x=1", "HTTP_HOST": "localhost", "wsgi.url_scheme": "http",
     }
+
+
+def test_an_absolute_form_target_names_the_host_and_the_path(server):
+    """RFC 9112 3.2.2: with an absolute-form target the server takes the
+    authority from the target and ignores the Host field; the app sees only
+    the path and query (what a client talking to a proxy sends)."""
+    with Client(server.address) as c:
+        c.send(b"GET http://example.org:8080/environ?x=1 HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        environ = json.loads(c.read_response().body)
+        assert (environ["HTTP_HOST"], environ["PATH_INFO"], environ["QUERY_STRING"]) == \
+            ("example.org:8080", "/environ", "x=1")
+        assert c.request("GET", "/").body == b"Hello, World!"  # the same connection serves on
 
 
 def test_head_on_a_streamed_response(server):

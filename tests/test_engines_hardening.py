@@ -3,8 +3,9 @@
 Slow clients must be cut by the timeouts as documented (`engines/_read_timeouts`):
 the whole head by --header-timeout however it trickles, a stalled body by
 --body-timeout, a trickled body by --min-body-rate, each with a 408 and no
-traceback; a reset mid-upload is one INFO line. Out of file descriptors, an
-engine must pause accepting instead of spinning, and recover
+traceback; a reset mid-upload is one INFO line. A client still sending after
+its 4xx is lingered on, not reset (`engines/_linger`). Out of file
+descriptors, an engine must pause accepting instead of spinning, and recover
 (`engines/_accept`).
 """
 
@@ -24,6 +25,7 @@ import pytest
 
 from flash_green.config import Config
 from flash_green.engines._accept import MAX_PAUSE, AcceptBackoff
+from flash_green.engines._linger import LINGER_BYTES, still_to_drop
 from flash_green.engines._read_timeouts import UploadPace
 from flash_green.http import HTTPError
 
@@ -163,6 +165,27 @@ def test_reset_mid_upload_is_one_info_line(server):
     assert_no_traceback(text)
 
 
+# -- lingering after an error response -------------------------------------------------
+
+def test_a_client_still_sending_after_its_4xx_gets_a_clean_close(server):
+    """The body of a request refused at its head (413) is still on its way:
+    the server reads and drops it (lingers) until the client's end of
+    stream, then closes - a FIN, where closing under unread input would
+    answer the client's bytes with a reset."""
+    with Client(server.address) as c:
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
+        resp = c.read_response()
+        assert resp.status == 413, resp
+        try:
+            c.send(b"x" * 100_000)  # well within the linger's byte bound
+            c.sock.shutdown(socket.SHUT_WR)
+            end = c.sock.recv(1024)
+        except OSError as exc:
+            pytest.fail(f"the server reset a client still sending after its 413: {exc!r}")
+        assert end == b""
+    assert_still_serving(server)
+
+
 # -- out of file descriptors ------------------------------------------------------------
 
 def accepting_processes(proc, target) -> list[psutil.Process]:
@@ -277,6 +300,13 @@ def test_accept_backoff_doubles_its_pause_and_reports_an_episode_once(caplog):
     assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]
     assert "12 accepts failed" in caplog.records[1].getMessage()
     assert backoff.failed(ConnectionAbortedError(103, "aborted")) == 0  # one dead connection
+
+
+def test_lingering_drops_up_to_its_byte_bound_and_stops_at_end_of_stream():
+    assert still_to_drop(LINGER_BYTES, b"x" * 10) == LINGER_BYTES - 10
+    assert still_to_drop(10, b"x" * 10) == 0
+    assert still_to_drop(5, b"x" * 10) == 0
+    assert still_to_drop(LINGER_BYTES, b"") == 0
 
 
 def test_upload_pace_allows_body_timeout_plus_a_second_per_min_rate_bytes():

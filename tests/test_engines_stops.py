@@ -20,7 +20,6 @@ import psutil
 import pytest
 
 from flash_green import engines
-from flash_green.supervisor import DEFAULT_WORKERS
 
 from .conftest import SUITE_ARGS, Target, start_server
 from .httpclient import Client, build_request
@@ -32,13 +31,6 @@ pytestmark = pytest.mark.timeout(90)
 #: Long enough that no keep-alive or graceful deadline ends a test early:
 #: whatever closes a connection here is the stop itself.
 LONG = ("--keep-alive", "30", "--graceful-timeout", "60")
-
-
-def processes(target: Target) -> int:
-    """How many processes serve: each logs its own stop."""
-    if target.hybrid:
-        return int(target.args[target.args.index("--workers") + 1])
-    return DEFAULT_WORKERS if target.capabilities().multiprocess else 1
 
 
 def one_process_is_concurrent(target: Target) -> bool:
@@ -104,7 +96,7 @@ def wait_for_stop(proc, target: Target) -> None:
             assert time.monotonic() < deadline, "SIGTERM never delivered"
             time.sleep(0.01)
     else:
-        wait_for_log(proc, "received SIGTERM, stopping gracefully", processes(target))
+        wait_for_log(proc, "received SIGTERM, stopping gracefully", target.workers)  # each logs its stop
 
 
 def wait_refused(address, timeout: float = 10.0) -> None:

@@ -10,6 +10,9 @@ import psutil
 import pytest
 
 from comparisons.childproc import raise_fd_limit
+from flash_green import binds
+from flash_green.config import Config
+from flash_green.engines.epoll import EpollEngine
 
 from .conftest import Target, start_server
 from .httpclient import Client, build_request
@@ -155,3 +158,55 @@ def test_debug_blocking_shows_where_the_loop_is_stuck(epoll_server):
 def get_body(server, path: str) -> bytes:
     with Client(server.address) as c:
         return c.request("GET", path).body
+
+
+@pytest.fixture
+def loop_engine():
+    """An epoll engine over a real listener, not serving: its timers are
+    driven by hand (`expire_timers(now)`), so no test waits for a clock."""
+    listener = binds.open_listener(binds.parse_bind("127.0.0.1:0"), 16)
+    engine = EpollEngine(Config(keep_alive=5.0), fresh_pieces_app, [listener])
+    yield engine
+    engine.shut_down()
+    listener.close()
+
+
+def adopt_socketpair(engine: EpollEngine):
+    """A connection the engine serves (its channel) and the client's end of it."""
+    ours, theirs = socket.socketpair()
+    engine.add_channel(ours, "peer", engine.endpoints[0])
+    return engine.channels[ours.fileno()], theirs
+
+
+def test_moving_a_deadline_later_pushes_no_timer_and_is_looked_at_again(loop_engine):
+    """The lazy keep-alive timer: each request moves the connection's deadline
+    later without touching the heap; when the old entry comes due, the loop
+    pushes it again for the rest instead of timing the connection out."""
+    engine = loop_engine
+    channel, theirs = adopt_socketpair(engine)
+    with theirs:
+        first_due = channel.due
+        for _ in range(100):  # what the keep-alive requests do to the timer
+            channel.disarm()
+            channel.arm_idle()
+        assert engine.timers == [(first_due, channel.fd)]
+        moved = channel.deadline
+        assert moved > first_due
+
+        engine.expire_timers(first_due)
+        assert engine.channels.get(channel.fd) is channel, "timed out at the deadline it had left"
+        assert engine.timers == [(moved, channel.fd)]
+
+        engine.expire_timers(moved)
+        assert channel.fd not in engine.channels
+        assert theirs.recv(16) == b""  # closed: the client reads the end of the stream
+
+
+def test_a_closed_connections_timer_entry_is_dropped_when_it_surfaces(loop_engine):
+    engine = loop_engine
+    channel, theirs = adopt_socketpair(engine)
+    with theirs:
+        due = channel.due
+        channel.close()
+        engine.expire_timers(due)
+        assert engine.timers == []

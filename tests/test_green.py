@@ -1,5 +1,5 @@
 """Green threads beyond the cross-engine suite: the hand-written hub
-(`flash_green.greenhub`) unit by unit, then the greenlet, gevent and eventlet
+(`greenhub`) unit by unit, then the greenlet, gevent and eventlet
 engines as real processes - cooperative I/O overlaps, a blocking call stalls
 the hub, monkey-patching (in subprocesses only), the connection bound, a
 prompt graceful stop, `--workers`, and a missing package in one line."""
@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from flash_green import greenhub
-from flash_green.greenhub import CooperativeSocket, Event, Hub, HubError
+import greenhub
+from greenhub import CooperativeSocket, Event, Hub, HubError
 
 from .conftest import SUITE_ARGS
 from .httpclient import Client
@@ -391,6 +391,40 @@ def test_patching_happens_first_and_only_when_asked(argv, expected):
     result = run_python(PATCH_PROBE.format(argv=argv))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == expected.split()
+
+
+ENTRY_PROBE = """
+import os, runpy, sys
+from flash_green import patching
+
+apply = patching.apply
+
+def apply_and_say_when(engine):
+    print("patched", engine, "before the CLI:", "flash_green.cli" not in sys.modules)
+    apply(engine)
+
+patching.apply = apply_and_say_when
+os.environ["FLASH_CMD_ARGS"] = {env!r}
+sys.argv = ["flash_green", *{argv!r}, "--version"]  # --version: the CLI exits once it parsed
+try:
+    runpy.run_module("flash_green", run_name="__main__")  # python -m flash_green
+except SystemExit:
+    pass
+print(patching.patched_by())
+"""
+
+
+@pytest.mark.parametrize("argv,env", [
+    (["serve", "--engine", "gevent", "--patch"], ""),
+    (["serve"], "--engine gevent --patch"),
+    (["serve", "--engine", "gevent"], "--patch"),
+], ids=["argv", "FLASH_CMD_ARGS", "both"])
+def test_the_entry_point_patches_before_it_imports_the_cli(argv, env):
+    result = run_python(ENTRY_PROBE.format(argv=argv, env=env))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "patched gevent before the CLI: True", result.stdout
+    assert lines[-1] == "gevent"
 
 
 BLOCKED_IMPORT = """

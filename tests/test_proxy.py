@@ -110,8 +110,26 @@ def test_forwarded_port_sets_server_port_and_the_host_header() -> None:
     assert (env["HTTP_HOST"], env["SERVER_PORT"]) == ("shop.example", "443")
 
 
+@pytest.mark.parametrize(("ssl", "scheme"), [("on", "https"), ("off", "http"), ("ON", "https")])
+def test_x_forwarded_ssl_alone_sets_the_scheme(ssl: str, scheme: str) -> None:
+    assert through(environ(x_forwarded_ssl=ssl))["wsgi.url_scheme"] == scheme
+
+
+@pytest.mark.parametrize(("proto", "ssl", "scheme", "believed"), [
+    ("https", "on", "https", True), ("http", "off", "http", True),
+    ("https", "off", "http", False), ("http", "on", "http", False), ("ftp", "on", "http", False),
+])
+def test_x_forwarded_proto_and_ssl_must_agree_to_be_believed(proto: str, ssl: str, scheme: str,
+                                                             believed: bool, caplog) -> None:
+    """gunicorn's corpus row invalid/019 (Proto https, Ssl off): a front end
+    contradicting itself is not believed; the scheme stays the socket's."""
+    caplog.set_level("DEBUG", logger="flash.proxy")
+    assert through(environ(x_forwarded_proto=proto, x_forwarded_ssl=ssl))["wsgi.url_scheme"] == scheme
+    assert ("forwarding header ignored" in caplog.text) is not believed
+
+
 @pytest.mark.parametrize("headers", [
-    {"x_forwarded_host": "a b"}, {"x_forwarded_host": "host:99999"}, {"x_forwarded_host": "[nope]:80"},
+    {"x_forwarded_ssl": "yes"}, {"x_forwarded_host": "a b"}, {"x_forwarded_host": "host:99999"}, {"x_forwarded_host": "[nope]:80"},
     {"x_forwarded_port": "0"}, {"x_forwarded_port": "eighty"}, {"x_forwarded_for": "1.2.3"},
 ])
 def test_malformed_values_are_ignored_with_a_debug_line(headers: dict, caplog) -> None:

@@ -16,6 +16,7 @@ import pytest
 from comparisons.childproc import LISTENING, child_env, read_announcement, stop_child
 from flash_green import reload
 
+from .httpclient import Client, build_request
 from .serverproc import ROOT, ServerProcess
 from .test_cli import wait_for
 
@@ -153,3 +154,24 @@ def test_an_app_broken_at_start_is_served_once_fixed(tmp_path):
     finally:
         stop_child(proc, 10, session=True)
         proc.stdout.close()
+
+
+def test_a_client_arriving_while_no_server_runs_waits_and_is_answered(reloading, tmp_path):
+    """The reloader holds the listening socket across restarts: a client that
+    connects while the app cannot load is queued, not refused, and the next
+    child that loads answers it."""
+    server = reloading()
+    (tmp_path / "live.py").write_text(app_source("b'never'", "raise RuntimeError('broken on purpose')"))
+    wait_for(lambda: "waiting for a change" in server.log(), RELOAD_WAIT, what="the failed load")
+    with Client(("127.0.0.1", server.port), timeout=RELOAD_WAIT) as client:
+        client.send(build_request("GET", "/", headers={"Connection": "close"}))
+        (tmp_path / "live.py").write_text(app_source("b'fixed'"))
+        assert client.read_response().body == b"fixed"
+
+
+def test_reload_with_reuse_port_is_refused_in_one_line(tmp_path):
+    (tmp_path / "live.py").write_text(app_source("b'one'"))
+    done = subprocess.run([sys.executable, "-m", "flash_green", "serve", "live:app", "--chdir", str(tmp_path),
+                           "--reload", "--reuse-port", "-b", "127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT, env=child_env())
+    assert done.returncode == 2 and "--reuse-port" in done.stderr and "Traceback" not in done.stderr

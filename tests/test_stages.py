@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
+import urllib.request
 
 import pytest
 
 from comparisons import wrk
-from comparisons.bench_inprocess import Server
 from comparisons.childproc import ROOT
-from comparisons.stages import floors, oncpu, sampling, targets
+from comparisons.stages import ab, floors, oncpu, sampling
 from comparisons.stages.__main__ import main
 from comparisons.stages.report import Level, Results, Split, load
 
-ENGINE_FILE = "flash_green/engines/epoll.py"
+ENGINE_FILE = "flash_green/engines/_reactor.py"
 
 
 def line_of(path: str, text: str) -> int:
@@ -36,7 +35,7 @@ def frame(function: str, path: str, text: str = "") -> sampling.Frame:
     return sampling.Frame(function, path, line_of(path, text) if text else 1)
 
 
-LOOP = frame("EpollEngine.run_loop", ENGINE_FILE, "ready = poll(self.poll_timeout())")
+LOOP = frame("Reactor.run_loop", ENGINE_FILE, "ready = poll(self.poll_timeout())")
 READ = frame("Channel.on_readable", ENGINE_FILE, "data = self.sock.recv(RECV_SIZE)")
 FLUSH_SEND = frame("Channel.flush", ENGINE_FILE, "sent = send(out)")
 FLUSH_NEXT = frame("Channel.flush", ENGINE_FILE, "out = next(pending, None)")
@@ -146,17 +145,23 @@ def test_tiny_run_writes_a_table_whose_stages_add_up(tmp_path, capsys):
     assert check["adds_up"] and check["floor_within_total"], check
 
 
-def test_a_baseline_row_serves_the_other_trees_code(tmp_path):
-    """--baseline: the same engine row, its server started from another checkout."""
-    package = tmp_path / "flash_green"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "__main__.py").write_text("import sys\nprint(__file__, sys.argv[1:])\n")
-    (row,), _ = targets.engine_targets(["tasklets"])
-    (base,) = targets.baseline_targets([row], str(tmp_path))
-    assert base.label == "tasklets (base)" and base.server.argv[4:] == row.server.argv[3:]
-    # Run with arguments our own CLI answers at once, should it be the one started.
-    quick = Server("quick", (*row.server.argv[:3], "--help"), row.server.connections)
-    (base,) = targets.baseline_targets([targets.Target(quick)], str(tmp_path))
-    out = subprocess.run(base.server.argv, capture_output=True, text=True, timeout=30, check=True).stdout
-    assert out == f"{package / '__main__.py'} ['--help']\n"
+
+def test_ab_serves_each_tree_from_its_own_code():
+    """`comparisons.stages.ab`: a git revision is exported to a directory of
+    its own, and a tree's server imports that tree, not this checkout
+    (`python -P`: the working directory is not put first on sys.path)."""
+    tree = ab.resolve("head=HEAD")
+    assert tree.label == "head" and tree.path != ROOT
+    assert ab.resolve(ROOT) == ab.Tree(ROOT, ROOT)
+    demo = os.path.join(tree.path, "flash_green", "apps", "demo.py")
+    with open(demo) as f:
+        source = f.read()
+    assert "Hello, World!" in source
+    with open(demo, "w") as f:
+        f.write(source.replace("Hello, World!", "Hello, tree!!"))
+    running = ab.launch(ab.server(tree, "tasklets", ()).argv)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{running.port}/", timeout=10) as page:
+            assert page.read() == b"Hello, tree!!"
+    finally:
+        running.stop()

@@ -438,3 +438,43 @@ def test_hup_with_reuse_port_serves_the_connections_queued_on_the_old_socket(ser
             client.close()
     wait_for(lambda: old not in worker_pids(proc), what="the old worker to exit")
     assert get_ok(proc.address)
+
+
+@pytest.mark.parametrize("wait", ["keep_alive", "header_timeout", "body_timeout"])
+def test_a_timeout_not_above_a_client_wait_is_warned_about(wait, caplog):
+    """A worker blocked on one client's wait does not beat; a --timeout not
+    above that wait would have the master kill it as stuck."""
+    from flash_green import engines
+    from flash_green.config import Config
+    from flash_green.supervisor import Supervisor
+
+    config = Config(timeout=30.0, keep_alive=5.0, header_timeout=10.0, body_timeout=20.0)
+    setattr(config, wait, 30.0)
+    supervisor = Supervisor(engines.get("sequential"), config, "flash_green.apps.hello:app")
+    with caplog.at_level("WARNING", logger="flash.supervisor"):
+        supervisor._warn_about_timeouts()
+        assert "may be killed as stuck" in caplog.text
+        caplog.clear()
+        setattr(config, wait, 29.0)
+        supervisor._warn_about_timeouts()
+        assert caplog.text == ""
+
+
+
+@pytest.mark.parametrize("engine", engine_params())
+def test_usr1_without_workers_reopens_the_access_log_and_serves_on(servers, hold_dir, tmp_path, engine):
+    """logrotate's postrotate `kill -USR1` must not end a single-process server
+    (SIGUSR1's default action is to terminate it)."""
+    require_engine(engine)
+    log_path = tmp_path / "access.log"
+    proc = servers(engine, "--access-log", str(log_path), hold_dir=hold_dir)
+    def logged_in_new_file() -> bool:
+        # Under prefork the master passes USR1 on: a request may still reach
+        # a worker that has not reopened yet, so each poll sends one.
+        return get_ok(proc.address) and log_path.exists() and '"GET / HTTP/1.1" 200' in log_path.read_text()
+
+    wait_for(logged_in_new_file, what="the access log")
+    log_path.rename(tmp_path / "access.log.1")  # what logrotate does
+    proc.signal(signal.SIGUSR1)
+    wait_for(logged_in_new_file, what="a request logged in a reopened access log")
+    assert proc.proc.poll() is None

@@ -81,7 +81,7 @@ def test_the_page_reads_as_the_course_and_answers_the_five_questions(smoke_tour)
     assert answers == sorted(answers) and answers[0] > positions[-1]
     for src in re.findall(r'<img src="([^"]+)"', text):
         assert (smoke_tour / src).read_bytes()[:8] == PNG_MAGIC, src
-    for module in ("flash_green.engines.sequential", "flash_green.engines.epoll", "flash_green.engines.prefork"):
+    for module in ("flash_green.engines.sequential", "flash_green.engines.epoll", "flash_green.supervisor"):
         assert f"from the docstring of <code>{module}</code>" in text
 
 

@@ -21,8 +21,9 @@ import pytest
 from comparisons.childproc import child_env
 from flash_green import engines, tracing
 from flash_green.binds import Listener, TCPBind
+from flash_green.colour import ASYNC, app_colour
 from flash_green.config import Config
-from flash_green.engines.base import Engine, app_colour
+from flash_green.engines.base import Engine
 from flash_green.http import ServerConnection
 from flash_green.loader import load_app
 
@@ -94,7 +95,7 @@ def test_every_engine_traces_each_request_in_order(traced):
     records = read_trace(path)
     assert len(records) == 4, records
     supervised = target.hybrid or engines.get(target.engine).capabilities.multiprocess
-    expects_task = target.engine in TASK_ENGINES or app_colour(load_app(target.app)) == "async"
+    expects_task = target.engine in TASK_ENGINES or app_colour(load_app(target.app)) == ASYNC
     by_port = {port: [r for r in records if r["peer"] == f"127.0.0.1:{port}"] for port in ports}
     assert [r["path"] for r in by_port[ports[0]]] == ["/", "/json", "/"]
     assert [r["path"] for r in by_port[ports[1]]] == ["/sleep"]

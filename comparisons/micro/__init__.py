@@ -2,7 +2,7 @@
 
 Every engine of Flash is, underneath, one of a handful of runtimes: plain
 generators driven by our `tasklets` kernel, greenlets (raw, on our own hub
-`flash_green.greenhub`, in gevent, in eventlet), asyncio coroutines (on the
+`greenhub`, in gevent, in eventlet), asyncio coroutines (on the
 standard loop or uvloop), OS threads, or processes. This module measures the
 primitives those runtimes are made of, with the same small programs on each:
 

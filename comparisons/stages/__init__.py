@@ -3,7 +3,6 @@
     python -m comparisons.stages                       # everything, ~25 minutes on 2 cores
     python -m comparisons.stages --engines tasklets epoll --levels 100 --many 0 --idle 0
     python -m comparisons.stages --tiny --engines tasklets --no-peers   # seconds (the test)
-    python -m comparisons.stages --engines tasklets --baseline ../base  # A/B: ../base is a checkout of main
 
 The method, and why its numbers add up:
 

@@ -47,9 +47,6 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--idle", type=int, default=5000, help="idle connections per engine (0: skip)")
     parser.add_argument("--tiny", action="store_true",
                         help="seconds, not minutes: one round, 1 s runs, no c=1000/many/idle (for tests)")
-    parser.add_argument("--baseline", metavar="TREE",
-                        help="also run the chosen engines from this checkout (labelled ENGINE (base)), "
-                             "interleaved with this one: before/after a change in one run")
     parser.add_argument("--render", metavar="JSON", help="print the tables of an earlier run's stages.json "
                         "and rewrite the stages.md beside it; nothing is measured")
     parser.add_argument("--out", default=os.path.join(ROOT, "results", time.strftime("stages-%Y%m%d-%H%M%S")))
@@ -164,9 +161,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def choose(args: argparse.Namespace) -> tuple[list[Target], list[str]]:
     chosen, skipped = targets.engine_targets(args.engines)
-    if args.baseline:
-        chosen = [t for pair in zip(chosen, targets.baseline_targets(chosen, os.path.abspath(args.baseline)))
-                  for t in pair]
     if not args.no_peers:
         peers, peers_skipped = targets.peer_targets()
         chosen += peers

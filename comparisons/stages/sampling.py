@@ -59,7 +59,7 @@ STAGE_OF: tuple[tuple[str, str, str], ...] = (
 
 #: Files whose frames only wrap a socket call for the code above them.
 SOCKET_WRAPPERS = ("/socket.py", "/selectors.py", "/selector_events.py", "/transports.py", "gevent/",
-                   "eventlet/", "flash_green/greenhub.py", "tasklets/io.py")
+                   "eventlet/", "greenhub/", "tasklets/io.py")
 
 #: A socket call on a line; a generator's or coroutine's send() is a resume.
 _SEND = re.compile(r"(?<!gen\.)(?<!coro\.)\b(send|sendall|sendmsg|write|writelines)\s*\(")

@@ -85,29 +85,6 @@ def engine_targets(names: list[str] | None = None) -> tuple[list[Target], list[s
     return chosen, skipped
 
 
-#: Runs `python -m flash_green ARGS` from the tree given as the first argument.
-_FROM_TREE = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
-              "runpy.run_module('flash_green', run_name='__main__', alter_sys=True)")
-BASELINE = " (base)"
-
-
-def baseline_targets(chosen: list[Target], tree: str) -> list[Target]:
-    """The engine rows again, served from another checkout (`tree`, e.g. a
-    `git worktree` of main) and labelled ENGINE (base): an A/B of a change
-    in the same interleaved rounds, on the same machine minutes."""
-    out = []
-    for target in chosen:
-        if target.peer:
-            continue
-        server = target.server
-        python, module, _, *rest = server.argv
-        if module != "-m":
-            raise ValueError(f"{server.label}: not a `python -m flash_green` server")
-        out.append(Target(Server(server.label + BASELINE, (python, "-c", _FROM_TREE, tree, *rest),
-                                 server.connections), target.children, target.no_split))
-    return out
-
-
 def peer_targets() -> tuple[list[Target], list[str]]:
     chosen = [Target(bench_inprocess.peer_server(CANNED), peer=True)]
     skipped = []

@@ -38,9 +38,9 @@ TOOL_MEASURES = {
     "a process per request (subprocess)": ("children", "processes started", "max"),
     "processes (os.fork, the supervisor)": ("peak_processes", "processes running the app at once", "max"),
 }
-#: Engines built on another engine's module (their requests go through both).
-COMPOSED = {"event": ("flash_green.engines.epoll",), "cgi": ("flash_green.engines.threaded",),
-            "prefork": ("flash_green.engines.sequential",)}
+#: Engines built on a shared helper module (their requests go through both).
+COMPOSED = {"epoll": ("flash_green.engines._reactor",), "event": ("flash_green.engines._reactor",),
+            "cgi": ("flash_green.engines._per_thread",), "threaded": ("flash_green.engines._per_thread",)}
 SUPERVISOR = "flash_green.supervisor"
 #: CPU use (percent) within which a process counts as using one core (sampling is coarse).
 ONE_CORE_PERCENT = 110.0
@@ -73,7 +73,15 @@ def engine_of(o: Outcome) -> str:
 
 
 def engine_module(engine: str) -> str:
-    return engines.REGISTRY[engine].partition(":")[0]
+    """The module of the engine's code (of a composition: the engine every process runs)."""
+    entry = engines.REGISTRY[engine]
+    target = entry.engine if isinstance(entry, engines.Supervised) else entry
+    return target.partition(":")[0]
+
+
+def lesson_module(engine: str) -> str:
+    """The module whose docstring teaches the engine (of a composition: the supervisor's)."""
+    return SUPERVISOR if isinstance(engines.REGISTRY[engine], engines.Supervised) else engine_module(engine)
 
 
 def tools_of(spec: str) -> list[str]:
@@ -152,7 +160,7 @@ def which_when(results: list[ChapterResult]) -> Answer:
             if breaker is not None and breaker.outcomes and breaker.outcomes[0].label == o.label:
                 measured.append(f"With {breaker.experiment_title}, {breaker.chapter.headline.what}: "
                                 + ", ".join(_headline(breaker, b, named=True) for b in breaker.outcomes) + ".")
-            when = next((body for heading, body in lesson(engine_module(engine_of(o))).sections
+            when = next((body for heading, body in lesson(lesson_module(engine_of(o))).sections
                          if heading.startswith("When to use")), "")
             answer.table.append([o.label, " ".join(measured), " ".join(when.split())])
     return answer

@@ -18,14 +18,17 @@ from .lessons import CodeRef
 SEQ = "flash_green.engines.sequential"
 CGI = "flash_green.engines.cgi"
 THR = "flash_green.engines.threaded"
+PER_THREAD = "flash_green.engines._per_thread"
 EPOLL = "flash_green.engines.epoll"
 EVENT = "flash_green.engines.event"
+REACTOR = "flash_green.engines._reactor"
 TASKLETS = "flash_green.engines.tasklets"
 GREENLET = "flash_green.engines.greenlet"
 GEVENT = "flash_green.engines.gevent"
 ASYNCIO = "flash_green.engines.asyncio"
-PREFORK = "flash_green.engines.prefork"
-WORKER = "flash_green.engines.worker"
+POOL = "flash_green.engines.pool"
+ENGINES = "flash_green.engines"
+BASE = "flash_green.engines.base"
 SUPERVISOR = "flash_green.supervisor"
 DEMO = "flash_green.apps.demo"
 
@@ -251,8 +254,9 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "threaded", "v3 · threaded", (THR,), "fork-per-request",
         (TourTarget("cgi", "cgi"), TourTarget("threaded", "threaded")),
-        (CodeRef(THR, "ThreadedEngine.serve", before=(SEQ, "SequentialEngine.serve")),
-         CodeRef(THR, "ThreadedEngine.start_connection_thread"), CodeRef(THR, "ThreadedEngine.run_connection")),
+        (CodeRef(PER_THREAD, "ThreadPerConnection.serve", before=(SEQ, "SequentialEngine.serve")),
+         CodeRef(PER_THREAD, "ThreadPerConnection.start_connection_thread"),
+         CodeRef(PER_THREAD, "ThreadPerConnection.run_connection")),
         Headline("rps", "throughput", "requests/s", better="higher"),
         (("rps", "requests/s"), ("clients.p50_ms", "per request: median (ms)"), ("children", "processes started"),
          ("threads", "OS threads")),
@@ -260,8 +264,8 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "epoll", "v4 · epoll", (EPOLL,), "idle-connections",
         (TourTarget("threaded", "threaded"), TourTarget("epoll", "epoll")),
-        (CodeRef(EPOLL, "EpollEngine.run_loop"), CodeRef(EPOLL, "Channel.on_readable"),
-         CodeRef(EPOLL, "Channel.dispatch")),
+        (CodeRef(REACTOR, "Reactor.run_loop"), CodeRef(REACTOR, "Channel.on_readable"),
+         CodeRef(EPOLL, "InlineChannel.dispatch")),
         Headline("kb_per_idle_conn", "memory per idle connection", "KB"),
         (("kb_per_idle_conn", "KB per idle connection"), ("threads_idle", "OS threads while idle"),
          ("clients.p50_ms", "active clients: median (ms)")),
@@ -269,7 +273,7 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter(
         "event", "v5 · event", (EVENT,), "blocking-handler",
         (TourTarget("epoll", "epoll"), TourTarget("event", "event")),
-        (CodeRef(EVENT, "PooledChannel.dispatch", before=(EPOLL, "Channel.dispatch")),
+        (CodeRef(EVENT, "PooledChannel.dispatch", before=(EPOLL, "InlineChannel.dispatch")),
          CodeRef(EVENT, "PooledChannel.in_pool")),
         Headline("hello.p50_ms", "the wait of GET / while handlers block, median", "ms"),
         (("hello.p50_ms", "GET /: median (ms)"), ("hello.max_ms", "GET /: longest (ms)"),
@@ -292,7 +296,7 @@ CHAPTERS: tuple[Chapter, ...] = (
                     paths=(("/sleep", "/green/sleep"),)),
          TourTarget("gevent --patch", "gevent --patch"),
          TourTarget("eventlet --patch", "eventlet --patch", full_only=True)),
-        (CodeRef("flash_green.greenhub", "CooperativeSocket.recv"), CodeRef(GEVENT, "GeventEngine.serve"),
+        (CodeRef("greenhub.hub", "CooperativeSocket.recv"), CodeRef(GEVENT, "GeventEngine.serve"),
          CodeRef("flash_green.patching", "apply")),
         Headline("wall_ms", "time to serve every waiting request", "ms"),
         (("wall_ms", "all served (ms)"), ("peak_per_thread", "most at once in one thread"),
@@ -311,11 +315,11 @@ CHAPTERS: tuple[Chapter, ...] = (
          ("peak_per_thread", "most at once in one thread"), ("tasks", "tasks")),
         idle_and_waits_verdict),
     Chapter(
-        "processes", "prefork & worker · processes past the GIL", (PREFORK, WORKER), "cpu-bound",
+        "processes", "prefork & worker · processes past the GIL", (SUPERVISOR, POOL), "cpu-bound",
         (TourTarget("asyncio", "asyncio"), TourTarget("threaded", "threaded"),
          TourTarget("prefork (2 processes)", "prefork --workers 2"),
          TourTarget("worker (2 processes x 4 threads)", "worker --workers 2 --threads 4", full_only=True)),
-        (CodeRef(PREFORK, "PreforkEngine"), CodeRef(SUPERVISOR, "Supervisor._spawn")),
+        (CodeRef(ENGINES, "Supervised"), CodeRef(SUPERVISOR, "Supervisor._spawn")),
         Headline("wall_ms", "time to serve every CPU-bound request", "ms"),
         (("wall_ms", "all served (ms)"), ("cpu_percent", "CPU (% of one core)"),
          ("peak_in_service", "most requests in the app at once"), ("peak_processes", "most processes at once")),
@@ -324,7 +328,7 @@ CHAPTERS: tuple[Chapter, ...] = (
         "hybrid", "the hybrid · --workers N of an event loop", (SUPERVISOR,), "slow-and-cpu",
         (TourTarget("prefork (2 processes)", "prefork --workers 2"),
          TourTarget("tasklets --workers 2", "tasklets --workers 2")),
-        (CodeRef(SUPERVISOR, "Supervisor._serve_in_worker"), CodeRef(SUPERVISOR, "supervised_capabilities")),
+        (CodeRef(SUPERVISOR, "Supervisor._serve_in_worker"), CodeRef(BASE, "Capabilities.supervised")),
         Headline("cpu.p50_ms", "the CPU-bound requests' latency, median", "ms"),
         (("cpu.p50_ms", "CPU requests: median (ms)"), ("cpu.max_ms", "CPU requests: longest (ms)"),
          ("peak_processes", "most processes at once"), ("cpu_percent", "CPU (% of one core)")),

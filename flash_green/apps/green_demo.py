@@ -14,7 +14,8 @@ Outside a running hub (any other engine) the green variants simply block.
 
 from __future__ import annotations
 
-from .. import greenhub
+import greenhub
+
 from .demo import _int_arg
 from .demo import app as demo_app
 

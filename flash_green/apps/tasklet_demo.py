@@ -7,7 +7,7 @@
                              `run_in_thread` (cooperates, costs a thread)
     everything else          the plain demo app, run inline
 
-The handler is a generator (`@tasklet_app`): it `yield from`s tasklet
+The handler is a generator (`@tasklet_app`, `flash_green.colour`): it `yield from`s tasklet
 operations and returns a WSGI body. The colour shows: `/sleep` here and in
 `demo.py` do the same thing, but only this one lets other connections run.
 
@@ -21,7 +21,7 @@ import time
 import tasklets
 from tasklets.io import create_connection
 
-from ..engines.tasklets import tasklet_app
+from ..colour import tasklet_app
 from .demo import _int_arg
 from .demo import app as demo_app
 

@@ -7,15 +7,37 @@ breaks only its own engine, with one clear line. Only a package named in
 OPTIONAL_PACKAGES counts as "missing": any other ImportError - a bug in one
 of our own modules, a name that moved - propagates, so a broken engine
 fails loudly instead of looking merely unavailable.
+
+The process models are not modules but compositions (`Supervised`): the
+supervisor (`flash_green.supervisor`, a layer above this one) running N
+processes of an in-process engine. `get` gives such an entry as the class
+each of its processes runs: that engine under the composition's name, with
+what N processes of it can do together (`Capabilities.supervised`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+from dataclasses import dataclass
 
 from .base import Capabilities, Engine
 
-REGISTRY: dict[str, str] = {
+
+@dataclass(frozen=True)
+class Supervised:
+    """A registry entry made of processes: the supervisor x an in-process engine."""
+
+    #: "module:Class" of the engine every process runs.
+    engine: str
+    #: Processes when --workers is not given.
+    processes: int
+    #: The line of `python -m flash_green engines`; `{processes}` and
+    #: `{engine}` (the engine class) are filled in.
+    summary: str
+
+
+REGISTRY: dict[str, str | Supervised] = {
     "sequential": "flash_green.engines.sequential:SequentialEngine",
     "cgi": "flash_green.engines.cgi:CGIEngine",
     "threaded": "flash_green.engines.threaded:ThreadedEngine",
@@ -26,8 +48,14 @@ REGISTRY: dict[str, str] = {
     "gevent": "flash_green.engines.gevent:GeventEngine",
     "eventlet": "flash_green.engines.eventlet:EventletEngine",
     "asyncio": "flash_green.engines.asyncio:AsyncioEngine",
-    "prefork": "flash_green.engines.prefork:PreforkEngine",
-    "worker": "flash_green.engines.worker:WorkerEngine",
+    "prefork": Supervised(
+        "flash_green.engines.sequential:SequentialEngine", processes=2,
+        summary="supervisor x sequential: N processes (default {processes}), one connection each; "
+                "parallel and crash-isolated, one process per client"),
+    "worker": Supervised(
+        "flash_green.engines.pool:PoolEngine", processes=2,
+        summary="supervisor x thread pool: N processes (default {processes}) x T threads "
+                "(default {engine.default_threads}); parallel, N x T connections at once"),
 }
 
 
@@ -65,6 +93,27 @@ def get(name: str) -> type[Engine]:
         target = REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown engine {name!r}; known: {', '.join(REGISTRY)}") from None
+    if isinstance(target, Supervised):
+        return _composed(name, target, _load(name, target.engine))
+    return _load(name, target)
+
+
+@functools.cache
+def _composed(name: str, entry: Supervised, engine: type[Engine]) -> type[Engine]:
+    """The class each process of the composition `name` runs: `engine`'s code
+    under the composition's name, summary, process count and capabilities."""
+    return type(f"{name.capitalize()}Engine", (engine,), {
+        "__module__": __name__,
+        "__doc__": f"{name}: the supervisor x {engine.name} ({engine.__name__} in every process).",
+        "name": name,
+        "summary": entry.summary.format(processes=entry.processes, engine=engine),
+        "processes": entry.processes,
+        "capabilities": engine.capabilities.supervised(entry.processes),
+    })
+
+
+def _load(name: str, target: str) -> type[Engine]:
+    """The class at "module:Class"; EngineUnavailable if an optional package is missing."""
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -78,5 +127,5 @@ def get(name: str) -> type[Engine]:
     return getattr(module, attr)
 
 
-__all__ = ["Capabilities", "Engine", "EngineUnavailable", "OPTIONAL_PACKAGES", "REGISTRY", "get",
-           "missing_optional_package", "names"]
+__all__ = ["Capabilities", "Engine", "EngineUnavailable", "OPTIONAL_PACKAGES", "REGISTRY", "Supervised",
+           "get", "missing_optional_package", "names"]

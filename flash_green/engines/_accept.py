@@ -46,6 +46,11 @@ DEAD_CONNECTION = frozenset({
     errno.EHOSTDOWN, errno.ENONET, errno.EHOSTUNREACH, errno.EOPNOTSUPP, errno.ENETUNREACH,
 })
 
+#: Connections a readiness loop (the reactor, asyncio's readers) accepts per
+#: readiness of a listener; level-triggered polling reports the rest next
+#: pass, so a connection storm cannot starve the connections already open.
+ACCEPT_BATCH = 64
+
 FIRST_PAUSE = 0.005
 MAX_PAUSE = 1.0
 #: Seconds between two reported episodes.

@@ -25,6 +25,7 @@ import logging
 import time
 
 from ..http import END, NEED_DATA, HTTPError, Request
+from ._linger import still_to_drop
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 
 log = logging.getLogger("flash.connection")
@@ -167,9 +168,10 @@ class RequestPump:
 
     def drop_input(self, data: bytes) -> None:
         """Lingering after an error response: drop what the client still sends,
-        up to `self.linger_left` bytes; close at its end of file or past that."""
-        self.linger_left -= len(data)
-        if not data or self.linger_left <= 0:
+        up to `self.linger_left` bytes; close at its end of file or past that
+        (`_linger`)."""
+        self.linger_left = still_to_drop(self.linger_left, data)
+        if not self.linger_left:
             self.close()
 
     @property

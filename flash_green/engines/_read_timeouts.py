@@ -1,8 +1,8 @@
 """How long a client may take to send a request: the rules, written once.
 
 Every engine bounds the same three waits; only the clock differs (a socket
-timeout, a hub timer, a once-a-second sweep, a `DeadlineQueue`, a loop
-timer):
+timeout, a hub timer, a once-a-second sweep, the reactor's deadline
+heap, a loop timer):
 
 * **idle** (`--keep-alive`): waiting for the first byte of a request. When
   it runs out the connection closes without a word: nothing was asked.

@@ -25,17 +25,17 @@ The model
       no hub and no monkey-patching.
 
 What it costs per connection
-    A Protocol object (slots), a `ServerConnection`, the loop's transport
-    and at most one timer handle: about 2.3 KB of RSS per idle keep-alive
-    connection here (uvicorn: 7 KB; comparisons/bench_green.py). No thread,
-    no stack.
+    A Protocol object (slots), a `ServerConnection`, the peer's part of
+    environ (kept: rebuilding it per request cost 2 % of a hello's CPU),
+    the loop's transport and at most one timer handle: about 2.5 KB of RSS
+    per idle keep-alive connection here (uvicorn: 7 KB;
+    comparisons/bench_green.py). No thread, no stack.
 
 What breaks it
     Anything that blocks the loop: a plain WSGI app calling `time.sleep`, a
     blocking socket or database call, CPU work; the suite asserts it. Async
     code that forgets an `await` (calls a blocking function) blocks it just
-    the same. One core: use `--workers N` for more. `--max-connections` is
-    not enforced (uvicorn answers 503 past its limit instead).
+    the same. One core: use `--workers N` for more.
 
 The accept loop is ours
     Not `loop.create_server`'s, because neither loop survives running out
@@ -52,7 +52,10 @@ The accept loop is ours
     on either loop), and on failure follows the shared policy
     (`_accept.AcceptBackoff`): remove the readers, retry after a back-off,
     one warning per episode. New clients wait in the backlog meanwhile, as
-    on every other engine.
+    on every other engine. `--max-connections` works the same way: at the
+    limit the readers are removed and the next client waits in the backlog
+    until a connection ends (uvicorn's `--limit-concurrency` answers 503
+    instead; a queued client is served a moment later, not refused).
 
 TLS
     The loop's own: `connect_accepted_socket(ssl=context,
@@ -82,33 +85,24 @@ from collections.abc import Callable, Sequence
 
 from .. import stats, tls
 from ..binds import Listener
+from ..colour import ASYNC, app_colour
 from ..config import Config
 from ..http import HTTPError, render_error
 from ..wsgi import APP_ERRORS, Exchange, InputStream, WSGIContext, body_from_pieces
-from ._accept import AcceptBackoff
+from ._accept import ACCEPT_BATCH, AcceptBackoff
+from ._linger import LINGER_BYTES, LINGER_SECONDS
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
 from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, accept_backlog
 
 log = logging.getLogger("flash.engine.asyncio")
 
-#: How long a connection stays to drop what a client still sends after an
-#: error response, so that our 4xx is not destroyed by a reset.
-LINGER_SECONDS = 1.0
-LINGER_BYTES = 1 << 20
-#: Connections accepted per readiness of the listener (as the epoll engine).
-ACCEPT_BATCH = 64
 #: Stop reading from a client that pipelines more than this while one of its
 #: responses is still being produced (resumed when it is done).
 MAX_PIPELINED = 256 * 1024
 
 # Connection states after READING (small ints: compared on every callback).
 AWAITING, WRITING, LINGERING, CLOSED = range(READING + 1, READING + 5)
-
-
-def is_async_app(app: Callable) -> bool:
-    """An `async def app(environ, start_response)` (or an object whose __call__ is)."""
-    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__)
 
 
 def uvloop_requested(config: Config) -> bool:
@@ -121,6 +115,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
     __slots__ = (
         "body",
         "conn",
+        "conn_environ",
         "deadline",
         "engine",
         "exchange",
@@ -134,6 +129,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         "state",
         "task",
         "timer",
+        "timer_at",
         "transport",
         "write_paused",
         "wsgi",
@@ -151,13 +147,19 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         self.in_head = False
         self.deadline: float | None = None
         self.timer: asyncio.TimerHandle | None = None
+        #: When `timer` fires (its `when()`, without the method call).
+        self.timer_at = 0.0
         self.linger_left = 0
+        #: The peer's part of environ, made once: rebuilding it per request
+        #: cost 2 % of a hello request's CPU.
+        self.conn_environ: dict | None = None
 
     # -- callbacks from the loop ------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.peer = transport.get_extra_info("peername")
+        self.conn_environ = self.wsgi.connection_environ(self.peer)
         self.engine.adopt(self)
         self._arm(self.engine.config.keep_alive)
 
@@ -221,11 +223,12 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         wsgi = self.wsgi
         self.deadline = None
         self.in_head = False
+        # (No heartbeat per request: the loop's own beat, `_beat`, proves the
+        # loop alive, and stops when a handler holds it.)
         engine.counters.requests += 1
-        engine.heartbeat()
         body = InputStream(body_from_pieces(self.body))
         self.body = None
-        environ = wsgi.environ(wsgi.connection_environ(self.peer), self.conn.request, body)
+        environ = wsgi.environ(self.conn_environ, self.conn.request, body)
         exchange = self.exchange = Exchange(wsgi, self.conn, environ, not engine.stopping,
                                             self.transport.write)
         if engine.async_app:
@@ -319,10 +322,11 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         loop = self.engine.loop
         deadline = self.deadline = loop.time() + seconds
         timer = self.timer
-        if timer is None or timer.when() > deadline:
+        if timer is None or self.timer_at > deadline:
             if timer is not None:
                 timer.cancel()
             self.timer = loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -331,6 +335,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
             return
         if self.engine.loop.time() < deadline:
             self.timer = self.engine.loop.call_at(deadline, self._on_timer)
+            self.timer_at = deadline
             return
         if self.state == AWAITING:
             log.warning("async handler for %s ran past --timeout; connection closed",
@@ -358,19 +363,25 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
 class AsyncioEngine(Engine):
     name = "asyncio"
     summary = "asyncio Protocols (uvloop with --uvloop); WSGI inline on the loop, async apps as tasks"
-    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True)
-    app_colours = frozenset({"async"})
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
+                                bounds_connections=True)
+    app_colours = frozenset({ASYNC})
 
     def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
         super().__init__(config, app, listeners)
-        self.async_app = is_async_app(app)
+        self.async_app = app_colour(app) == ASYNC
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.connections: set[HTTPProtocol] = set()
+        # (A dict used as an ordered set: a set's table costs 52-105 B per
+        # member at 5,000-20,000 members, a dict 30 B.)
+        self.connections: dict[HTTPProtocol, None] = {}
         self._stop_requested: asyncio.Future | None = None
         self._drained: asyncio.Future | None = None
         self.accept_backoff = AcceptBackoff(log)
         self._accepting = False
         self._accept_retry: asyncio.TimerHandle | None = None
+        #: Sockets accepted and not yet closed (a connection is counted from
+        #: its accept, before its Protocol exists): --max-connections.
+        self.open_sockets = 0
         #: How long a connection waits for its next request: --keep-alive,
         #: `drain_seconds` once a stop began.
         self.idle_timeout = config.keep_alive
@@ -443,6 +454,7 @@ class AsyncioEngine(Engine):
         await asyncio.sleep(0)
         backlog = [(sock, endpoint) for endpoint in self.endpoints
                    for sock, _ in accept_backlog(endpoint.sock)]
+        self.open_sockets += len(backlog)
         self.idle_timeout = self.drain_seconds
         for protocol in [p for p in self.connections if p.idle]:
             protocol.arm_idle()
@@ -467,7 +479,17 @@ class AsyncioEngine(Engine):
                     return
                 continue
             self.accept_backoff.accepted()
+            self.open_sockets += 1
             loop.create_task(self._connect(sock, endpoint))
+            if self.open_sockets >= self.config.max_connections:
+                self._stop_accepting()
+                return
+
+    def _socket_closed(self) -> None:
+        """One accepted socket fewer: below the limit again, accept again."""
+        self.open_sockets -= 1
+        if not (self._accepting or self.stopping or self._accept_retry is not None):
+            self._start_accepting()
 
     def _start_accepting(self) -> None:
         """One reader per listener (out of fds, the back-off pauses them all)."""
@@ -505,6 +527,7 @@ class AsyncioEngine(Engine):
                 ssl_shutdown_timeout=LINGER_SECONDS)
         except (OSError, ValueError) as exc:
             log.info("TLS handshake with %s failed: %s", peer, tls.handshake_failure(exc))
+            self._socket_closed()  # no Protocol was made: `forget` will not come
 
     def _beat(self) -> None:
         """Heartbeat from a loop callback: it stops when something blocks the loop."""
@@ -538,7 +561,7 @@ class AsyncioEngine(Engine):
 
     def use_app(self, app: Callable) -> None:
         super().use_app(app)
-        self.async_app = is_async_app(app)
+        self.async_app = app_colour(app) == ASYNC
 
     def _stop_requested_now(self) -> None:
         if not self._stop_requested.done():
@@ -547,13 +570,14 @@ class AsyncioEngine(Engine):
     # -- connection bookkeeping (called by the protocols) ------------------------
 
     def adopt(self, protocol: HTTPProtocol) -> None:
-        self.connections.add(protocol)
+        self.connections[protocol] = None
         self.counters.connections_total += 1
         self.counters.connections_open += 1
 
     def forget(self, protocol: HTTPProtocol) -> None:
-        self.connections.discard(protocol)
+        self.connections.pop(protocol, None)
         self.counters.connections_open -= 1
+        self._socket_closed()
         if self.stopping and not self.connections and not self._drained.done():
             self._drained.set_result(None)
 

@@ -14,7 +14,6 @@ serves each connection with the endpoint it came from.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import random
@@ -25,15 +24,17 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Callable, ClassVar
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar
 
 from .. import proxy, stats, tls, tracing
 from ..binds import Listener, server_address
+from ..colour import TASKLET, app_colour
 from ..config import Config
 from ..http import ServerConnection
 from ..loader import AppLoadError, load_app
+from ..logfiles import reopen_log_files
 from ..wsgi import WSGIContext
 from ._accept import AcceptBackoff
 
@@ -43,9 +44,9 @@ log = logging.getLogger("flash.engine")
 #: (seconds). The supervisor kills a worker silent for `--timeout`.
 HEARTBEAT_INTERVAL = 1.0
 #: The signals an engine handles once it runs (`Engine.run`): the stops
-#: (graceful: TERM, INT; at once: QUIT) and USR2's dump. A supervised worker
+#: (graceful: TERM, INT; at once: QUIT), USR1's log reopening and USR2's dump. A supervised worker
 #: is forked with them blocked, so one sent while it boots waits for them.
-ENGINE_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR2})
+ENGINE_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2})
 #: During a graceful stop, how long a keep-alive connection waiting for its
 #: next request is kept (seconds; --keep-alive if that is shorter). See
 #: `Engine.request_stop`.
@@ -66,11 +67,26 @@ class Capabilities:
     threads: bool = False
     #: Forks per request (each request pays a process start).
     fork_per_request: bool = False
-    #: Runs under the supervisor by nature (prefork, worker).
+    #: Runs under the supervisor by nature (a composition: prefork, worker).
     multiprocess: bool = False
     #: Honours --max-connections: at the bound it stops accepting, and new
     #: clients wait in the listen backlog (per process under --workers).
     bounds_connections: bool = False
+
+    def supervised(self, workers: int) -> Capabilities:
+        """What `workers` processes of this model can do together (a
+        composition of the registry, or any engine with --workers N).
+
+        Each process still behaves as its model does, but with two or more a
+        second client is served by another process: a slow client or a blocking
+        handler holds only its own worker (up to N - 1 of them at once).
+        """
+        several = workers >= 2
+        return replace(
+            self, concurrent=self.concurrent or several, parallel=True,
+            blocking_handler_stalls=self.blocking_handler_stalls and not several,
+            multiprocess=True,
+        )
 
 
 @dataclass
@@ -152,6 +168,9 @@ class Engine:
     #: One line for `flash_green engines`.
     summary: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities]
+    #: Worker processes when --workers is not given: a composition's own
+    #: count (`flash_green.engines.Supervised`); 0 runs in the serving process.
+    processes: ClassVar[int] = 0
     #: `--trace-requests`: told of every answered request (`flash_green.tracing`); None when off.
     tracer: tracing.Tracer | None = None
     #: The protocol state of each connection (a `TracedConnection` when tracing).
@@ -213,8 +232,8 @@ class Engine:
     #: always can: its new workers import the new code.
     reload_refusal: ClassVar[str | None] = None
 
-    #: The kinds of app this model can run besides plain WSGI ("tasklet":
-    #: generator handlers, "async": `async def` apps). See `refuse_app`.
+    #: The kinds of app this model can run besides plain WSGI (colours of
+    #: `flash_green.colour`: TASKLET, ASYNC). See `refuse_app`.
     app_colours: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
@@ -223,8 +242,8 @@ class Engine:
         colour = app_colour(app)
         if colour is None or colour in cls.app_colours:
             return None
-        runs_it = "tasklets" if colour == "tasklet" else "asyncio"
-        kind = "a tasklet handler (a generator)" if colour == "tasklet" else "an async app (async def)"
+        runs_it = "tasklets" if colour == TASKLET else "asyncio"
+        kind = "a tasklet handler (a generator)" if colour == TASKLET else "an async app (async def)"
         return f"the app is {kind}; only --engine {runs_it} can run it"
 
     @classmethod
@@ -237,6 +256,8 @@ class Engine:
     def run(self) -> None:
         """Install stop signals, --trace-requests and --stats, then serve until stopped."""
         self.install_signal_handlers()
+        # Every model alike: it only swaps file objects (`flash_green.logfiles`).
+        signal.signal(signal.SIGUSR1, lambda signum, frame: reopen_log_files())
         if self.config.max_requests:
             self.limit_requests()
         tracer = tracing.install(self)
@@ -399,15 +420,6 @@ class Engine:
     def stats(self) -> dict:
         """Counters for `--stats`; engines add their scheduler's own numbers."""
         return self.counters.snapshot()
-
-
-def app_colour(app: Callable) -> str | None:
-    """"tasklet", "async", or None for a plain WSGI app."""
-    if getattr(app, "__tasklet_app__", False):
-        return "tasklet"
-    if inspect.iscoroutinefunction(app):
-        return "async"
-    return None
 
 
 def forget_app_modules(spec: str) -> dict[str, object]:

@@ -2,17 +2,18 @@
 
 The model
     The server keeps the connection (keep-alive, parsing, framing: a thread
-    per connection, exactly as v3 `threaded`), and for each request it
-    forks and execs a CGI program: the request goes to the child as its
-    environment (REQUEST_METHOD, PATH_INFO, QUERY_STRING, HTTP_* ...) plus
-    the body on stdin; the child prints `Status:` and header lines, a blank
-    line and the body on stdout, and exits. With `--cgi-dir DIR` the
-    program is an executable in DIR named by the URL (any language; a shell
-    script works); without it, the program is `python -m flash_green.cgi
-    APP`, a gateway that runs the configured WSGI app under CGI, so the demo
-    app and the whole cross-engine suite run through fork + exec too. Here
-    the server is a thin bridge, `CGIApplication`: a WSGI app that answers by
-    running a child.
+    per connection, `_per_thread.ThreadPerConnection`, the base v3
+    `threaded` stands on too), and for each request it forks and execs a CGI
+    program: the request goes to the child as its environment
+    (REQUEST_METHOD, PATH_INFO, QUERY_STRING, HTTP_* ...) plus the body on
+    stdin; the child prints `Status:` and header lines, a blank line and the
+    body on stdout, and exits. With `--cgi-dir DIR` the program is an
+    executable in DIR named by the URL (any language; a shell script works);
+    without it, the program is `python -m flash_green.cgi APP`, a gateway
+    that runs the configured WSGI app under CGI, so the demo app and the
+    whole cross-engine suite run through fork + exec too. Here the server is
+    a thin bridge, `CGIApplication`: a WSGI app that answers by running a
+    child.
 
 What it costs per request
     A fork + exec and the program's whole start-up, every time: ~1 ms for
@@ -70,8 +71,8 @@ from ..config import Config
 from ..http import ResponseError, status_line_text
 from ..tracing import CHILD_PID_KEY
 from ..wsgi import InputStream
+from ._per_thread import ThreadPerConnection
 from .base import Capabilities
-from .threaded import ThreadedEngine
 
 log = logging.getLogger("flash.engine.cgi")
 
@@ -408,12 +409,12 @@ def redirected(environ: dict, location: str) -> dict:
     return new
 
 
-class CGIEngine(ThreadedEngine):
+class CGIEngine(ThreadPerConnection):
     name = "cgi"
     summary = ("v2: fork + exec a CGI program per request (RFC 3875; the WSGI app via a "
                "gateway, or --cgi-dir scripts); a thread per connection")
     capabilities = Capabilities(concurrent=True, parallel=True, blocking_handler_stalls=False,
-                                fork_per_request=True)
+                                fork_per_request=True, bounds_connections=True)
     #: The app runs in a child that --timeout bounds by itself (504).
     app_off_loop = False
     reload_refusal = ("every request runs the app in a new process, which imports the code "

@@ -2,8 +2,9 @@
 
 What changed from v4 (epoll)
     One method: `dispatch`. The loop, the per-connection state machine, the
-    timers and the reading of requests are v4's, unchanged (this module
-    subclasses them). But when a complete request has arrived, v4 ran the
+    timers and the reading of requests are v4's, unchanged (both engines
+    build on `_reactor`: its `Channel` and `Reactor` loop). But when a
+    complete request has arrived, v4 ran the
     app on the loop thread; v5 takes the connection out of epoll and hands
     it to a pool thread (`--threads N`, default 8), which runs the app and
     sends the response as long as the socket takes it. The finished
@@ -91,19 +92,19 @@ from queue import SimpleQueue
 from ..binds import Listener
 from ..config import Config
 from ..wsgi import WSGIContext
+from ._reactor import EPOLLIN, EPOLLOUT, HANDSHAKING, WRITING, Channel, Reactor, TLSHandshake
 from ._tls import NonBlockingTLS
 from .base import Capabilities
-from .epoll import HANDSHAKING, EPOLLIN, EPOLLOUT, WRITING, Channel, EpollEngine, TLSHandshake
 
 log = logging.getLogger("flash.engine.event")
 
 DEFAULT_THREADS = 8
-#: The state v4 does not have: the connection is out of epoll, on a pool thread.
+#: The state the reactor does not have: the connection is out of epoll, on a pool thread.
 IN_POOL = HANDSHAKING + 1
 
 
 class PooledChannel(Channel):
-    """v4's state machine, with the app (and its iterable) moved to a pool thread.
+    """The reactor's state machine, with the app (and its iterable) on a pool thread.
 
     Who owns the connection, and where it is:
 
@@ -203,7 +204,7 @@ class PooledChannel(Channel):
             self.state = WRITING
             engine.epoll.register(self.fd, EPOLLOUT)
             self.want_out = True
-            self.arm(engine.write_timers)
+            self.arm_write()
         elif self.finish_response():
             engine.epoll.register(self.fd, EPOLLIN)
             self.advance()
@@ -224,7 +225,7 @@ class PooledChannel(Channel):
             return
         if sent < len(out):
             self.out = out[sent:]
-            self.arm(self.engine.write_timers)  # progress: only a client that reads nothing is cut off
+            self.arm_write()  # progress: only a client that reads nothing is cut off
             return
         engine = self.engine
         self.out = None
@@ -279,7 +280,7 @@ def close_iterable(iterable) -> None:
         close()
 
 
-class EventEngine(EpollEngine):
+class EventEngine(Reactor):
     name = "event"
     summary = ("v5: epoll for waiting + a thread pool for handlers (Apache event, "
                "gunicorn gthread); idle and slow clients hold no thread")
@@ -332,7 +333,7 @@ class EventEngine(EpollEngine):
             self.waker.wake()
 
     def stats(self) -> dict:
-        """v4's figures plus the pool: jobs waiting for a thread, threads busy."""
+        """The engine's figures plus the pool: jobs waiting for a thread, threads busy."""
         snapshot = super().stats()
         queued = self.jobs.qsize()
         in_pool = sum(1 for channel in list(self.channels.values()) if channel.state == IN_POOL)

@@ -46,9 +46,9 @@ from collections.abc import Callable, Sequence
 
 from .. import patching
 from ..binds import Listener
-from ..blocking import serve_connection
 from ..config import Config
 from ._accept import AcceptBackoff
+from ._blocking import serve_connection
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint, accept_backlog
 
 eventlet = patching.import_eventlet()

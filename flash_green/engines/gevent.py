@@ -57,9 +57,9 @@ import gevent.ssl
 
 from .. import patching, tls
 from ..binds import Listener
-from ..blocking import serve_connection
 from ..config import Config
 from ._accept import AcceptBackoff
+from ._blocking import serve_connection
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint, accept_backlog
 
 log = logging.getLogger("flash.engine.gevent")

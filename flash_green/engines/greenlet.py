@@ -2,14 +2,15 @@
 
 The model
     One OS thread. Each connection runs the plain blocking connection loop
-    (`flash_green.blocking.serve_connection`, the very function `sequential`
-    and `threaded` run) in its own greenlet, over a `CooperativeSocket` whose
-    `recv`/`sendall`/`accept` switch to the hub greenlet instead of blocking.
-    The hub (`flash_green.greenhub`: epoll, a timer heap, one waiter per fd)
+    (`_blocking.serve_connection`, the very function `sequential` and
+    `threaded` run) in its own greenlet, over a `CooperativeSocket` whose
+    `recv`/`sendall`/`accept` switch to the hub greenlet instead of
+    blocking. The hub (`greenhub`: epoll, a timer heap, one waiter per fd)
     switches back when the fd is ready. Each listener has its acceptor
     greenlet, waiting on its own fd. Blocking-style code becomes concurrent
     without threads, generators or `async`: this is what gevent and eventlet
-    do, with only the `greenlet` package underneath, so every step can be read.
+    do, with only the `greenlet` package underneath, so every step can be
+    read.
 
 What it costs per connection
     One greenlet: a small object plus the slice of stack it used, copied to
@@ -48,13 +49,21 @@ import logging
 import select
 from collections.abc import Callable, Sequence
 
-from .. import greenhub, stats
+import greenhub
+
+from .. import stats
 from ..binds import Listener
-from ..blocking import serve_connection
 from ..config import Config
 from ._accept import AcceptBackoff
+from ._blocking import serve_connection
 from ._loop import LoopWatchdog
-from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint, accept_backlog
+from .base import (
+    HEARTBEAT_INTERVAL,
+    BlockingServer,
+    Capabilities,
+    Endpoint,
+    accept_backlog,
+)
 
 log = logging.getLogger("flash.engine.greenlet")
 

@@ -4,8 +4,8 @@ The model
     The process accepts a connection, serves every request on it until the
     client closes or the keep-alive timeout ends it, and only then accepts
     the next one. There is no concurrency at all: the code is the plain
-    blocking connection loop (`flash_green.blocking.serve_connection`) called
-    from the accept loop.
+    blocking connection loop (`_blocking.serve_connection`) called from the
+    accept loop.
 
 What it costs per connection
     Nothing beyond the socket and one `ServerConnection`: no thread, no
@@ -36,7 +36,7 @@ When to use it
 
 from __future__ import annotations
 
-from ..blocking import serve_connection
+from ._blocking import serve_connection
 from .base import BlockingServer, Capabilities
 
 

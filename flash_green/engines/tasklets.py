@@ -11,17 +11,18 @@ The model
     straight-line code: the generator's frame *is* the connection's state.
 
     Plain WSGI apps run inline in the connection's tasklet. Apps marked with
-    `@tasklet_app` are generators: the engine runs them with `yield from`, so
-    they may `yield from tasklets.sleep(...)` or talk to an upstream over a
-    `tasklets.io.Socket` and every other connection keeps being served
-    (see `flash_green.apps.tasklet_demo`).
+    `@tasklet_app` (`flash_green.colour`) are generators: the engine runs
+    them with `yield from`, so they may `yield from tasklets.sleep(...)` or
+    talk to an upstream over a `tasklets.io.Socket` and every other
+    connection keeps being served (see `flash_green.apps.tasklet_demo`).
 
 What it costs per connection
     A generator frame, a `ServerConnection`, a `Socket` wrapper and a
-    `Tasklet` handle: about 1-2 KB of RSS, no thread, no stack. 10,000 idle
-    keep-alive connections are ~15 MB. A switch is a generator resume (well
-    under a microsecond), so the loop spends its time in the HTTP core and
-    the app, not in scheduling.
+    `Tasklet` handle: about 1.4 KB of RSS, no thread, no stack. 10,000 idle
+    keep-alive connections are ~14 MB (`python -m comparisons.stages.ab
+    --measure idle .`). A switch is a generator resume (well under a
+    microsecond), so the loop spends its time in the HTTP core and the app,
+    not in scheduling.
 
 What breaks it
     Anything that blocks the thread: a plain WSGI app calling `time.sleep`,
@@ -55,18 +56,20 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import sys
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from typing import Any
 
 from tasklets import Cancelled, ClosedError, Kernel, Semaphore, ignore_after, sleep
 from tasklets.io import Socket
-from tasklets.traps import WriteWait
 
 from .. import tls
+from ..colour import TASKLET, app_colour
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, input_from_pieces
 from ._accept import AcceptBackoff
+from ._linger import LINGER_BYTES, LINGER_SECONDS, still_to_drop
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 from ._tls import NonBlockingTLS
 from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, accept_backlog
@@ -74,20 +77,6 @@ from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, accept_bac
 log = logging.getLogger("flash.engine.tasklets")
 
 RECV_SIZE = 65536
-#: How long a connection stays to drop what a client still sends after an
-#: error response, so that our 4xx is not destroyed by a reset (see linger).
-LINGER_SECONDS = 1.0
-
-
-def tasklet_app(app: Callable) -> Callable:
-    """Mark a WSGI-shaped generator function as a tasklet handler.
-
-    `app(environ, start_response)` is then a generator: it may `yield from`
-    tasklet operations and `return` the WSGI body iterable. The tasklets
-    engine runs it with `yield from`; other engines cannot, and refuse it.
-    """
-    app.__tasklet_app__ = True
-    return app
 
 
 class DeadlineExpired(Cancelled):
@@ -98,10 +87,18 @@ class DeadlineExpired(Cancelled):
     """
 
 
+def _peer_name(conn_environ: dict | None) -> str:
+    """The client's address for a log line, from the environ it was written into."""
+    if not conn_environ:
+        return "?"
+    port = conn_environ["REMOTE_PORT"]
+    return f"{conn_environ['REMOTE_ADDR']}:{port}" if port else conn_environ["REMOTE_ADDR"]
+
+
 class ConnectionState:
     """What the deadline sweeper needs to know about one connection."""
 
-    __slots__ = ("task", "deadline", "idle")
+    __slots__ = ("deadline", "idle", "task")
 
     def __init__(self) -> None:
         self.task = None
@@ -114,7 +111,7 @@ class TaskletsEngine(Engine):
     summary = "generator tasklets on our own epoll kernel; one thread, a tasklet per connection"
     capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=True,
                                 bounds_connections=True)
-    app_colours = frozenset({"tasklet"})
+    app_colours = frozenset({TASKLET})
 
     def __init__(self, config, app, listener) -> None:
         super().__init__(config, app, listener)
@@ -126,8 +123,11 @@ class TaskletsEngine(Engine):
         self.kernel = Kernel(longblock_ms=config.debug_blocking_ms or None,
                              traptrace=trace in ("traps", "all"),
                              schedtrace=trace in ("sched", "all"))
-        self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
-        self.connections: set[ConnectionState] = set()
+        self.is_tasklet_app = app_colour(app) == TASKLET
+        # Discussion: a dict with None values (an ordered set), not a set:
+        # CPython's set table grows fourfold and costs 52-105 B per member
+        # between 5,000 and 20,000 connections, a dict's compact table 30 B.
+        self.connections: dict[ConnectionState, None] = {}
         #: The listening sockets as the kernel waits on them (made by `serve`).
         self.listener_sockets: list[Socket] = []
         self.slots = Semaphore(config.max_connections)
@@ -161,7 +161,7 @@ class TaskletsEngine(Engine):
 
     def use_app(self, app) -> None:
         super().use_app(app)
-        self.is_tasklet_app = getattr(app, "__tasklet_app__", False)
+        self.is_tasklet_app = app_colour(app) == TASKLET
 
     def stats(self) -> dict:
         stats = super().stats()
@@ -194,7 +194,7 @@ class TaskletsEngine(Engine):
                 continue
             backoff.accepted()
             state = ConnectionState()
-            state.task = spawn(self._connection, sock, peer, state, endpoint, name=f"conn-{sock.fileno()}")
+            state.task = spawn(self._connection, sock, peer, state, endpoint, name="conn-")
 
     def _sweep_deadlines(self) -> Generator:
         """Once per second: cut off idle and trickling connections, and beat.
@@ -239,34 +239,38 @@ class TaskletsEngine(Engine):
             yield from self.slots.acquire()
             state = ConnectionState()
             state.task = self.kernel.spawn(self._connection, Socket(sock), peer, state, endpoint,
-                                           name=f"conn-{sock.fileno()}")
+                                           name="conn-")
 
     def _connection(self, sock: Socket, peer: Any, state: ConnectionState, endpoint: Endpoint) -> Generator:
-        """The tasklet twin of `flash_green.blocking.serve_connection`.
+        """The tasklet twin of `_blocking.serve_connection`.
 
         Discussion: an idle keep-alive connection is this generator's frame
         and little else, so everything a request needs is dropped (set to
         None) before the next wait, and the frame keeps only aliases of
-        shared objects: that is what keeps an idle connection near 1-2 KB.
+        shared objects: no bound methods (`raw.recv(...)` is called through
+        the socket, which costs no object), not the peer tuple (its
+        `conn_environ` names it). Each local is a slot in the frame of every
+        idle connection, so the hot loop keeps few (`self.counters` costs
+        a request a few nanoseconds more than a local would).
         """
-        self.connections.add(state)
-        counters = self.counters
-        tracer = self.tracer
-        counters.connections_total += 1
-        counters.connections_open += 1
-        config = self.config
-        wsgi = endpoint.wsgi
-        secure = endpoint.tls is not None
-        monotonic = time.monotonic
+        self.connections[state] = None
+        self.counters.connections_total += 1
+        self.counters.connections_open += 1
+        conn_environ = None
         try:
-            if secure:
+            if endpoint.tls is not None:
                 sock = Socket(NonBlockingTLS(tls.wrap(endpoint.tls, sock.socket)))
                 if not (yield from self._handshake(sock, peer, state)):
                     return
-            conn = self.connection_class(config.limits, config.server_header)
-            conn_environ = wsgi.connection_environ(peer)
-            recv = sock.socket.recv
-            send = sock.socket.send
+            conn = self.connection_class(self.config.limits, self.config.server_header)
+            if type(peer) is tuple:
+                # The address string stays in conn_environ while the
+                # connection lives: a client's connections (a proxy's, a
+                # load balancer's: thousands) share one, not 58 B each.
+                peer = (sys.intern(peer[0]), *peer[1:])
+            conn_environ = endpoint.wsgi.connection_environ(peer)
+            peer = None
+            raw = sock.socket
             read_trap = sock.read_trap
             # Discussion: a new connection's first request has usually arrived
             # with it, so read first. After a response, the next request has
@@ -280,56 +284,59 @@ class TaskletsEngine(Engine):
             # The whole head is bounded from its first byte: the deadline is set
             # once per head, not moved by the bytes a trickling client sends.
             head_deadline = 0.0
+            event = NEED_DATA
             while True:
                 try:
-                    event = conn.next_event()
-                    if event is NEED_DATA:
+                    if event is None:
+                        # After a response: a pipelined request may be buffered.
+                        # Nothing is, mostly: then wait, and skip the parser's
+                        # call that would only say NEED_DATA.
+                        event = conn.next_event() if conn.buffered else NEED_DATA
+                    while event is NEED_DATA:
                         if wait_first:
-                            empty = conn.buffered == 0
-                            state.idle = empty and served
-                            if empty:
-                                state.deadline = monotonic() + self.idle_timeout
+                            idle = not conn.buffered
+                            if idle:
+                                state.idle = served
+                                state.deadline = time.monotonic() + self.idle_timeout
                             elif not head_deadline:
-                                head_deadline = state.deadline = monotonic() + config.header_timeout
+                                head_deadline = state.deadline = time.monotonic() + self.config.header_timeout
                             try:
                                 yield read_trap
                             except DeadlineExpired:
-                                if empty:
+                                if idle:
                                     return  # idle: nothing was asked, nothing to answer
-                                raise head_timeout(config) from None
+                                raise head_timeout(self.config) from None
                             state.idle = False
                         try:
-                            data = recv(RECV_SIZE)
+                            conn.receive_data(raw.recv(RECV_SIZE))
                         except BlockingIOError:
                             wait_first = True
                             continue
                         wait_first = True
-                        conn.receive_data(data)
-                        data = None
-                        continue
-                    if event is CLOSED or type(event) is not Request:
+                        event = conn.next_event()
+                    if type(event) is not Request:  # CLOSED
                         return
                     head_deadline = 0.0
                     pieces = None
                     if event.has_body:
                         pieces = yield from self._read_body(sock, conn, state)
                 except ClientDisconnected as exc:
-                    log.info("request body from %s: %s", peer, exc.reason)
+                    log.info("request body from %s: %s", _peer_name(conn_environ), exc.reason)
                     return
                 except HTTPError as exc:
                     yield from self._send_error(sock, exc)
                     return
 
-                counters.requests += 1
+                self.counters.requests += 1
                 served = True
-                # A tasklet handler and a client that stops reading the
-                # response are bounded by --timeout (a plain app cannot be).
-                state.deadline = monotonic() + config.timeout
-                environ = wsgi.environ(conn_environ, event, input_from_pieces(pieces))
+                environ = endpoint.wsgi.environ(conn_environ, event, input_from_pieces(pieces))
                 # write() output goes straight to the socket; what it does not
                 # take leaves with the response's next piece.
-                exchange = Exchange(wsgi, conn, environ, not self.stopping, send)
+                exchange = Exchange(endpoint.wsgi, conn, environ, not self.stopping, raw.send)
                 if self.is_tasklet_app:
+                    # A tasklet handler is bounded by --timeout (a plain app
+                    # cannot be, and never yields: no deadline to set for it).
+                    state.deadline = time.monotonic() + self.config.timeout
                     out = yield from self._run_tasklet_app(exchange, environ)
                 else:
                     out = exchange.run()
@@ -337,34 +344,39 @@ class TaskletsEngine(Engine):
                     # The usual case: the socket takes the whole response at
                     # once, with no generator made for sendall.
                     try:
-                        sent = send(data)
+                        sent = raw.send(data)
                     except BlockingIOError:
                         sent = 0
                     if sent < len(data):
-                        # --timeout bounds each wait for the client to read
-                        # (re-armed on progress), not the whole download.
-                        view = memoryview(data)
-                        while sent < len(view):
-                            state.deadline = monotonic() + config.timeout
-                            sent += yield from sock.send(view[sent:])
+                        yield from self._send_rest(sock, data, sent, state)
                 state.deadline = 0.0
-                counters.record_response(exchange.sent, exchange.status)
-                if tracer is not None:
-                    tracer.record(exchange)
+                self.counters.record_response(exchange.sent, exchange.status)
+                if self.tracer is not None:
+                    self.tracer.record(exchange)
                 if not exchange.keep_alive or not conn.start_next_cycle():
                     return
                 event = pieces = environ = exchange = out = data = None
         except (Cancelled, ClosedError, ConnectionError):
             pass
         except OSError as exc:
-            log.debug("connection from %s ended: %s", peer, exc)
+            log.debug("connection from %s ended: %s", _peer_name(conn_environ), exc)
         finally:
-            self.connections.discard(state)
-            counters.connections_open -= 1
+            del self.connections[state]
+            self.counters.connections_open -= 1
             self.slots.release()
-            if secure:
+            if endpoint.tls is not None:
                 self._end_tls(sock)
             sock.close()
+
+    def _send_rest(self, sock: Socket, data: bytes, sent: int, state: ConnectionState) -> Generator:
+        """What the socket did not take at once, as it drains: --timeout bounds
+        each wait for the client to read (re-armed on progress), not the whole
+        download."""
+        timeout = self.config.timeout
+        view = memoryview(data)
+        while sent < len(view):
+            state.deadline = time.monotonic() + timeout
+            sent += yield from sock.send(view[sent:])
 
     def _handshake(self, sock: Socket, peer: Any, state: ConnectionState) -> Generator[Any, Any, bool]:
         """The TLS handshake as traps: the tasklet waits for whichever way
@@ -373,10 +385,9 @@ class TaskletsEngine(Engine):
         False, with one INFO line, if it failed."""
         state.deadline = time.monotonic() + self.config.header_timeout
         secured = sock.socket
-        write_trap = WriteWait(sock.fileno())
         try:
             while wanted := secured.handshake():
-                yield sock.read_trap if wanted == select.EPOLLIN else write_trap
+                yield sock.read_trap if wanted == select.EPOLLIN else sock.write_trap
         except DeadlineExpired:
             log.info("TLS handshake with %s failed: %s", peer, tls.handshake_failure(TimeoutError()))
             return False
@@ -452,9 +463,8 @@ class TaskletsEngine(Engine):
 
     @staticmethod
     def _drain(sock: Socket) -> Generator:
-        left = 1 << 20
-        while left > 0:
-            data = yield from sock.recv(RECV_SIZE)
-            if not data:
-                return
-            left -= len(data)
+        """Drop what the client still sends, within `_linger`'s byte bound
+        (the caller bounds the time)."""
+        left = LINGER_BYTES
+        while left:
+            left = still_to_drop(left, (yield from sock.recv(RECV_SIZE)))

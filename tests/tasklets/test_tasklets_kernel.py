@@ -634,6 +634,19 @@ def test_default_name_comes_from_the_function():
     tasklets.run(main)
 
 
+def test_a_name_ending_in_a_dash_is_completed_by_the_id():
+    def worker():
+        yield from sleep(0)
+
+    def main():
+        first, second = spawn(worker, name="conn-"), spawn(worker, name="conn-")
+        assert (first.name, second.name) == (f"conn-{first.id}", f"conn-{second.id}")
+        yield from first.join()
+        assert first.name == f"conn-{first.id}"  # still, once it ended
+
+    tasklets.run(main)
+
+
 # --- debug switches ---------------------------------------------------------------
 
 def test_longblock_warns_with_name_and_stack(caplog):

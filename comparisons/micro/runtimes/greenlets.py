@@ -2,7 +2,7 @@
 
 A task is a greenlet, a C stack slice copied in and out on a switch. Raw
 greenlets switch straight from one task to another; every other row goes
-through a hub (ours, ``flash_green.greenhub``; gevent's libev/libuv loop;
+through a hub (ours, ``greenhub``; gevent's libev/libuv loop;
 eventlet's epoll hub), so the gap is what a hub costs. gevent and eventlet
 run the same programs through one adapter, ``GreenLibraryRuntime``, given
 the few calls in which the two libraries differ (``GreenCalls``).
@@ -73,7 +73,7 @@ class GreenletRuntime(Runtime):
 
 
 class GreenhubRuntime(Runtime):
-    """Greenlets on `flash_green.greenhub`, the hand-written epoll hub of the greenlet engine."""
+    """Greenlets on `greenhub`, the hand-written epoll hub of the greenlet engine."""
 
     name = "greenhub"
     label = "greenlet + our hub"
@@ -81,7 +81,7 @@ class GreenhubRuntime(Runtime):
     benches = ("switch", "spawn", "memory", "timers", "io")
 
     def _run(self, main: Callable[[object], object]) -> object:
-        from flash_green import greenhub
+        import greenhub
 
         hub = greenhub.Hub()
         greenhub.install(hub)
@@ -93,7 +93,7 @@ class GreenhubRuntime(Runtime):
 
     def _spawn_and_wait(self, hub, function, args_list) -> None:
         """Spawn function(*args) for each args; return when all have ended."""
-        from flash_green import greenhub
+        import greenhub
 
         done = greenhub.Event(hub)
         left = [len(args_list)]
@@ -129,7 +129,7 @@ class GreenhubRuntime(Runtime):
         return self._run(main)
 
     def memory(self, count: int) -> float:
-        from flash_green import greenhub
+        import greenhub
 
         def main(hub):
             event = greenhub.Event(hub)
@@ -152,7 +152,7 @@ class GreenhubRuntime(Runtime):
         return self._run(main)
 
     def io(self, rounds: int) -> float:
-        from flash_green import greenhub
+        import greenhub
 
         def main(hub):
             left, right = socket.socketpair()

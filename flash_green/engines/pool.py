@@ -1,14 +1,16 @@
-"""worker: N processes, each with a fixed pool of threads (Apache worker MPM).
+"""pool: a fixed pool of threads in each process; `worker` (Apache worker MPM) is N of them.
 
 The model
-    The supervisor forks N workers (`--workers`, default 2). In each, the
-    main thread runs the accept loop (one poll() over every listener) and
-    a fixed pool of T threads (`--threads`, default 4) runs the blocking
-    connection loop, one connection per thread, handed over through a queue. The accept loop
-    accepts only while a pool thread is idle: when all T are busy it stops
-    accepting, so new connections wait in the shared listen backlog, where
-    another process with an idle thread picks them up. N x T connections are
-    served at once; processes give parallelism, threads overlap waits.
+    `worker` is a composition of the registry (`flash_green.engines`):
+    the supervisor (`flash_green.supervisor`) forks N processes
+    (`--workers`, default 2), and each runs this engine. In each, the main
+    thread runs the accept loop (one poll() over every listener) and a fixed pool of T threads (`--threads`,
+    default 4) runs the blocking connection loop, one connection per thread,
+    handed over through a queue. The accept loop accepts only while a pool
+    thread is idle: when all T are busy it stops accepting, so new
+    connections wait in the shared listen backlog, where another process
+    with an idle thread picks them up. N x T connections are served at once;
+    processes give parallelism, threads overlap waits.
 
 What forking buys
     Parallelism past the GIL (N interpreters on N cores) and crash
@@ -48,36 +50,30 @@ import logging
 import queue
 import socket
 import threading
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from ..binds import Listener
-from ..blocking import serve_connection
 from ..config import Config
-from ..supervisor import DEFAULT_WORKERS, supervised_capabilities
+from ._blocking import serve_connection
 from .base import HEARTBEAT_INTERVAL, BlockingServer, Capabilities, Endpoint
 
 log = logging.getLogger("flash.engine.worker")
 
-#: Pool threads per process when --threads is not given.
-DEFAULT_THREADS = 4
 
+class PoolEngine(BlockingServer):
+    """Each worker process of `worker` runs this: accept loop + a bounded thread pool."""
 
-class WorkerEngine(BlockingServer):
-    """Each worker process runs this: accept loop + a bounded thread pool."""
-
-    name = "worker"
-    summary = (f"supervisor x thread pool: N processes (default {DEFAULT_WORKERS}) x "
-               f"T threads (default {DEFAULT_THREADS}); parallel, N x T connections at once")
-    capabilities = supervised_capabilities(
-        Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False, threads=True),
-        DEFAULT_WORKERS)
+    name = "pool"
+    #: Pool threads per process when --threads is not given.
+    default_threads: ClassVar[int] = 4
+    capabilities = Capabilities(concurrent=True, parallel=False, blocking_handler_stalls=False, threads=True)
     app_off_loop = True
     multithread = True
 
     def __init__(self, config: Config, app: Callable, listeners: Sequence[Listener]) -> None:
         super().__init__(config, app, listeners)
-        self.pool_size = config.threads or DEFAULT_THREADS
+        self.pool_size = config.threads or self.default_threads
         self.handoff: queue.SimpleQueue[tuple[socket.socket, object, Endpoint] | None] = queue.SimpleQueue()
         self.idle_threads = threading.Semaphore(self.pool_size)
 

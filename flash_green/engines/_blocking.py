@@ -1,4 +1,4 @@
-"""One blocking-style connection loop, written once.
+"""One blocking-style connection loop, written once: the engines' helper for every model that can block.
 
 `serve_connection` reads requests from a socket, runs the app through the
 WSGI adapter and writes the responses, with keep-alive, pipelining, limits
@@ -6,7 +6,7 @@ and timeouts. It only needs `recv`, `sendall`, `settimeout` and `shutdown`,
 so the same function serves:
 
 * a plain blocking socket in one thread     (sequential, prefork)
-* a plain blocking socket per thread        (threaded, worker, event's pool)
+* a plain blocking socket per thread        (threaded, cgi, worker's pool)
 * a cooperative socket in a greenlet        (greenlet, gevent, eventlet)
 
 That it runs unchanged on all of them is the lesson of green threads: the
@@ -23,18 +23,19 @@ import logging
 import socket
 import time
 
-from . import tls
-from .config import Config
-from .engines._read_timeouts import UploadPace, body_timeout, head_timeout
-from .http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from .wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection
+from .. import tls
+from ..config import Config
+from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
+from ..wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection
+from ._linger import LINGER_BYTES, LINGER_SECONDS, still_to_drop
+from ._read_timeouts import UploadPace, body_timeout, head_timeout
 
 log = logging.getLogger("flash.connection")
 
 RECV_SIZE = 65536
 #: Body bytes we are willing to read and drop when the app did not read its
 #: request body, to keep the connection alive; beyond this we just close.
-DRAIN_LIMIT = 1 << 20
+UNREAD_BODY_LIMIT = 1 << 20
 #: What a recv that ran out of time raises: socket.timeout (an alias of
 #: TimeoutError) for Python and green sockets, EAGAIN for SO_RCVTIMEO.
 TIMED_OUT = (TimeoutError, BlockingIOError)
@@ -237,9 +238,9 @@ def _finish_body(conn: ServerConnection, body: InputStream) -> bool:
     if conn.continue_pending:
         return False
     try:
-        left = DRAIN_LIMIT
+        left = UNREAD_BODY_LIMIT
         while conn.body_unread and left > 0:
-            piece = body.read(65536)
+            piece = body.read(RECV_SIZE)
             if not piece:
                 break
             left -= len(piece)
@@ -266,26 +267,20 @@ def _linger_quietly(sock) -> None:
         pass
 
 
-def linger(sock, seconds: float = 1.0, limit: int = DRAIN_LIMIT) -> None:
-    """Half-close, then read and drop what the client is still sending.
-
-    Closing with unread input makes the kernel answer RST, and an RST can
-    overtake our error response in the client's receive path: the client
-    would see "connection reset" instead of a 4xx. Bounded in bytes and in
-    total time (a client trickling a byte now and then must not keep us).
-    On TLS what is dropped is read undecrypted.
-    """
+def linger(sock) -> None:
+    """Half-close, then read and drop what the client is still sending
+    (the rule and its bounds: `_linger`), under a socket timeout that
+    shrinks to what is left of them. On TLS what is dropped is read
+    undecrypted."""
     _end_writes(sock)
-    deadline = time.monotonic() + seconds
-    while limit > 0:
-        left = deadline - time.monotonic()
-        if left <= 0:
+    deadline = time.monotonic() + LINGER_SECONDS
+    left = LINGER_BYTES
+    while left:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             return
-        sock.settimeout(left)
-        data = sock.recv(65536)
-        if not data:
-            return
-        limit -= len(data)
+        sock.settimeout(remaining)
+        left = still_to_drop(left, sock.recv(RECV_SIZE))
 
 
 def _end_writes(sock) -> None:

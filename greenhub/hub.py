@@ -2,7 +2,8 @@
 
 A greenlet is a function with its own stack that can be paused anywhere and
 resumed later with `switch()`. That is all the `greenlet` package provides:
-no scheduler, no I/O, no timers. This module adds the rest.
+no scheduler, no I/O, no timers. This module (the `greenhub` package, a
+runtime beside `tasklets` that imports nothing of the server) adds the rest.
 
 The hub
     One greenlet, the hub, runs the event loop: `epoll` for file descriptors

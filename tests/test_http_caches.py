@@ -46,11 +46,12 @@ STATE = ("server", "trailers", "_buf", "_scan", "_eof", "_state", "_remaining", 
 
 @pytest.fixture(autouse=True)
 def cold_caches():
-    """Each test starts with the parser's caches empty."""
+    """Each test starts with the parser's and the response's caches empty."""
     forget_heads()
     core._FIELD_LINES.clear()
     core._FIELD_NAMES.clear()
     response._HEADS.clear()
+    response._APP_LINES.clear()
     yield
     forget_heads()
     response._HEADS.clear()

@@ -5,8 +5,7 @@
     python -m comparisons.bench_parser --instructions # part 2 in instructions, ~1 minute
 
 Part 1 parses a typical browser GET (about 430 bytes, ten fields) and the
-valid requests of gunicorn's corpus (`../shared/corpus/gunicorn`, when
-present; only the files all three parsers accept, so that every parser does
+valid requests of gunicorn's corpus (`tests/gunicorn_corpus`; only the files all three parsers accept, so that every parser does
 the same work). Each parser starts from a fresh connection object and runs
 until the end of the message, as a server does for a new request: our
 `ServerConnection` up to `END`, h11 up to `EndOfMessage`, httptools (C,
@@ -67,7 +66,7 @@ except ImportError:
     httptools = None
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CORPUS = os.path.join(ROOT, "..", "shared", "corpus", "gunicorn")
+CORPUS = os.path.join(ROOT, "tests", "gunicorn_corpus")
 
 BROWSER_GET = (
     b"GET /search?q=flash+web+server&hl=en HTTP/1.1\r\n"

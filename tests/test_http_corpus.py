@@ -8,15 +8,15 @@ whatever the split, the outcome must be the same:
   in its README): every case names the outcome, an error status or the
   requests read to their end (method, target, version, fields, body,
   trailers), and the test checks exactly that;
-* gunicorn's, `../shared/corpus/gunicorn` next to the repository (or
-  `FLASH_SHARED_CORPUS`), an extra run when present: a valid row yields
+* gunicorn's (MIT), `tests/gunicorn_corpus/` (its README says where it
+  comes from; `FLASH_SHARED_CORPUS` points at another copy): a valid row yields
   exactly the requests EXPECTED.tsv declares, each with a sane head; an
   invalid row raises `HTTPError` with a 4xx/5xx status, at the latest when
   the input ends. Where our policy differs from gunicorn's verdict, `POLICY`
   below says so, with the reason, and the test asserts what we do instead.
 
-Nothing is skipped silently: the only skips (gunicorn's corpus absent, a
-gunicorn-only feature) carry their reason in the test report.
+Nothing is skipped: a row whose verdict we do not share is asserted as we
+answer it, and a missing corpus is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from flash_green.http import CLOSED, END, NEED_DATA, PAUSED, HTTPError, Request,
 from flash_green.wsgi import InputStream, WSGIContext
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: gunicorn's corpus, next to the main checkout; FLASH_SHARED_CORPUS points
-#: elsewhere (a worktree, a CI cache).
-CORPUS = os.environ.get("FLASH_SHARED_CORPUS") or os.path.join(ROOT, "..", "shared", "corpus", "gunicorn")
+#: gunicorn's corpus, in the repository; FLASH_SHARED_CORPUS points at another copy.
+CORPUS = os.environ.get("FLASH_SHARED_CORPUS") or os.path.join(ROOT, "tests", "gunicorn_corpus")
 
 TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 RANDOM_SPLITS = 3
@@ -74,7 +73,6 @@ class Policy:
 
     why: str
     replays: tuple[Replay, ...] = field(default=())
-    skip: bool = False
 
 
 DEFAULT = Limits()
@@ -266,9 +264,6 @@ def declared_requests(expects: str) -> int:
 
 def load_rows() -> list:
     path = os.path.join(CORPUS, "EXPECTED.tsv")
-    if not os.path.exists(path):
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"corpus not found at {CORPUS}"),
-                             id="no-corpus")]
     params = []
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -276,9 +271,7 @@ def load_rows() -> list:
                 continue
             cols = line.rstrip("\n").split("\t")
             row = Row(cols[0], cols[1], cols[2], cols[3])
-            policy = POLICY.get(row.file)
-            marks = [pytest.mark.skip(reason=policy.why)] if policy and policy.skip else []
-            params.append(pytest.param(row, marks=marks, id=row.file))
+            params.append(pytest.param(row, id=row.file))
     return params
 
 
@@ -418,8 +411,6 @@ def check_rejected(row: Row, out: Outcome, expect: Reject) -> None:
 
 def test_every_policy_entry_names_a_corpus_file() -> None:
     """A renamed corpus file must not leave a stale (never applied) policy row."""
-    if not os.path.isdir(CORPUS):
-        pytest.skip(f"corpus not found at {CORPUS}")
     files = {p.values[0].file for p in ROWS}
     assert set(POLICY) <= files, set(POLICY) - files
     assert set(STATUS) <= files

@@ -66,7 +66,7 @@ from tasklets.io import Socket
 
 from .. import tls
 from ..colour import TASKLET, app_colour
-from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
+from ..http import NEED_DATA, HTTPError, Request, ServerConnection, render_error
 from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, input_from_pieces
 from ._accept import AcceptBackoff
 from ._linger import LINGER_BYTES, LINGER_SECONDS, still_to_drop

@@ -212,6 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     trees = [resolve(spec) for spec in args.trees]
     extra = args.extra.split()
     if args.kernel:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("--kernel counts instructions with valgrind (apt-get install valgrind)")
         for tree in trees:
             print(f"  {tree.label:14} {kernel_instructions(tree):9,.0f} instructions per wake-up", flush=True)
         return 0
@@ -219,6 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(measures) - set(MEASURES)
     if unknown:
         raise SystemExit(f"unknown measure(s): {', '.join(sorted(unknown))}")
+    for measure, tool in (("instructions", "valgrind"), ("wrk", "wrk")):
+        if measure in measures and shutil.which(tool) is None:
+            raise SystemExit(f"--measure {measure} needs {tool} (apt-get install {tool}); "
+                             f"the other measures run without it")
     label = f"{args.engine}{' ' + args.extra if args.extra else ''}"
     if "instructions" in measures:
         print(f"{label}: callgrind, user-space instructions per hello request "

@@ -92,8 +92,18 @@ class RequestPump:
                 if self.pace is not None:
                     self.pace.extend(len(event))
             elif type(event) is Request:
-                self.body = []
                 self.pace = None
+                if event.has_body:
+                    self.body = []
+                    continue
+                # Most requests: no body, so no END to ask the parser for
+                # (it waits in start_next_cycle) and, once the response is
+                # out with nothing more buffered, no parse that could only
+                # say NEED_DATA: two parser calls fewer per request.
+                self.dispatch()
+                if self.state == READING and not conn.buffered and not conn.their_eof:
+                    self.arm_idle()
+                    return
             elif event is END:
                 self.dispatch()
             elif event is NEED_DATA:

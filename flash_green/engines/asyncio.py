@@ -88,7 +88,7 @@ from ..binds import Listener
 from ..colour import ASYNC, app_colour
 from ..config import Config
 from ..http import HTTPError, render_error
-from ..wsgi import APP_ERRORS, Exchange, InputStream, WSGIContext, body_from_pieces
+from ..wsgi import APP_ERRORS, Exchange, WSGIContext, input_from_pieces
 from ._accept import ACCEPT_BATCH, AcceptBackoff
 from ._linger import LINGER_BYTES, LINGER_SECONDS
 from ._loop import LoopWatchdog
@@ -226,7 +226,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         # (No heartbeat per request: the loop's own beat, `_beat`, proves the
         # loop alive, and stops when a handler holds it.)
         engine.counters.requests += 1
-        body = InputStream(body_from_pieces(self.body))
+        body = input_from_pieces(self.body)
         self.body = None
         environ = wsgi.environ(self.conn_environ, self.conn.request, body)
         exchange = self.exchange = Exchange(wsgi, self.conn, environ, not engine.stopping,

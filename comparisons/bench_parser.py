@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from flash_green.apps.demo import app as demo_app
 from flash_green.config import Limits
 from flash_green.http import END, PAUSED, Request, ServerConnection
-from flash_green.wsgi import Exchange, WSGIContext, input_from_pieces
+from flash_green.wsgi import Exchange, WSGIContext, input_from_pieces, peer_keys
 
 try:
     import h11
@@ -213,10 +213,7 @@ class HelloPath:
 
     ctx: WSGIContext = field(default_factory=lambda: WSGIContext(demo_app, "127.0.0.1", 8000))
     conn: ServerConnection = field(default_factory=lambda: ServerConnection(LIMITS))
-    conn_environ: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.conn_environ = self.ctx.connection_environ(("127.0.0.1", 40000))
+    peer: tuple[str, str] = field(default_factory=lambda: peer_keys(("127.0.0.1", 40000)))
 
     def parse(self) -> Request:
         conn = self.conn
@@ -228,13 +225,13 @@ class HelloPath:
         return request
 
     def environ(self) -> dict:
-        return self.ctx.environ(self.conn_environ, self.parse(), input_from_pieces(None))
+        return self.ctx.environ(self.peer, self.parse(), input_from_pieces(None))
 
     def full(self) -> bytes:
         conn = self.conn
         conn.receive_data(HELLO_GET)
         request = conn.next_event()
-        environ = self.ctx.environ(self.conn_environ, request, input_from_pieces(None))
+        environ = self.ctx.environ(self.peer, request, input_from_pieces(None))
         exchange = Exchange(self.ctx, conn, environ)
         out = b"".join(exchange.run())
         if conn.next_event() is not END or conn.next_event() is not PAUSED:

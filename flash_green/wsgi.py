@@ -2,7 +2,8 @@
 
 Every engine uses the same three steps per request:
 
-1. `ctx.environ(conn_environ, request, body)` builds the environ;
+1. `ctx.environ(peer, request, body)` builds the environ (`peer` is the
+   connection's `peer_keys`, made once per connection);
 2. `Exchange(ctx, conn, environ, keep_alive, send_now).run()` calls the app
    and returns an iterable of framed bytes (head first) for the engine to
    send however its model sends: `sendall`, `yield from sock.sendall`,
@@ -44,7 +45,7 @@ _ENVIRON_KEYS: dict[str, str | None] = {
 _MAX_KEY_CACHE = 4096
 #: The most environ templates a listener keeps (see `WSGIContext.environ`).
 _TEMPLATES_MAX = 256
-#: Where the peer goes in a template: the two keys `connection_environ` gives.
+#: Where the peer goes in a template: the two keys of `peer_keys`.
 _PEER_PLACES = {"REMOTE_ADDR": "", "REMOTE_PORT": ""}
 
 
@@ -225,6 +226,30 @@ class FileWrapper:
             yield block
 
 
+def peer_keys(peer) -> tuple[str, str]:
+    """REMOTE_ADDR and REMOTE_PORT of a connection, made once per connection.
+
+    Every idle connection keeps them, so they are a tuple (56 B; a dict of
+    the two keys is 184 B more) and the address is interned (a client's
+    connections - a proxy's, a load balancer's: thousands - share one
+    string, not 58 B each). A peer the socket could not name (a connection
+    reset before getpeername, an unnamed Unix socket) is an empty
+    REMOTE_ADDR, never an invented one: an app that trusts 127.0.0.1 must
+    not be fooled by a missing address.
+    """
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return sys.intern(peer[0]), str(peer[1])
+    return (str(peer) if peer else ""), ""
+
+
+def peer_name(peer: tuple[str, str] | None) -> str:
+    """The client of `peer_keys` as a log line names it: `addr:port`."""
+    if not peer:
+        return "?"
+    address, port = peer
+    return f"{address}:{port}" if port else address or "?"
+
+
 class WSGIContext:
     """What every request of one listener shares: the app and the static environ."""
 
@@ -264,22 +289,9 @@ class WSGIContext:
         reload, --trace-requests, the stats endpoint, the --timeout watch)."""
         return ListenerContext(self, server_name, server_port, url_scheme, front)
 
-    def connection_environ(self, peer) -> dict:
-        """The part of environ fixed for one connection (the peer address).
-
-        Only the two peer keys: an idle connection keeps this dict, and a
-        full copy of the base environ would cost it a kilobyte. A peer the
-        socket could not name (a connection reset before getpeername, an
-        unnamed Unix socket) is an empty REMOTE_ADDR, never an invented one:
-        an app that trusts 127.0.0.1 must not be fooled by a missing address.
-        """
-        if isinstance(peer, tuple) and len(peer) >= 2:
-            return {"REMOTE_ADDR": peer[0], "REMOTE_PORT": str(peer[1])}
-        return {"REMOTE_ADDR": str(peer) if peer else "", "REMOTE_PORT": ""}
-
-    def environ(self, conn_environ: dict, request: Request, body: InputStream) -> dict:
-        """A new environ: the listener's, the connection's (`connection_environ`)
-        and the request's keys, in that order.
+    def environ(self, peer: tuple[str, str], request: Request, body: InputStream) -> dict:
+        """A new environ: the listener's keys, the connection's (`peer`, from
+        `peer_keys`) and the request's.
 
         Discussion: speed. A repeated head is one shared Request (the parser's
         head cache), so the environ of its listener and request is kept as a
@@ -290,10 +302,10 @@ class WSGIContext:
         """
         if request.shared:
             environ = (self.templates.get(request) or self._template(request)).copy()
-            environ.update(conn_environ)
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
         else:
             environ = self.base_environ.copy()
-            environ.update(conn_environ)
+            environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
             add_request_keys(environ, request)
         environ["wsgi.input"] = body
         if self.front is not None:

@@ -10,7 +10,7 @@ import pytest
 
 from flash_green import accesslog
 from flash_green.http import ServerConnection
-from flash_green.wsgi import Exchange, InputStream, WSGIContext
+from flash_green.wsgi import Exchange, InputStream, WSGIContext, peer_keys
 
 from .serverproc import ServerProcess
 from .test_cli import get, wait_for
@@ -58,7 +58,7 @@ def serve_one(app, raw: bytes, logger) -> bytes:
     conn.receive_data(raw)
     request = conn.next_event()
     ctx = WSGIContext(app, "s", 1, access_log=logger)
-    environ = ctx.environ(ctx.connection_environ(PEER), request, InputStream(None))
+    environ = ctx.environ(peer_keys(PEER), request, InputStream(None))
     return b"".join(Exchange(ctx, conn, environ).run())
 
 

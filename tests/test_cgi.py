@@ -19,7 +19,7 @@ import pytest
 from flash_green.cgi import (CGIResponseError, child_environment, gateway_environ,
                              meta_variables, parse_response_head)
 from flash_green.http import END, ServerConnection
-from flash_green.wsgi import InputStream, WSGIContext
+from flash_green.wsgi import InputStream, WSGIContext, peer_keys
 
 from .conftest import Target, start_server
 from .httpclient import Client, build_request, chunked
@@ -265,7 +265,7 @@ def test_parse_response_head():
 
 def test_meta_variables_round_trip_to_a_pep3333_environ():
     ctx = WSGIContext(None, "127.0.0.1", 8080)
-    environ = dict(ctx.base_environ, **ctx.connection_environ(("10.0.0.1", 5555)), REQUEST_METHOD="POST",
+    environ = dict(ctx.base_environ, REMOTE_ADDR="10.0.0.1", REMOTE_PORT="5555", REQUEST_METHOD="POST",
                    PATH_INFO="/a b", QUERY_STRING="q=%C3%A9", SERVER_PROTOCOL="HTTP/1.1",
                    REQUEST_URI="/app/a%20b?q=%C3%A9", CONTENT_TYPE="text/plain",
                    HTTP_X_LATIN="caf\xe9", HTTP_PROXY="evil", HTTP_COOKIE="a=1; b=2")
@@ -299,7 +299,7 @@ def test_the_gateway_gives_the_app_the_in_process_environ(raw):
     request = conn.next_event()
     ctx = WSGIContext(None, "127.0.0.1", 8080)
     body = b"".join(e for e in iter(conn.next_event, END) if type(e) is bytes)
-    in_process = ctx.environ(ctx.connection_environ(("10.0.0.1", 5555)), request, InputStream(None))
+    in_process = ctx.environ(peer_keys(("10.0.0.1", 5555)), request, InputStream(None))
     if "HTTP_X_FORWARDED_PROTO" in in_process:  # what flash_green.proxy makes of it, when trusted
         in_process["wsgi.url_scheme"] = "https"
     meta = meta_variables(in_process, "", in_process["PATH_INFO"], len(body), all_headers=True)

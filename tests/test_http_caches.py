@@ -401,7 +401,7 @@ def parsed(data: bytes) -> Request:
 
 
 def environ_of(ctx: wsgi.WSGIContext, data: bytes, peer=PEER) -> dict:
-    return ctx.environ(ctx.connection_environ(peer), parsed(data), wsgi.input_from_pieces(None))
+    return ctx.environ(wsgi.peer_keys(peer), parsed(data), wsgi.input_from_pieces(None))
 
 
 def test_a_repeated_heads_environ_is_the_one_a_fresh_build_gives() -> None:

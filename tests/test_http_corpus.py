@@ -31,7 +31,7 @@ import pytest
 from comparisons.bench_parser import http_file_to_bytes
 from flash_green.config import Limits
 from flash_green.http import CLOSED, END, NEED_DATA, PAUSED, HTTPError, Request, ServerConnection
-from flash_green.wsgi import InputStream, WSGIContext
+from flash_green.wsgi import InputStream, WSGIContext, peer_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: gunicorn's corpus, in the repository; FLASH_SHARED_CORPUS points at another copy.
@@ -362,7 +362,7 @@ def field_lines(data: bytes) -> int:
 
 def check_environ(request: Request, expected: tuple[tuple[str, str | None], ...]) -> None:
     ctx = WSGIContext(lambda e, s: [], "localhost", 80)
-    environ = ctx.environ(ctx.connection_environ(("127.0.0.1", 1)), request, InputStream(None))
+    environ = ctx.environ(peer_keys(("127.0.0.1", 1)), request, InputStream(None))
     for key, value in expected:
         assert environ.get(key) == value, key
     assert environ.get("CONTENT_LENGTH") == request.header("content-length")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from flash_green import proxy
 from flash_green.http import Request, ServerConnection
 from flash_green.proxy import Front, Node, TrustedPeers, front_for, parse_forwarded, resolve
-from flash_green.wsgi import InputStream, WSGIContext
+from flash_green.wsgi import InputStream, WSGIContext, peer_keys
 
 LOCAL = TrustedPeers.parse("127.0.0.1,::1")
 PROXIES = TrustedPeers.parse("10.0.0.0/8, 127.0.0.1")
@@ -210,7 +210,7 @@ def test_wsgi_context_applies_the_front_to_every_environ() -> None:
     request = conn.next_event()
     assert type(request) is Request
     ctx = WSGIContext(lambda e, s: [], "127.0.0.1", 8000, front=front_for(socket.AF_INET, "127.0.0.1"))
-    env = ctx.environ(ctx.connection_environ(("127.0.0.1", 5000)), request, InputStream(None))
+    env = ctx.environ(peer_keys(("127.0.0.1", 5000)), request, InputStream(None))
     assert env["wsgi.url_scheme"] == "https" and env["REMOTE_ADDR"] == "203.0.113.9"
 
 

@@ -34,7 +34,7 @@ from flash_green import proxy
 from flash_green.apps.demo import app as demo_app
 from flash_green.config import Config
 from flash_green.http import END, NEED_DATA, Request, ServerConnection
-from flash_green.wsgi import Exchange, WSGIContext, input_from_pieces
+from flash_green.wsgi import Exchange, WSGIContext, input_from_pieces, peer_keys
 
 #: What `wrk -t1 -c100 http://127.0.0.1:PORT/` sends on every request.
 WRK_GET = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
@@ -82,7 +82,7 @@ class HelloConnection:
 
     def make_environ(self) -> dict:
         ctx = self.ctx
-        return ctx.environ(ctx.connection_environ(PEER), self.request, input_from_pieces(None))
+        return ctx.environ(peer_keys(PEER), self.request, input_from_pieces(None))
 
     def exchange(self) -> list[bytes]:
         """The app through Exchange: start_response, the head, framing."""

@@ -26,7 +26,7 @@ import time
 from .. import tls
 from ..config import Config
 from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from ..wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection
+from ..wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection, peer_keys
 from ._linger import LINGER_BYTES, LINGER_SECONDS, still_to_drop
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 
@@ -86,7 +86,7 @@ def _serve(sock, peer, engine, wsgi, config: Config) -> None:
     counters = engine.counters
     tracer = engine.tracer
     conn = engine.connection_class(config.limits, config.server_header)
-    conn_environ = wsgi.connection_environ(peer)
+    peer_environ = peer_keys(peer)
     recv = sock.recv
     sendall = sock.sendall
     keep_alive_timeout = config.keep_alive
@@ -157,7 +157,7 @@ def _serve(sock, peer, engine, wsgi, config: Config) -> None:
                 body_source = BodySource(sock, conn, peer, config)
             source = body_source.start()
         body = InputStream(source)
-        environ = wsgi.environ(conn_environ, request, body)
+        environ = wsgi.environ(peer_environ, request, body)
         exchange = Exchange(wsgi, conn, environ, not engine.stopping, sendall)
         for data in exchange.run():
             sendall(data)

@@ -25,6 +25,7 @@ import logging
 import time
 
 from ..http import END, NEED_DATA, HTTPError, Request
+from ..wsgi import peer_name
 from ._linger import still_to_drop
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 
@@ -58,8 +59,9 @@ class RequestPump:
 
     __slots__ = ()
 
-    def start_pump(self, engine, peer) -> None:
-        """The pump's own state for a new connection (call from `__init__`)."""
+    def start_pump(self, engine, peer: tuple[str, str] | None) -> None:
+        """The pump's own state for a new connection (call from `__init__`);
+        `peer` is the connection's `wsgi.peer_keys`."""
         self.engine = engine
         self.peer = peer
         self.conn = engine.connection_class(engine.config.limits, engine.config.server_header)
@@ -149,7 +151,7 @@ class RequestPump:
     def lost(self, exc: BaseException | None) -> None:
         """The connection broke (a reset): say so if it was mid-body, and close."""
         if exc is not None and self.state == READING and self.conn.request is not None:
-            log.info("request body from %s: client disconnected mid-body (%s)", self.peer, exc)
+            log.info("request body from %s: client disconnected mid-body (%s)", peer_name(self.peer), exc)
         self.close()
 
     def finish_response(self) -> bool:

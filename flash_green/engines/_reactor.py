@@ -85,7 +85,7 @@ from .. import stats, tls
 from ..binds import Listener
 from ..config import Config
 from ..http import HTTPError, render_error
-from ..wsgi import Exchange, WSGIContext, input_from_pieces
+from ..wsgi import Exchange, WSGIContext, input_from_pieces, peer_keys, peer_name
 from ._accept import ACCEPT_BATCH, AcceptBackoff
 from ._linger import LINGER_BYTES, LINGER_SECONDS
 from ._loop import LoopWatchdog
@@ -112,7 +112,7 @@ class Channel(RequestPump):
 
     def __init__(self, engine: Reactor, sock: socket.socket | NonBlockingTLS, peer,
                  wsgi: WSGIContext) -> None:
-        self.start_pump(engine, peer)
+        self.start_pump(engine, peer_keys(peer))
         self.sock = sock
         #: The static environ of the listener it came from.
         self.wsgi = wsgi
@@ -158,7 +158,7 @@ class Channel(RequestPump):
             self.advance()
 
     def on_timeout(self) -> None:
-        self.engine.log.debug("connection from %s timed out in state %d", self.peer, self.state)
+        self.engine.log.debug("connection from %s timed out in state %d", peer_name(self.peer), self.state)
         self.timed_out()
 
     # -- waiting for input (the hooks of RequestPump.wait_for_input) ---------------
@@ -199,10 +199,7 @@ class Channel(RequestPump):
         wsgi = self.wsgi
         body = input_from_pieces(self.body)
         self.body = None
-        # The connection's part of environ is rebuilt per request (two keys,
-        # well under a microsecond) rather than kept for the connection's
-        # life: kept, it would add a quarter kilobyte to every idle one.
-        environ = wsgi.environ(wsgi.connection_environ(self.peer), self.conn.request, body)
+        environ = wsgi.environ(self.peer, self.conn.request, body)
         self.exchange = Exchange(wsgi, self.conn, environ, not self.engine.stopping, send_now)
         return self.exchange
 
@@ -257,7 +254,7 @@ class Channel(RequestPump):
         """Answer the core's verdict, then linger and close."""
         engine = self.engine
         engine.counters.record_rejection(exc.status)
-        engine.log.info("bad request from %s: %s %s", self.peer, exc.status, exc.reason)
+        engine.log.info("bad request from %s: %s %s", peer_name(self.peer), exc.status, exc.reason)
         self.disarm()
         self.state = REJECTING
         self.pending = iter((render_error(exc.status, exc.reason, engine.config.server_header),))
@@ -336,7 +333,7 @@ class TLSHandshake:
         try:
             wanted = self.sock.handshake()
         except (OSError, ValueError) as exc:
-            self.engine.log.info("TLS handshake with %s failed: %s", self.peer, tls.handshake_failure(exc))
+            self.engine.log.info("TLS handshake with %s failed: %s", peer_name(self.peer), tls.handshake_failure(exc))
             self.close()
             return
         if wanted == EPOLLOUT:
@@ -356,7 +353,7 @@ class TLSHandshake:
 
     def on_timeout(self) -> None:
         if self.state == HANDSHAKING:
-            self.engine.log.info("TLS handshake with %s failed: %s", self.peer,
+            self.engine.log.info("TLS handshake with %s failed: %s", peer_name(self.peer),
                                  tls.handshake_failure(TimeoutError()))
             self.close()
         else:

@@ -25,8 +25,8 @@ The model
       no hub and no monkey-patching.
 
 What it costs per connection
-    A Protocol object (slots), a `ServerConnection`, the peer's part of
-    environ (kept: rebuilding it per request cost 2 % of a hello's CPU),
+    A Protocol object (slots), a `ServerConnection`, the peer's two environ
+    strings (`peer_keys`),
     the loop's transport and at most one timer handle: about 2.5 KB of RSS
     per idle keep-alive connection here (uvicorn: 7 KB;
     comparisons/bench_green.py). No thread, no stack.
@@ -88,7 +88,7 @@ from ..binds import Listener
 from ..colour import ASYNC, app_colour
 from ..config import Config
 from ..http import HTTPError, render_error
-from ..wsgi import APP_ERRORS, Exchange, WSGIContext, input_from_pieces
+from ..wsgi import APP_ERRORS, Exchange, WSGIContext, input_from_pieces, peer_keys, peer_name
 from ._accept import ACCEPT_BATCH, AcceptBackoff
 from ._linger import LINGER_BYTES, LINGER_SECONDS
 from ._loop import LoopWatchdog
@@ -115,7 +115,6 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
     __slots__ = (
         "body",
         "conn",
-        "conn_environ",
         "deadline",
         "engine",
         "exchange",
@@ -150,16 +149,12 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         #: When `timer` fires (its `when()`, without the method call).
         self.timer_at = 0.0
         self.linger_left = 0
-        #: The peer's part of environ, made once: rebuilding it per request
-        #: cost 2 % of a hello request's CPU.
-        self.conn_environ: dict | None = None
 
     # -- callbacks from the loop ------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self.peer = transport.get_extra_info("peername")
-        self.conn_environ = self.wsgi.connection_environ(self.peer)
+        self.peer = peer_keys(transport.get_extra_info("peername"))
         self.engine.adopt(self)
         self._arm(self.engine.config.keep_alive)
 
@@ -228,7 +223,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         engine.counters.requests += 1
         body = input_from_pieces(self.body)
         self.body = None
-        environ = wsgi.environ(self.conn_environ, self.conn.request, body)
+        environ = wsgi.environ(self.peer, self.conn.request, body)
         exchange = self.exchange = Exchange(wsgi, self.conn, environ, not engine.stopping,
                                             self.transport.write)
         if engine.async_app:
@@ -291,7 +286,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         """Answer the core's verdict, half-close, and drop what still comes."""
         engine = self.engine
         engine.counters.record_rejection(exc.status)
-        log.info("bad request from %s: %s %s", self.peer, exc.status, exc.reason)
+        log.info("bad request from %s: %s %s", peer_name(self.peer), exc.status, exc.reason)
         self.state = LINGERING
         self.in_head = False
         self.transport.write(render_error(exc.status, exc.reason, engine.config.server_header))
@@ -340,7 +335,7 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
         if self.state == AWAITING:
             log.warning("async handler for %s ran past --timeout; connection closed",
                         self.exchange.environ.get("PATH_INFO") if self.exchange else "?")
-        log.debug("connection from %s timed out in state %d", self.peer, self.state)
+        log.debug("connection from %s timed out in state %d", peer_name(self.peer), self.state)
         self.timed_out()
 
     def close(self) -> None:

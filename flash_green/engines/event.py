@@ -91,7 +91,7 @@ from queue import SimpleQueue
 
 from ..binds import Listener
 from ..config import Config
-from ..wsgi import WSGIContext
+from ..wsgi import WSGIContext, peer_name
 from ._reactor import EPOLLIN, EPOLLOUT, HANDSHAKING, WRITING, Channel, Reactor, TLSHandshake
 from ._tls import NonBlockingTLS
 from .base import Capabilities
@@ -178,10 +178,10 @@ class PooledChannel(Channel):
                 self.pending = None
                 close_iterable(pending)
         except OSError as exc:
-            log.debug("response to %s aborted: %s", self.peer, exc)
+            log.debug("response to %s aborted: %s", peer_name(self.peer), exc)
             self.abandon_in_pool()
         except Exception:
-            log.exception("pool thread failed serving %s", self.peer)
+            log.exception("pool thread failed serving %s", peer_name(self.peer))
             self.abandon_in_pool()
         self.engine.hand_back(self)
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 import logging
 import select
 import socket
-import sys
 import time
 from collections.abc import Generator
 from typing import Any
@@ -67,7 +66,7 @@ from tasklets.io import Socket
 from .. import tls
 from ..colour import TASKLET, app_colour
 from ..http import NEED_DATA, HTTPError, Request, ServerConnection, render_error
-from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, input_from_pieces
+from ..wsgi import APP_ERRORS, ClientDisconnected, Exchange, input_from_pieces, peer_keys, peer_name
 from ._accept import AcceptBackoff
 from ._linger import LINGER_BYTES, LINGER_SECONDS, still_to_drop
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
@@ -85,14 +84,6 @@ class DeadlineExpired(Cancelled):
     A Cancelled, so code that does not expect it unwinds as for any cancel;
     the head and body waits catch it to answer 408.
     """
-
-
-def _peer_name(conn_environ: dict | None) -> str:
-    """The client's address for a log line, from the environ it was written into."""
-    if not conn_environ:
-        return "?"
-    port = conn_environ["REMOTE_PORT"]
-    return f"{conn_environ['REMOTE_ADDR']}:{port}" if port else conn_environ["REMOTE_ADDR"]
 
 
 class ConnectionState:
@@ -248,28 +239,21 @@ class TaskletsEngine(Engine):
         and little else, so everything a request needs is dropped (set to
         None) before the next wait, and the frame keeps only aliases of
         shared objects: no bound methods (`raw.recv(...)` is called through
-        the socket, which costs no object), not the peer tuple (its
-        `conn_environ` names it). Each local is a slot in the frame of every
+        the socket, which costs no object), the peer as its `peer_keys`
+        (the strings its environ needs, not the address tuple). Each local is a slot in the frame of every
         idle connection, so the hot loop keeps few (`self.counters` costs
         a request a few nanoseconds more than a local would).
         """
         self.connections[state] = None
         self.counters.connections_total += 1
         self.counters.connections_open += 1
-        conn_environ = None
+        peer = peer_keys(peer)
         try:
             if endpoint.tls is not None:
                 sock = Socket(NonBlockingTLS(tls.wrap(endpoint.tls, sock.socket)))
                 if not (yield from self._handshake(sock, peer, state)):
                     return
             conn = self.connection_class(self.config.limits, self.config.server_header)
-            if type(peer) is tuple:
-                # The address string stays in conn_environ while the
-                # connection lives: a client's connections (a proxy's, a
-                # load balancer's: thousands) share one, not 58 B each.
-                peer = (sys.intern(peer[0]), *peer[1:])
-            conn_environ = endpoint.wsgi.connection_environ(peer)
-            peer = None
             raw = sock.socket
             read_trap = sock.read_trap
             # Discussion: a new connection's first request has usually arrived
@@ -321,7 +305,7 @@ class TaskletsEngine(Engine):
                     if event.has_body:
                         pieces = yield from self._read_body(sock, conn, state)
                 except ClientDisconnected as exc:
-                    log.info("request body from %s: %s", _peer_name(conn_environ), exc.reason)
+                    log.info("request body from %s: %s", peer_name(peer), exc.reason)
                     return
                 except HTTPError as exc:
                     yield from self._send_error(sock, exc)
@@ -329,7 +313,7 @@ class TaskletsEngine(Engine):
 
                 self.counters.requests += 1
                 served = True
-                environ = endpoint.wsgi.environ(conn_environ, event, input_from_pieces(pieces))
+                environ = endpoint.wsgi.environ(peer, event, input_from_pieces(pieces))
                 # write() output goes straight to the socket; what it does not
                 # take leaves with the response's next piece.
                 exchange = Exchange(endpoint.wsgi, conn, environ, not self.stopping, raw.send)
@@ -359,7 +343,7 @@ class TaskletsEngine(Engine):
         except (Cancelled, ClosedError, ConnectionError):
             pass
         except OSError as exc:
-            log.debug("connection from %s ended: %s", _peer_name(conn_environ), exc)
+            log.debug("connection from %s ended: %s", peer_name(peer), exc)
         finally:
             del self.connections[state]
             self.counters.connections_open -= 1
@@ -378,7 +362,7 @@ class TaskletsEngine(Engine):
             state.deadline = time.monotonic() + timeout
             sent += yield from sock.send(view[sent:])
 
-    def _handshake(self, sock: Socket, peer: Any, state: ConnectionState) -> Generator[Any, Any, bool]:
+    def _handshake(self, sock: Socket, peer: tuple[str, str], state: ConnectionState) -> Generator[Any, Any, bool]:
         """The TLS handshake as traps: the tasklet waits for whichever way
         OpenSSL asks (readable, or writable for a flight the socket did not
         take), bounded by --header-timeout through the deadline sweeper.
@@ -389,10 +373,10 @@ class TaskletsEngine(Engine):
             while wanted := secured.handshake():
                 yield sock.read_trap if wanted == select.EPOLLIN else sock.write_trap
         except DeadlineExpired:
-            log.info("TLS handshake with %s failed: %s", peer, tls.handshake_failure(TimeoutError()))
+            log.info("TLS handshake with %s failed: %s", peer_name(peer), tls.handshake_failure(TimeoutError()))
             return False
         except (OSError, ValueError) as exc:
-            log.info("TLS handshake with %s failed: %s", peer, tls.handshake_failure(exc))
+            log.info("TLS handshake with %s failed: %s", peer_name(peer), tls.handshake_failure(exc))
             return False
         return True
 

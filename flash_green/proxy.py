@@ -431,6 +431,12 @@ def server_from_host(environ: MutableMapping[str, object]) -> None:
     environ["SERVER_PORT"] = port or DEFAULT_PORTS.get(str(environ.get("wsgi.url_scheme")), "")
 
 
+#: The environ keys of the headers `Front` may act on (`Front.__call__`
+#: tests them inline: it runs per request).
+FORWARDING_KEYS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_FORWARDED",
+                   "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_SSL")
+
+
 class Front:
     """The per-request hook of a listener (`WSGIContext(front=...)`)."""
 
@@ -440,6 +446,13 @@ class Front:
         self.trusted = trusted
         self.unix = unix
         self._resolved: dict[tuple, Resolution] = {}
+
+    def concerns(self, environ: dict) -> bool:
+        """Could this hook change a request with these headers? On a unix
+        socket always (SERVER_NAME comes from Host); on TCP only with a
+        forwarding header. `WSGIContext` asks once per environ template, and
+        its requests without one skip the call."""
+        return self.unix or any(key in environ for key in FORWARDING_KEYS)
 
     def __call__(self, environ: dict) -> None:
         host_changed = False

@@ -279,8 +279,9 @@ class WSGIContext:
             "wsgi.file_wrapper": FileWrapper,
             "SERVER_SOFTWARE": server_header,
         }
-        #: Shared Request -> its environ but the peer and body (`environ`).
-        self.templates: dict[Request, dict] = {}
+        #: Shared Request -> its environ but the peer and body, and the
+        #: front hook it needs (`environ`).
+        self.templates: dict[Request, tuple[dict, Callable[[dict], None] | None]] = {}
 
     def for_listener(self, server_name: str, server_port: int | str, url_scheme: str,
                      front: Callable[[dict], None] | None) -> WSGIContext:
@@ -298,28 +299,39 @@ class WSGIContext:
         template, the peer's two places empty, and each request is a copy of
         it with the peer and body put in: no header loop, no key built. The
         app and the front hook get the copy; the template is never handed
-        out.
+        out. The template also remembers whether the front hook has anything
+        to do for its headers (a hook with `concerns`, as `proxy.Front`: on
+        TCP, only a request with a forwarding header): most requests skip
+        the call (callgrind, per hello request: tasklets 52.5k -> 50.8k
+        instructions, epoll 54.2k -> 51.7k).
         """
         if request.shared:
-            environ = (self.templates.get(request) or self._template(request)).copy()
+            template, front = self.templates.get(request) or self._template(request)
+            environ = template.copy()
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
         else:
+            front = self.front
             environ = self.base_environ.copy()
             environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = peer
             add_request_keys(environ, request)
         environ["wsgi.input"] = body
-        if self.front is not None:
-            self.front(environ)
+        if front is not None:
+            front(environ)
         return environ
 
-    def _template(self, request: Request) -> dict:
-        """The environ of `request` on this listener but the peer and body, kept."""
+    def _template(self, request: Request) -> tuple[dict, Callable[[dict], None] | None]:
+        """The environ of `request` on this listener but the peer and body,
+        and the front hook its requests need (None: none), kept."""
         template = self.base_environ | _PEER_PLACES
         add_request_keys(template, request)
+        front = self.front
+        concerns = getattr(front, "concerns", None)
+        if concerns is not None and not concerns(template):
+            front = None
         if len(self.templates) >= _TEMPLATES_MAX:
             self.templates.clear()
-        self.templates[request] = template
-        return template
+        entry = self.templates[request] = (template, front)
+        return entry
 
 
 def add_request_keys(environ: dict, request: Request) -> None:

@@ -20,7 +20,7 @@ from email.utils import formatdate
 
 import pytest
 
-from flash_green import wsgi
+from flash_green import proxy, wsgi
 from flash_green.config import Limits
 from flash_green.http import (
     END,
@@ -437,6 +437,69 @@ def test_the_front_hook_sees_and_changes_each_request_alone() -> None:
         assert environ_of(ctx, RICH_GET, peer)["REMOTE_ADDR"] == "front:" + peer[0]
     assert ctx.templates
     assert seen == [(peer[0], "a=1; b=2", False) for peer in peers]
+
+
+class CountingFront(proxy.Front):
+    """The real proxy hook, counting its calls."""
+
+    __slots__ = ("calls",)
+
+    def __call__(self, environ: dict) -> None:
+        self.calls += 1
+        super().__call__(environ)
+
+
+def counting_front(unix: bool) -> CountingFront:
+    front = CountingFront(proxy.TrustedPeers.parse("127.0.0.1"), unix)
+    front.calls = 0
+    return front
+
+
+def test_a_kept_head_without_forwarding_headers_skips_the_front_hook() -> None:
+    front = counting_front(unix=False)
+    ctx = wsgi.WSGIContext(None, "s", 1, front=front)
+    plain = b"GET /plain HTTP/1.1\r\nHost: h\r\n\r\n"
+    for _ in range(2):
+        environ_of(ctx, plain, ("127.0.0.1", 5000))
+    calls = front.calls
+    assert parsed(plain).shared
+    for _ in range(3):
+        assert environ_of(ctx, plain, ("127.0.0.1", 5000))["REMOTE_ADDR"] == "127.0.0.1"
+    assert front.calls == calls, "a shared head the hook cannot concern is not passed to it"
+
+
+@pytest.mark.parametrize("field", [b"X-Forwarded-For: 203.0.113.9", b"X-Forwarded-Proto: https",
+                                   b"Forwarded: for=203.0.113.9", b"X-Forwarded-Host: example.com",
+                                   b"X-Forwarded-Port: 8443", b"X-Forwarded-Ssl: on"])
+def test_a_kept_head_with_any_forwarding_header_reaches_the_front_hook(field: bytes) -> None:
+    front = counting_front(unix=False)
+    ctx = wsgi.WSGIContext(None, "s", 1, front=front)
+    head = b"GET /any HTTP/1.1\r\nHost: h\r\n" + field + b"\r\n\r\n"
+    for _ in range(5):
+        environ_of(ctx, head, ("127.0.0.1", 5000))
+    assert parsed(head).shared and front.calls == 5
+
+
+def test_a_kept_head_with_a_forwarding_header_always_reaches_the_front_hook() -> None:
+    front = counting_front(unix=False)
+    ctx = wsgi.WSGIContext(None, "s", 1, front=front)
+    forwarded = b"GET /f HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+    for number in range(5):
+        trusted = environ_of(ctx, forwarded, ("127.0.0.1", 5000 + number))
+        untrusted = environ_of(ctx, forwarded, ("198.51.100.7", 5000 + number))
+        assert trusted["REMOTE_ADDR"] == "203.0.113.9", number
+        assert untrusted["REMOTE_ADDR"] == "198.51.100.7", number
+    assert parsed(forwarded).shared and front.calls == 10
+
+
+def test_a_kept_head_on_a_unix_listener_always_reaches_the_front_hook() -> None:
+    front = counting_front(unix=True)
+    ctx = wsgi.WSGIContext(None, "s", 1, front=front)
+    head = b"GET /u HTTP/1.1\r\nHost: example.com:8080\r\n\r\n"
+    for number in range(4):
+        environ = environ_of(ctx, head, "")
+        assert (environ["SERVER_NAME"], environ["SERVER_PORT"]) == ("example.com", "8080"), number
+    assert parsed(head).shared and front.calls == 4
 
 
 def test_what_an_app_does_to_its_environ_never_reaches_the_next_request() -> None:

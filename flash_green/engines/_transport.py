@@ -49,7 +49,7 @@ class SocketTransport(asyncio.Transport):
     """One accepted TCP socket (non-blocking) driving one Protocol."""
 
     __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_buffer", "_peer", "_closing", "_lost",
-                 "_eof_wanted", "_reading", "_protocol_paused")
+                 "_eof_wanted", "_reading", "_at_eof", "_protocol_paused")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
                  protocol: asyncio.Protocol) -> None:
@@ -69,7 +69,10 @@ class SocketTransport(asyncio.Transport):
         #: connection_lost is scheduled (or done): nothing more happens.
         self._lost = False
         self._eof_wanted = False
+        #: The reader is registered.
         self._reading = True
+        #: The client's end of file was read: reading is over for good.
+        self._at_eof = False
         self._protocol_paused = False
         protocol.connection_made(self)
         if self._reading and not self._closing:
@@ -90,6 +93,7 @@ class SocketTransport(asyncio.Transport):
             return
         self._loop.remove_reader(self._fd)
         self._reading = False
+        self._at_eof = True
         if not self._protocol.eof_received():
             self.close()
 
@@ -99,7 +103,7 @@ class SocketTransport(asyncio.Transport):
             self._loop.remove_reader(self._fd)
 
     def resume_reading(self) -> None:
-        if not self._reading and not self._closing:
+        if not (self._reading or self._closing or self._at_eof):
             self._reading = True
             self._loop.add_reader(self._fd, self._read_ready)
 
@@ -207,6 +211,9 @@ class SocketTransport(asyncio.Transport):
             self._protocol.connection_lost(exc)
         finally:
             self._sock.close()
+            # The Protocol holds us: without this the pair is a cycle that
+            # only the cyclic GC would free, for every closed connection.
+            self._protocol = None
 
     # -- what the Protocol may ask ----------------------------------------------------
 

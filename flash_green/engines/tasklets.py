@@ -18,8 +18,8 @@ The model
 
 What it costs per connection
     A generator frame, a `ServerConnection`, a `Socket` wrapper and a
-    `Tasklet` handle: about 1.4 KB of RSS, no thread, no stack. 10,000 idle
-    keep-alive connections are ~14 MB (`python -m comparisons.stages.ab
+    `Tasklet` handle: about 1.3 KB of RSS, no thread, no stack. 10,000 idle
+    keep-alive connections are ~13 MB (`python -m comparisons.stages.ab
     --measure idle .`). A switch is a generator resume (well under a
     microsecond), so the loop spends its time in the HTTP core and the app,
     not in scheduling.

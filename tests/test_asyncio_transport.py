@@ -62,10 +62,17 @@ async def until(predicate, loop_passes: int = 10_000) -> None:
     raise AssertionError("condition never held")
 
 
-def pair() -> tuple[socket.socket, socket.socket]:
+def connect(*, small_buffer: bool = False, keep_open: bool = False,
+            blocking_peer: bool = True) -> tuple[socket.socket, Recorder, SocketTransport]:
+    """Our end of a socketpair on a transport (in the running loop), and
+    theirs: a plain socket (a 4 KB send buffer makes our writes back up)."""
     ours, theirs = socket.socketpair()
-    theirs.settimeout(10)
-    return ours, theirs
+    if blocking_peer:
+        theirs.settimeout(10)
+    if small_buffer:
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    protocol = Recorder(keep_open=keep_open)
+    return theirs, protocol, SocketTransport(asyncio.get_running_loop(), ours, protocol)
 
 
 async def read_all(sock: socket.socket, count: int | None = None) -> bytes:
@@ -87,12 +94,10 @@ def run(coroutine) -> None:
 
 def test_bytes_in_both_directions_and_the_peer_named() -> None:
     async def main() -> None:
-        ours, theirs = pair()
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect()
         assert protocol.events == [("made",)]
-        assert transport.get_extra_info("peername") == ours.getpeername()
-        assert transport.get_extra_info("socket") is ours
+        ours = transport.get_extra_info("socket")
+        assert transport.get_extra_info("peername") == ours.getpeername() == theirs.getsockname()
         theirs.sendall(b"ping")
         await until(lambda: protocol.named("data"))
         assert protocol.named("data") == [("data", b"ping")]
@@ -107,10 +112,7 @@ def test_bytes_in_both_directions_and_the_peer_named() -> None:
 
 def test_a_write_the_socket_cannot_take_is_buffered_with_back_pressure() -> None:
     async def main() -> None:
-        ours, theirs = pair()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect(small_buffer=True)
         payload = bytes(range(256)) * (HIGH_WATER // 64)  # 4x the high-water mark
         transport.write(payload)
         assert transport.get_write_buffer_size() > HIGH_WATER
@@ -129,10 +131,7 @@ def test_a_write_the_socket_cannot_take_is_buffered_with_back_pressure() -> None
 
 def test_close_waits_for_the_buffer_then_loses_the_connection_once() -> None:
     async def main() -> None:
-        ours, theirs = pair()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect(small_buffer=True)
         payload = b"x" * (HIGH_WATER * 2)
         transport.write(payload)
         transport.close()
@@ -142,7 +141,7 @@ def test_close_waits_for_the_buffer_then_loses_the_connection_once() -> None:
         assert len(received) == len(payload)
         await protocol.lost
         assert protocol.named("lost") == [("lost", None)]
-        assert ours.fileno() == -1, "the socket is closed after connection_lost"
+        assert transport.get_extra_info("socket").fileno() == -1, "the socket is closed after connection_lost"
         theirs.close()
 
     run(main())
@@ -150,9 +149,7 @@ def test_close_waits_for_the_buffer_then_loses_the_connection_once() -> None:
 
 def test_a_closed_transport_lets_go_of_its_protocol() -> None:
     async def main() -> None:
-        ours, theirs = pair()
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect()
         reference = weakref.ref(protocol)
         transport.close()
         await protocol.lost
@@ -169,9 +166,7 @@ def test_a_closed_transport_lets_go_of_its_protocol() -> None:
 
 def test_connection_lost_never_comes_from_inside_the_protocols_call() -> None:
     async def main() -> None:
-        ours, theirs = pair()
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect()
         transport.close()
         assert not protocol.named("lost"), "scheduled, not called from close()"
         await protocol.lost
@@ -182,9 +177,7 @@ def test_connection_lost_never_comes_from_inside_the_protocols_call() -> None:
 
 def test_eof_closes_unless_the_protocol_keeps_it_for_writing() -> None:
     async def main(keep_open: bool) -> None:
-        ours, theirs = pair()
-        protocol = Recorder(keep_open=keep_open)
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect(keep_open=keep_open)
         theirs.sendall(b"last")
         theirs.shutdown(socket.SHUT_WR)
         await until(lambda: protocol.named("eof"))
@@ -209,10 +202,7 @@ def test_eof_closes_unless_the_protocol_keeps_it_for_writing() -> None:
 
 def test_write_eof_half_closes_after_what_is_buffered() -> None:
     async def main() -> None:
-        ours, theirs = pair()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect(small_buffer=True)
         assert transport.can_write_eof()
         payload = b"y" * (HIGH_WATER * 2)
         transport.write(payload)
@@ -231,9 +221,7 @@ def test_write_eof_half_closes_after_what_is_buffered() -> None:
 
 def test_pause_and_resume_reading() -> None:
     async def main() -> None:
-        ours, theirs = pair()
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect()
         transport.pause_reading()
         assert not transport.is_reading()
         theirs.sendall(b"waits")
@@ -252,10 +240,7 @@ def test_pause_and_resume_reading() -> None:
 
 def test_a_broken_connection_drops_the_buffer_and_reports_the_error_once() -> None:
     async def main() -> None:
-        ours, theirs = socket.socketpair()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect(small_buffer=True, blocking_peer=False)
         transport.write(b"z" * (HIGH_WATER * 2))
         theirs.close()  # the client is gone with our bytes unread
         await protocol.lost
@@ -271,10 +256,7 @@ def test_a_broken_connection_drops_the_buffer_and_reports_the_error_once() -> No
 
 def test_abort_drops_the_buffer_and_closes_now() -> None:
     async def main() -> None:
-        ours, theirs = pair()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        protocol = Recorder()
-        transport = SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs, protocol, transport = connect(small_buffer=True)
         transport.write(b"w" * (HIGH_WATER * 2))
         transport.abort()
         await protocol.lost

@@ -29,10 +29,10 @@ from ..http import CLOSED, NEED_DATA, HTTPError, Request, ServerConnection, rend
 from ..wsgi import ClientDisconnected, Exchange, InputStream, body_from_connection, peer_keys
 from ._linger import LINGER_BYTES, LINGER_SECONDS, still_to_drop
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
+from .base import RECV_SIZE
 
 log = logging.getLogger("flash.connection")
 
-RECV_SIZE = 65536
 #: Body bytes we are willing to read and drop when the app did not read its
 #: request body, to keep the connection alive; beyond this we just close.
 UNREAD_BODY_LIMIT = 1 << 20

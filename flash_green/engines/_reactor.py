@@ -91,9 +91,8 @@ from ._linger import LINGER_BYTES, LINGER_SECONDS
 from ._loop import LoopWatchdog
 from ._pump import READING, RequestPump
 from ._tls import NonBlockingTLS
-from .base import HEARTBEAT_INTERVAL, Endpoint, Engine, Waker, accept_backlog
+from .base import HEARTBEAT_INTERVAL, RECV_SIZE, Endpoint, Engine, Waker, accept_backlog
 
-RECV_SIZE = 65536
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
 

@@ -35,7 +35,7 @@ import asyncio
 import logging
 import socket
 
-from ._blocking import RECV_SIZE
+from .base import RECV_SIZE
 
 log = logging.getLogger("flash.engine.asyncio")
 

@@ -43,6 +43,10 @@ log = logging.getLogger("flash.engine")
 #: Longest a healthy engine loop goes without calling `Engine.heartbeat()`
 #: (seconds). The supervisor kills a worker silent for `--timeout`.
 HEARTBEAT_INTERVAL = 1.0
+
+#: The most bytes one read takes from a socket, on every engine: a callback
+#: or tasklet reads this much at most and lets the others run.
+RECV_SIZE = 65536
 #: The signals an engine handles once it runs (`Engine.run`): the stops
 #: (graceful: TERM, INT; at once: QUIT), USR1's log reopening and USR2's dump. A supervised worker
 #: is forked with them blocked, so one sent while it boots waits for them.

@@ -71,11 +71,9 @@ from ._accept import AcceptBackoff
 from ._linger import LINGER_BYTES, LINGER_SECONDS, still_to_drop
 from ._read_timeouts import UploadPace, body_timeout, head_timeout
 from ._tls import NonBlockingTLS
-from .base import HEARTBEAT_INTERVAL, Capabilities, Endpoint, Engine, accept_backlog
+from .base import HEARTBEAT_INTERVAL, RECV_SIZE, Capabilities, Endpoint, Engine, accept_backlog
 
 log = logging.getLogger("flash.engine.tasklets")
-
-RECV_SIZE = 65536
 
 
 class DeadlineExpired(Cancelled):

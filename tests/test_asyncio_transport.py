@@ -254,6 +254,29 @@ def test_a_broken_connection_drops_the_buffer_and_reports_the_error_once() -> No
     run(main())
 
 
+class Broken(Recorder):
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        raise RuntimeError("a bug in the protocol")
+
+
+def test_a_protocol_that_raises_is_logged_and_closed_once(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        theirs.settimeout(10)
+        protocol = Broken()
+        SocketTransport(asyncio.get_running_loop(), ours, protocol)
+        theirs.sendall(b"first")
+        exc = await protocol.lost
+        assert isinstance(exc, RuntimeError)
+        assert theirs.recv(10) == b"", "closed"
+        assert len(protocol.named("data")) == 1 and len(protocol.named("lost")) == 1
+        theirs.close()
+
+    run(main())
+    assert "protocol failed on input" in caplog.text
+
+
 def test_abort_drops_the_buffer_and_closes_now() -> None:
     async def main() -> None:
         theirs, protocol, transport = connect(small_buffer=True)

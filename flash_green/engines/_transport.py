@@ -26,7 +26,10 @@ The contract, as the standard transport keeps it:
   and closes once the buffer is out; a failed send or recv drops the
   buffer and closes at once;
 * `connection_lost` comes exactly once, from a later loop pass (never from
-  inside a call the Protocol made), and the socket is closed after it.
+  inside a call the Protocol made), and the socket is closed after it;
+* a Protocol that raises from `data_received` or `eof_received` is logged
+  and its connection closed (the loop would otherwise call it again and
+  again with the reader still registered).
 """
 
 from __future__ import annotations
@@ -88,14 +91,18 @@ class SocketTransport(asyncio.Transport):
         except OSError as exc:
             self._fail(exc)
             return
-        if data:
-            self._protocol.data_received(data)
-            return
-        self._loop.remove_reader(self._fd)
-        self._reading = False
-        self._at_eof = True
-        if not self._protocol.eof_received():
-            self.close()
+        try:
+            if data:
+                self._protocol.data_received(data)
+                return
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+            self._at_eof = True
+            if not self._protocol.eof_received():
+                self.close()
+        except Exception as exc:  # a bug above us: as the standard transport does, say it and close
+            log.exception("protocol failed on input from %s", self._peer)
+            self._fail(exc)
 
     def pause_reading(self) -> None:
         if self._reading and not self._closing:

@@ -129,6 +129,48 @@ def test_a_write_the_socket_cannot_take_is_buffered_with_back_pressure() -> None
     run(main())
 
 
+class ClosingOnResume(Recorder):
+    """Ends the connection from inside resume_writing, as HTTPProtocol does
+    when the response that had filled the buffer was its last."""
+
+    def __init__(self, end: str) -> None:
+        super().__init__()
+        self.end = end
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        getattr(self.transport, self.end)()
+
+
+@pytest.mark.parametrize("end", ["close", "abort", "write_eof"])
+def test_ending_from_resume_writing_leaves_no_watch_on_the_fd(end: str) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        protocol = ClosingOnResume(end)
+        transport = SocketTransport(loop, ours, protocol)
+        fd = ours.fileno()
+        # More than the socket takes at once, so it backs up; with the
+        # socket's full buffer, the send that brings it under the low-water
+        # mark takes all the rest: resume_writing finds the buffer empty.
+        payload = b"r" * (HIGH_WATER * 8)
+        transport.write(payload)
+        if end == "abort":
+            await read_all(theirs)  # what went out before the abort, then the end
+        else:
+            assert await read_all(theirs, len(payload)) == payload
+        assert protocol.named("resume")
+        if end == "write_eof":
+            assert await read_all(theirs) == b"", "the FIN, once"
+            transport.close()
+        await protocol.lost
+        with pytest.raises(KeyError):
+            loop._selector.get_key(fd)  # neither reader nor writer left on the closed fd
+        theirs.close()
+
+    run(main())
+
+
 def test_close_waits_for_the_buffer_then_loses_the_connection_once() -> None:
     async def main() -> None:
         theirs, protocol, transport = connect(small_buffer=True)

@@ -52,7 +52,7 @@ class SocketTransport(asyncio.Transport):
     """One accepted TCP socket (non-blocking) driving one Protocol."""
 
     __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_buffer", "_peer", "_closing", "_lost",
-                 "_eof_wanted", "_reading", "_at_eof", "_protocol_paused")
+                 "_eof_wanted", "_eof_sent", "_reading", "_at_eof", "_protocol_paused")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
                  protocol: asyncio.Protocol) -> None:
@@ -72,6 +72,7 @@ class SocketTransport(asyncio.Transport):
         #: connection_lost is scheduled (or done): nothing more happens.
         self._lost = False
         self._eof_wanted = False
+        self._eof_sent = False
         #: The reader is registered.
         self._reading = True
         #: The client's end of file was read: reading is over for good.
@@ -148,12 +149,16 @@ class SocketTransport(asyncio.Transport):
             self._fail(exc)
             return
         del self._buffer[:sent]
+        if not self._buffer:
+            # First: a writer is registered exactly while bytes wait, and
+            # resume_writing may close the connection (its socket is closed
+            # a pass later; a writer left on that fd would outlive it).
+            self._loop.remove_writer(self._fd)
         if self._protocol_paused and len(self._buffer) <= LOW_WATER:
             self._protocol_paused = False
-            self._protocol.resume_writing()  # may write more
+            self._protocol.resume_writing()  # may write more, or close
         if self._buffer or self._lost:
             return
-        self._loop.remove_writer(self._fd)
         if self._closing:
             self._lose(None)
         elif self._eof_wanted:
@@ -170,6 +175,9 @@ class SocketTransport(asyncio.Transport):
             self._shut_write()
 
     def _shut_write(self) -> None:
+        if self._eof_sent:  # (write_eof from inside resume_writing, then _write_ready)
+            return
+        self._eof_sent = True
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError as exc:

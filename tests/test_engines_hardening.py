@@ -285,6 +285,63 @@ def test_out_of_file_descriptors_pauses_accepting_and_recovers(target, hold_dir)
         proc.stop()
 
 
+#: --timeout of the stalled-reader test (the wait for a client to take a
+#: response); its download is far larger than any socket buffer holds.
+WRITE_TIMEOUT = 2.0
+DOWNLOAD_BYTES = 64 * 1024 * 1024
+
+
+def holds_connection_from(proc, port: int) -> bool:
+    """Does a process of the server (workers included) hold a connection
+    whose other end is our client's `port`?"""
+    root = psutil.Process(proc.proc.pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            connections = process.net_connections(kind="tcp")
+        except psutil.NoSuchProcess:
+            continue
+        if any(c.raddr and c.raddr.port == port for c in connections):
+            return True
+    return False
+
+
+# A one-connection worker (prefork, sequential under --workers) blocked in
+# that send is also a silent worker: the supervisor may replace it first
+# (its stack logged, WorkerTimeout raised in the send), as gunicorn's
+# arbiter does a sync worker (README, "--timeout").
+@pytest.mark.expected_log(r"silent for [\d.]+s \(--timeout", r"the master found this worker stuck",
+                          r"WorkerTimeout: the request ran past --timeout")
+def test_a_client_that_reads_nothing_is_let_go_after_the_timeout(target, hold_dir):
+    """A client that asks for a large download and reads none of it is
+    disconnected once it has taken nothing for --timeout: its connection
+    (and what the server buffered for it) does not stay for ever. Asyncio's
+    transports, told to close, had waited for the client to read."""
+    proc = start_server(target, hold_dir, "--timeout", str(WRITE_TIMEOUT))
+    client = socket.socket()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(proc.address)
+        client.sendall(build_request("GET", f"/download?bytes={DOWNLOAD_BYTES}"))
+        port = client.getsockname()[1]
+        while not holds_connection_from(proc, port):  # accepted (bounded by the test's timeout)
+            time.sleep(0.02)
+        started = time.monotonic()
+        while holds_connection_from(proc, port):
+            assert time.monotonic() - started < 30 * WRITE_TIMEOUT, "the stalled client is still held"
+            time.sleep(0.05)
+        client.settimeout(10)
+        received = 0
+        try:
+            while chunk := client.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert received < DOWNLOAD_BYTES, "cut off, not served to the end"
+    finally:
+        client.close()
+        proc.stop()
+
+
 # -- the shared policies, unit by unit -----------------------------------------------
 
 def test_accept_backoff_doubles_its_pause_and_reports_an_episode_once(caplog):

@@ -191,6 +191,9 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost(exc)
+        # Counted as open until here, not until close(): a transport's close
+        # sends what it holds first, and a stop must wait for that too.
+        self.engine.forget(self)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -342,6 +345,10 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
             log.warning("async handler for %s ran past --timeout; connection closed",
                         self.exchange.environ.get("PATH_INFO") if self.exchange else "?")
         log.debug("connection from %s timed out in state %d", peer_name(self.peer), self.state)
+        if self.state == WRITING:
+            # The client took nothing for --timeout: drop what waits for it
+            # (a transport's close would wait for it forever).
+            self.transport.abort()
         self.timed_out()
 
     def close(self) -> None:
@@ -356,9 +363,13 @@ class HTTPProtocol(RequestPump, asyncio.Protocol):
             self.task.cancel()
             self.task = None
         self.close_response()
-        if self.transport is not None:
-            self.transport.close()
-            self.engine.forget(self)
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+            if transport.get_write_buffer_size():
+                # Its close waits for the client to take the rest: bounded
+                # by --timeout, as every write.
+                self.engine.loop.call_later(self.engine.config.timeout, transport.abort)
 
 
 class AsyncioEngine(Engine):

@@ -288,7 +288,7 @@ def test_out_of_file_descriptors_pauses_accepting_and_recovers(target, hold_dir)
 #: --timeout of the stalled-reader test (the wait for a client to take a
 #: response); its download is far larger than any socket buffer holds.
 WRITE_TIMEOUT = 2.0
-DOWNLOAD_BYTES = 64 * 1024 * 1024
+DOWNLOAD_BYTES = 16 * 1024 * 1024
 
 
 def holds_connection_from(proc, port: int) -> bool:
@@ -312,7 +312,7 @@ def holds_connection_from(proc, port: int) -> bool:
 @pytest.mark.expected_log(r"silent for [\d.]+s \(--timeout", r"the master found this worker stuck",
                           r"WorkerTimeout: the request ran past --timeout")
 def test_a_client_that_reads_nothing_is_let_go_after_the_timeout(target, hold_dir):
-    """A client that asks for a large download and reads none of it is
+    """A client that asks for a 16 MB download and reads none of it is
     disconnected once it has taken nothing for --timeout: its connection
     (and what the server buffered for it) does not stay for ever. Asyncio's
     transports, told to close, had waited for the client to read."""

@@ -143,12 +143,10 @@ def _serve(sock, peer, engine, wsgi, config: Config) -> None:
 
         request = event
         served = True
-        head_deadline = 0.0
-        if timeout != config.timeout:
-            # The wait for this request left its timeout on the socket (the
-            # keep-alive's, a sliver of the header timeout's): the response's
-            # sends get --timeout, as on the other engines. (Without this a
-            # client that reads nothing was held for --keep-alive.)
+        if head_deadline:
+            # A trickled head left a sliver of timeout on the socket: the
+            # response's sends get --timeout, as on the other engines.
+            head_deadline = 0.0
             timeout = config.timeout
             sock.settimeout(timeout)
         counters.requests += 1
